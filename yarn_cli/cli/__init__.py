@@ -1,0 +1,1 @@
+"""The command-line layer: parse, call the library, render. Nothing else lives here."""

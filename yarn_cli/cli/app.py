@@ -1,0 +1,86 @@
+"""The ``yarn-cli`` application: command registration and the one place errors are rendered."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from yarn_cli import __version__
+from yarn_cli.cli import convert, inspect
+from yarn_cli.cli.common import err
+from yarn_cli.errors import YarnCliError
+
+app = typer.Typer(
+    name="yarn-cli",
+    help="Extend the context window of GGUF models with YaRN, and check that it works.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"yarn-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", "-V", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what the library does.")] = False,
+) -> None:
+    """Extend the context window of GGUF models with YaRN, and check that it works."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
+
+
+app.command("inspect", epilog="Example: yarn-cli inspect model.gguf --factor 4")(inspect.inspect_command)
+app.command("convert", epilog=convert.EPILOG)(convert.convert_command)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    """Console entry point: every failure becomes one ``Error:`` line and a non-zero exit code.
+
+    1 = the work failed, 2 = the command line was wrong, 130 = interrupted.
+    ``YARN_CLI_DEBUG=1`` shows tracebacks instead.
+    """
+    signal.signal(signal.SIGTERM, _terminate)  # clean up partial output on kill, as on Ctrl-C
+    debug = bool(os.environ.get("YARN_CLI_DEBUG"))
+    try:
+        code = app(standalone_mode=False)
+    except YarnCliError as exc:
+        if debug:
+            raise
+        err.print(f"[bold red]Error:[/] {escape(str(exc))}", soft_wrap=True)
+        sys.exit(1)
+    except typer.Abort:
+        err.print("Aborted.")
+        sys.exit(1)
+    except Exception as exc:
+        # Typer's usage errors (bad option values, missing arguments) carry these two attributes;
+        # typer keeps their class private, so they are recognised by shape.
+        if debug or not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            print(exc.format_message())
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        err.print(f"[bold red]Error:[/] {escape(exc.format_message())}{hint}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    if code == 130:
+        err.print("Interrupted; nothing was left half-written.")
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,81 @@
+"""Shared rendering for the commands: consoles, errors, sizes, progress, JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from yarn_cli.gguf_file import Value
+
+# Data (tables, JSON, replies) goes to stdout; status, warnings and progress to stderr.
+out = Console(highlight=False, soft_wrap=False)
+err = Console(stderr=True, highlight=False)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]Error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    err.print(f"[yellow]Warning:[/] {message}", soft_wrap=True)
+
+
+def mib(n: int | None) -> str:
+    if n is None:
+        return "?"
+    if n >= 2**30:
+        return f"{n / 2**30:,.2f} GiB"
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def show_value(value: Value | None) -> str:
+    if value is None:
+        return "(absent)"
+    v = value.value
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, str):
+        return repr(v) if len(v) <= 60 else repr(v[:57] + "...")
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def byte_progress(description: str, *, enabled: bool) -> Iterator[Any]:
+    """A bytes progress bar on stderr; yields ``update(done, total)``."""
+    if not enabled or not err.is_terminal:
+        yield lambda done, total: None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(binary_units=True),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update

@@ -1,0 +1,172 @@
+"""``yarn-cli convert``: bake a RoPE scaling into a GGUF file (or take it out again)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from yarn_cli.cli.common import byte_progress, err, out, print_json, show_value, warn
+from yarn_cli.convert import RECORD_KEY, ConversionPlan, ConvertRequest, ConvertResult, convert_file
+from yarn_cli.default_model import DEFAULT_NAME, resolve_model
+from yarn_cli.scaling import Method
+
+EPILOG = """\
+Examples:
+
+  yarn-cli convert model.gguf --factor 4            # YaRN x4 -> model.yarn-4x.gguf
+
+  yarn-cli convert model.gguf --context 32768 --dry-run
+
+  yarn-cli convert model.gguf out.gguf --method ntk --factor 2
+
+  yarn-cli convert model.yarn-4x.gguf --method none # undo -> model.orig.gguf
+
+  yarn-cli convert default --factor 4               # the embedded SmolLM2-135M -> ./
+"""
+
+
+def convert_command(
+    input: Annotated[
+        str,
+        typer.Argument(
+            help="GGUF model (the first split of a split model), or 'default' for the embedded SmolLM2-135M.",
+            metavar="INPUT",
+        ),
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Output file. Default: beside INPUT, named <stem>.yarn-<S>x.gguf (.linear-, .ntk-, .orig)."
+        ),
+    ] = None,
+    factor: Annotated[float | None, typer.Option("--factor", "-f", help="Scale factor S (> 1).")] = None,
+    context: Annotated[
+        int | None, typer.Option("--context", "-c", help="Target context N; S = N / original context.")
+    ] = None,
+    method: Annotated[
+        Method, typer.Option("--method", "-m", help="yarn, linear (PI), ntk (NTK-aware base) or none (undo).")
+    ] = Method.YARN,
+    original_context: Annotated[
+        int | None,
+        typer.Option(help="Trained context L. Default: the file's original_context_length, else context_length."),
+    ] = None,
+    attn_factor: Annotated[
+        float | None, typer.Option(help="YaRN: extra multiplier on the attention factor (rope.scaling.attn_factor).")
+    ] = None,
+    beta_fast: Annotated[float | None, typer.Option(help="YaRN: beta_fast (default 32).")] = None,
+    beta_slow: Annotated[float | None, typer.Option(help="YaRN: beta_slow (default 1).")] = None,
+    finetuned: Annotated[
+        bool | None, typer.Option("--finetuned/--not-finetuned", help="YaRN: mark the model as fine-tuned for it.")
+    ] = None,
+    in_place: Annotated[
+        bool, typer.Option("--in-place", help="Replace INPUT (atomically) instead of writing OUTPUT.")
+    ] = False,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Overwrite an existing OUTPUT; replace a trained linear or longrope scaling."),
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the keys that would change; write nothing.")] = False,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+) -> None:
+    """Write YaRN (or linear, NTK-aware, or no scaling) into a GGUF file's metadata.
+
+    Raises context_length to S x original so llama-server, Ollama and LM Studio offer
+    the longer context, records what the file had so --method none restores it exactly,
+    and copies the tensor data unchanged at disk speed.
+    """
+    request = ConvertRequest(
+        method=method,
+        factor=factor,
+        context=context,
+        original_context=original_context,
+        attn_factor=attn_factor,
+        beta_fast=beta_fast,
+        beta_slow=beta_slow,
+        finetuned=finetuned,
+        force=force,
+    )
+    source = resolve_model(input)
+    with byte_progress("Writing", enabled=not (quiet or json_output or dry_run)) as update:
+        result = convert_file(
+            source,
+            request,
+            output=output,
+            # the embedded model lives inside site-packages: write its conversions here instead
+            output_dir=Path.cwd() if input == DEFAULT_NAME else None,
+            in_place=in_place,
+            overwrite=force,
+            progress=update,
+            dry_run=dry_run,
+        )
+    plan = result.plan
+    if json_output:
+        print_json(_result_dict(result, dry_run))
+        return
+    for message in plan.warnings:
+        warn(message)
+    if dry_run:
+        out.print(_changes_table(plan))
+        out.print(f"Dry run: {_summary(plan)}; nothing written.")
+        return
+    if not quiet:
+        if plan.replaced:
+            err.print(f"Replaced the file's previous scaling: {plan.replaced}")
+        err.print(_changes_table(plan))
+        target = "in place" if result.in_place else f"to {result.outputs[0].path}"
+        err.print(f"{_summary(plan)}; written {target} in {result.seconds:.2f} s, verified.")
+        for written in result.outputs[1:]:
+            err.print(f"  split {written.path.name}: {written.action}")
+
+
+def _summary(plan: ConversionPlan) -> str:
+    if plan.method == Method.NONE:
+        return f"scaling removed, context_length {plan.context_length}"
+    return f"{plan.method.value} x{plan.factor:g}: context_length {plan.original_context} -> {plan.context_length}"
+
+
+def _changes_table(plan: ConversionPlan) -> Table:
+    table = Table(title="Metadata changes", title_justify="left")
+    table.add_column("key", no_wrap=True)
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    for change in plan.changes:
+        if change.key == RECORD_KEY:
+            before = "(record)" if change.before is not None else "(absent)"
+            after = "(removed)" if change.after is None else "(record of the original keys, for undo)"
+        else:
+            before, after = show_value(change.before), show_value(change.after)
+        table.add_row(change.key, before, after)
+    return table
+
+
+def _result_dict(result: ConvertResult, dry_run: bool) -> dict[str, Any]:
+    plan = result.plan
+    runtime = plan.runtime
+    return {
+        "input": str(result.input),
+        "outputs": [{"path": str(w.path), "action": w.action, "bytes_copied": w.bytes_copied} for w in result.outputs],
+        "dry_run": dry_run,
+        "in_place": result.in_place,
+        "method": plan.method.value,
+        "factor": plan.factor,
+        "original_context": plan.original_context,
+        "context_length": plan.context_length,
+        "freq_base": plan.freq_base,
+        "replaced": plan.replaced,
+        "changes": [
+            {
+                "key": c.key,
+                "before": None if c.before is None else c.before.to_json(),
+                "after": None if c.after is None else c.after.to_json(),
+            }
+            for c in plan.changes
+        ],
+        "warnings": plan.warnings,
+        "verified": result.verified,
+        "seconds": round(result.seconds, 4),
+        "runtime_equivalent": None if runtime is None else runtime.as_kwargs(),
+    }

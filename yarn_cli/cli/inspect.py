@@ -1,0 +1,152 @@
+"""``yarn-cli inspect``: what a GGUF file says about its context and positions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from yarn_cli.cli.common import mib, out, print_json
+from yarn_cli.default_model import resolve_model
+from yarn_cli.errors import InputError
+from yarn_cli.gguf_file import read_header
+from yarn_cli.model_info import ModelInfo, info_dict, model_info
+from yarn_cli.rope import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, YarnView, yarn_view
+from yarn_cli.scaling import check_factor
+
+
+def inspect_command(
+    model: Annotated[
+        str | None,
+        typer.Argument(help="GGUF model file; default: the embedded SmolLM2-135M.", metavar="[MODEL]"),
+    ] = None,
+    factor: Annotated[
+        float | None,
+        typer.Option("--factor", "-f", help="Add the YaRN view for this scale factor: ramp bounds and per-pair table."),
+    ] = None,
+    beta_fast: Annotated[
+        float, typer.Option(help="YaRN beta_fast (rotations) for the --factor view.")
+    ] = DEFAULT_BETA_FAST,
+    beta_slow: Annotated[
+        float, typer.Option(help="YaRN beta_slow (rotations) for the --factor view.")
+    ] = DEFAULT_BETA_SLOW,
+    json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
+) -> None:
+    """Show a GGUF model's context, RoPE settings, scaling keys and KV-cache needs.
+
+    Example:  yarn-cli inspect model.gguf --factor 4
+    """
+    info = model_info(read_header(resolve_model(model)))
+    view = _yarn_view(info, factor, beta_fast, beta_slow) if factor is not None else None
+    if json_output:
+        data = info_dict(info)
+        if view is not None:
+            data["yarn"] = _view_dict(view)
+        print_json(data)
+        return
+    _render_info(info)
+    if view is not None:
+        _render_view(view)
+
+
+def _yarn_view(info: ModelInfo, factor: float, beta_fast: float, beta_slow: float) -> YarnView:
+    check_factor(factor)
+    if not info.uses_rope:
+        raise InputError(f"{info.architecture} does not use RoPE ({info.no_rope_reason}); --factor has no meaning")
+    if not info.rope_dims or not info.original_context:
+        raise InputError("the file lacks the rotary dimension count or context length that YaRN needs")
+    return yarn_view(
+        info.rope_dims, info.freq_base, info.original_context, factor, beta_fast=beta_fast, beta_slow=beta_slow
+    )
+
+
+def _render_info(info: ModelInfo) -> None:
+    h = info.header
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    split = f", split {info.split.number} of {info.split.count}" if info.split else ""
+    table.add_row("File", f"{h.path}")
+    table.add_row("", f"{mib(h.file_size)}, GGUF v{h.version}, {h.endianness}-endian, {len(h.tensors)} tensors{split}")
+    table.add_row("Architecture", info.architecture)
+    table.add_row("Context length", _ctx_text(info))
+    if info.uses_rope:
+        table.add_row("RoPE", f"freq_base {info.freq_base:g}, {info.rope_dims} rotary dims")
+    else:
+        table.add_row("RoPE", f"not used: {info.no_rope_reason}; nothing to scale")
+    kv = max(info.n_kv_heads) if info.n_kv_heads else "?"
+    table.add_row("Shape", f"{info.n_layers} layers, {info.n_heads} heads, {kv} KV heads, head size {info.head_dim_k}")
+    table.add_row("Scaling", info.scaling.describe())
+    for key in info.keys.scaling:
+        value = h.get(key)
+        if value is not None:
+            table.add_row("", f"{key} = {value!r}")
+    if info.yarn_cli_keys:
+        table.add_row(
+            "Converted by", f"yarn-cli {info.yarn_cli_keys.get('yarn_cli.version', '?')} (undo: convert --method none)"
+        )
+    out.print(table)
+    rows = info.kv_cache_table()
+    if rows:
+        kv_table = Table(title="KV cache, f16", title_justify="left")
+        kv_table.add_column("context", justify="right")
+        kv_table.add_column("x native", justify="right")
+        kv_table.add_column("memory", justify="right")
+        for m, ctx, size in rows:
+            kv_table.add_row(f"{ctx:,}", f"{m}x", mib(size))
+        out.print(kv_table)
+
+
+def _ctx_text(info: ModelInfo) -> str:
+    text = f"{info.context_length}"
+    if info.scaling.original_context and info.scaling.original_context != info.context_length:
+        text += f" (trained: {info.scaling.original_context})"
+    return text
+
+
+def _view_dict(view: YarnView) -> dict[str, Any]:
+    return {
+        "factor": view.factor,
+        "original_context": view.original_context,
+        "beta_fast": view.beta_fast,
+        "beta_slow": view.beta_slow,
+        "low": view.low,
+        "high": view.high,
+        "mscale": view.mscale,
+        "pairs": [
+            {
+                "pair": i,
+                "wavelength": float(view.wavelength[i]),
+                "rotations": float(view.rotations[i]),
+                "ramp": float(view.ramp[i]),
+                "freq_ratio": float(view.freq_ratio[i]),
+            }
+            for i in range(len(view.ramp))
+        ],
+    }
+
+
+def _render_view(view: YarnView) -> None:
+    out.print()
+    out.print(
+        f"[bold]YaRN x{view.factor:g}[/] over an original context of {view.original_context}: "
+        f"pairs 0..{view.low} keep their frequency (>= {view.beta_fast:g} rotations), "
+        f"pairs {view.high}.. are interpolated like PI (<= {view.beta_slow:g} rotation), "
+        f"between them blended; attention mscale {view.mscale:.4f}"
+    )
+    table = Table(title_justify="left")
+    for col in ("pair", "wavelength", "rotations in L", "ramp", "freq ratio", "region"):
+        table.add_column(col, justify="right" if col != "region" else "left")
+    for i in range(len(view.ramp)):
+        ramp = view.ramp[i]
+        region = "kept" if ramp == 0 else ("interpolated" if ramp == 1 else "blended")
+        table.add_row(
+            str(i),
+            f"{view.wavelength[i]:,.1f}",
+            f"{view.rotations[i]:,.2f}",
+            f"{ramp:.3f}",
+            f"{view.freq_ratio[i]:.4f}",
+            region,
+        )
+    out.print(table)

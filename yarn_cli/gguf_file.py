@@ -1,0 +1,283 @@
+"""Reading a GGUF header and serialising a modified one.
+
+Parsing is gguf-py's ``GGUFReader``; what this module adds is an immutable view
+of the header that keeps every field's and tensor record's exact bytes, so a
+rewritten header differs from the original only in the keys that were edited.
+Tensor data is never read here: offsets in the tensor records are relative to
+the start of the data section, so the data can be copied as one block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gguf import GGUFReader, GGUFValueType
+from gguf.constants import GGUF_DEFAULT_ALIGNMENT
+
+from yarn_cli.errors import NotGGUFError
+
+GGUF_MAGIC = b"GGUF"
+SUPPORTED_VERSIONS = (2, 3)
+# Arrays longer than this (tokenizer vocabularies, merges) are not decoded: nothing
+# in yarn-cli needs their items, and decoding them costs time and memory.
+MAX_DECODED_ARRAY = 4096
+
+_SCALAR_FORMATS: dict[GGUFValueType, str] = {
+    GGUFValueType.UINT8: "B",
+    GGUFValueType.INT8: "b",
+    GGUFValueType.UINT16: "H",
+    GGUFValueType.INT16: "h",
+    GGUFValueType.UINT32: "I",
+    GGUFValueType.INT32: "i",
+    GGUFValueType.FLOAT32: "f",
+    GGUFValueType.UINT64: "Q",
+    GGUFValueType.INT64: "q",
+    GGUFValueType.FLOAT64: "d",
+    GGUFValueType.BOOL: "?",
+}
+
+Scalar = bool | int | float | str
+
+
+@dataclass(frozen=True)
+class Value:
+    """A typed scalar metadata value. llama.cpp checks types strictly, so the type is explicit."""
+
+    type: GGUFValueType
+    value: Scalar
+
+    def pack(self, byteorder: str) -> bytes:
+        """The value's GGUF encoding (type tag excluded)."""
+        if self.type == GGUFValueType.STRING:
+            data = str(self.value).encode("utf-8")
+            return struct.pack(byteorder + "Q", len(data)) + data
+        fmt = _SCALAR_FORMATS.get(self.type)
+        if fmt is None:
+            raise TypeError(f"cannot pack a {self.type.name} as a scalar value")
+        return struct.pack(byteorder + fmt, self.value)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type.name, "value": self.value}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Value:
+        return cls(GGUFValueType[data["type"]], data["value"])
+
+
+def pack_field(key: str, value: Value, byteorder: str) -> bytes:
+    """A whole key/value record: key string, type tag, value."""
+    key_bytes = key.encode("utf-8")
+    return (
+        struct.pack(byteorder + "Q", len(key_bytes))
+        + key_bytes
+        + struct.pack(byteorder + "I", int(value.type))
+        + value.pack(byteorder)
+    )
+
+
+@dataclass(frozen=True)
+class Field:
+    """One metadata key as stored: its decoded value and its exact bytes."""
+
+    key: str
+    type: GGUFValueType
+    item_type: GGUFValueType | None
+    length: int | None
+    value: Any
+    raw: bytes = field(repr=False)
+
+    @property
+    def is_array(self) -> bool:
+        return self.type == GGUFValueType.ARRAY
+
+    def scalar(self) -> Value | None:
+        """The field as a typed scalar, or None for arrays."""
+        if self.is_array:
+            return None
+        return Value(self.type, self.value)
+
+
+@dataclass(frozen=True)
+class TensorRecord:
+    """One tensor-info record: where the tensor's bytes lie inside the data section."""
+
+    name: str
+    ggml_type: int
+    shape: tuple[int, ...]
+    offset: int
+    n_bytes: int
+    raw: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    """Everything before the tensor data, plus where the data starts and ends."""
+
+    path: Path
+    file_size: int
+    version: int
+    byteorder: str
+    alignment: int
+    fields: dict[str, Field]
+    tensors: tuple[TensorRecord, ...]
+    data_offset: int
+
+    @property
+    def endianness(self) -> str:
+        return "little" if self.byteorder == "<" else "big"
+
+    @property
+    def architecture(self) -> str | None:
+        value = self.get("general.architecture")
+        return value if isinstance(value, str) else None
+
+    @property
+    def data_size(self) -> int:
+        """Bytes from the data start to the end of the file, copied verbatim on rewrite."""
+        return self.file_size - self.data_offset
+
+    def get(self, key: str, default: Any = None) -> Any:
+        found = self.fields.get(key)
+        return default if found is None else found.value
+
+    def scalar(self, key: str) -> Value | None:
+        found = self.fields.get(key)
+        return None if found is None else found.scalar()
+
+
+def _decode_field(reader_field: Any) -> tuple[GGUFValueType, GGUFValueType | None, int | None, Any]:
+    types = reader_field.types
+    main = types[0]
+    if main != GGUFValueType.ARRAY:
+        return main, None, None, reader_field.contents()
+    length = len(reader_field.data)
+    item_type = types[-1] if len(types) > 1 else None
+    value = reader_field.contents() if length <= MAX_DECODED_ARRAY else None
+    return main, item_type, length, value
+
+
+def _check_magic(path: Path, size: int) -> None:
+    if size < 24:
+        raise NotGGUFError(f"{path} is not a GGUF file: only {size} bytes long")
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if head[:4] != GGUF_MAGIC:
+        raise NotGGUFError(f"{path} is not a GGUF file (it starts with {head[:4]!r}, not b'GGUF')")
+    version = int.from_bytes(head[4:8], "little")
+    if version & 0xFFFF == 0:
+        version = int.from_bytes(head[4:8], "big")
+    if version not in SUPPORTED_VERSIONS:
+        raise NotGGUFError(
+            f"{path} is GGUF version {version}; only versions 2 and 3 are supported "
+            "(re-create it with a current llama.cpp convert script)"
+        )
+
+
+def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
+    """Parse a GGUF file's header; raise NotGGUFError with a clear reason when it is not one."""
+    path = Path(path)
+    if not path.exists():
+        raise NotGGUFError(f"{path} does not exist")
+    if not path.is_file():
+        raise NotGGUFError(f"{path} is not a file")
+    size = path.stat().st_size
+    _check_magic(path, size)
+    try:
+        reader = GGUFReader(path, "r")
+    except Exception as exc:  # gguf-py signals a bad header with many exception types
+        raise NotGGUFError(
+            f"{path}: the GGUF header is truncated or corrupt ({type(exc).__name__}: {exc}); "
+            "the file may be an incomplete download"
+        ) from exc
+    try:
+        return _snapshot(path, size, reader)
+    finally:
+        mm = getattr(reader.data, "_mmap", None)
+        del reader
+        if mm is not None:
+            with contextlib.suppress(BufferError):  # a view is still alive; the GC will close it
+                mm.close()
+
+
+def _snapshot(path: Path, size: int, reader: GGUFReader) -> GGUFHeader:
+    data = reader.data
+    fields: dict[str, Field] = {}
+    for key, rf in reader.fields.items():
+        if key.startswith("GGUF."):
+            continue
+        nbytes = sum(int(part.nbytes) for part in rf.parts)
+        main, item_type, length, value = _decode_field(rf)
+        fields[key] = Field(key, main, item_type, length, value, bytes(data[rf.offset : rf.offset + nbytes]))
+    tensors: list[TensorRecord] = []
+    for t in reader.tensors:
+        tf = t.field
+        nbytes = sum(int(part.nbytes) for part in tf.parts)
+        tensors.append(
+            TensorRecord(
+                name=t.name,
+                ggml_type=int(t.tensor_type),
+                shape=tuple(int(d) for d in t.shape),
+                offset=int(t.data_offset) - int(reader.data_offset),
+                n_bytes=int(t.n_bytes),
+                raw=bytes(data[tf.offset : tf.offset + nbytes]),
+            )
+        )
+    data_offset = int(reader.data_offset)
+    for t in tensors:
+        end = data_offset + t.offset + t.n_bytes
+        if end > size:
+            raise NotGGUFError(
+                f"{path} is truncated: tensor {t.name!r} ends at byte {end:,} but the file has "
+                f"{size:,} bytes; the download is probably incomplete"
+            )
+    version = int(reader.fields["GGUF.version"].parts[0][0])
+    byteorder = "<" if reader.endianess.name == "LITTLE" else ">"
+    return GGUFHeader(
+        path=path,
+        file_size=size,
+        version=version,
+        byteorder=byteorder,
+        alignment=int(reader.alignment) or GGUF_DEFAULT_ALIGNMENT,
+        fields=fields,
+        tensors=tuple(tensors),
+        data_offset=data_offset,
+    )
+
+
+Edits = Mapping[str, Value | None]
+
+
+def edited_keys(header: GGUFHeader, edits: Edits) -> list[str]:
+    """The header's keys after ``edits``: in place where replaced, dropped where None, new ones last."""
+    keys = [k for k in header.fields if k not in edits or edits[k] is not None]
+    keys += [k for k, v in edits.items() if k not in header.fields and v is not None]
+    return keys
+
+
+def build_header(header: GGUFHeader, edits: Edits) -> bytes:
+    """Serialise ``header`` with ``edits`` applied, padded to the data alignment.
+
+    Unedited fields and all tensor records are copied byte for byte, so applying
+    edits that restore the original values reproduces the original header exactly.
+    """
+    bo = header.byteorder
+    records: list[bytes] = []
+    for key in edited_keys(header, edits):
+        value = edits.get(key)
+        records.append(header.fields[key].raw if value is None else pack_field(key, value, bo))
+    out = bytearray(GGUF_MAGIC)
+    out += struct.pack(bo + "I", header.version)
+    out += struct.pack(bo + "QQ", len(header.tensors), len(records))
+    for record in records:
+        out += record
+    for tensor in header.tensors:
+        out += tensor.raw
+    pad = -len(out) % header.alignment
+    out += b"\x00" * pad
+    return bytes(out)
