@@ -48,7 +48,8 @@ def write_tiny_llama(
 ) -> Path:
     """Write a 2-layer llama-style model; ``extra`` adds or overrides metadata keys.
 
-    ``pad_mib`` adds a large unused tensor, to make files of a chosen size.
+    ``pad_mib`` adds a large unused tensor, to make files of a chosen size (llama.cpp then
+    refuses the extra tensor, so such files are for file-handling tests only).
     Returns the path of the (first) file written.
     """
     rng = np.random.default_rng(seed)
@@ -99,9 +100,29 @@ def write_tiny_llama(
     writer.add_tensor("output_norm.weight", ones(N_EMBD))
     writer.add_tensor("output.weight", weight(N_VOCAB, N_EMBD, scale=0.5))
     if pad_mib:
-        writer.add_tensor("padding.weight", np.zeros(pad_mib * 2**20, dtype=np.uint8))
+        writer.add_tensor("padding.weight", np.zeros(pad_mib * 2**20, dtype=np.int8))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
     return writer.format_shard_names(Path(path))[0]
+
+
+def write_sparse_gguf(path: Path, data_bytes: int) -> Path:
+    """A llama-metadata GGUF whose one tensor is ``data_bytes`` long and never written (a sparse file).
+
+    It takes no disk space, so tests can ask for outputs larger than the free space.
+    """
+    writer = GGUFWriter(path, "llama")
+    writer.add_uint32("llama.context_length", CONTEXT)
+    writer.add_uint32("llama.rope.dimension_count", HEAD_DIM)
+    writer.add_tensor_info("huge.weight", (data_bytes,), np.dtype(np.int8), data_bytes)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    writer.close()
+    with open(path, "r+b") as fh:
+        fh.seek(0, 2)
+        header_end = fh.tell()
+        fh.truncate(header_end + (-header_end % 32) + data_bytes)
+    return path

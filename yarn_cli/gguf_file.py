@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gguf import GGUFReader, GGUFValueType
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType
 from gguf.constants import GGUF_DEFAULT_ALIGNMENT
+from gguf.gguf_reader import ReaderField
 
 from yarn_cli.errors import NotGGUFError
 
@@ -189,7 +190,7 @@ def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
     size = path.stat().st_size
     _check_magic(path, size)
     try:
-        reader = GGUFReader(path, "r")
+        reader = _HeaderReader(path, "r")
     except Exception as exc:  # gguf-py signals a bad header with many exception types
         raise NotGGUFError(
             f"{path}: the GGUF header is truncated or corrupt ({type(exc).__name__}: {exc}); "
@@ -205,7 +206,38 @@ def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
                 mm.close()
 
 
-def _snapshot(path: Path, size: int, reader: GGUFReader) -> GGUFHeader:
+class _HeaderReader(GGUFReader):
+    """GGUFReader that parses the tensor records but maps no tensor data.
+
+    yarn-cli never reads tensor data through the reader, and mapping it would turn a
+    truncated file into an opaque numpy reshape error instead of a clear message.
+    """
+
+    tensor_fields: list[ReaderField]
+
+    def _build_tensors(self, start_offs: int, fields: list[ReaderField]) -> None:
+        self.tensor_fields = fields
+
+
+def _tensor_record(tf: ReaderField, data: Any) -> TensorRecord:
+    _name_len, name_data, _n_dims, dims, raw_dtype, offset = tf.parts
+    ggml_type = GGMLQuantizationType(int(raw_dtype[0]))
+    block_size, type_size = GGML_QUANT_SIZES[ggml_type]
+    n_elements = 1
+    for d in dims.tolist():
+        n_elements *= int(d)
+    nbytes = sum(int(part.nbytes) for part in tf.parts)
+    return TensorRecord(
+        name=bytes(name_data).decode("utf-8"),
+        ggml_type=int(ggml_type),
+        shape=tuple(int(d) for d in dims.tolist()),
+        offset=int(offset[0]),
+        n_bytes=n_elements * type_size // block_size,
+        raw=bytes(data[tf.offset : tf.offset + nbytes]),
+    )
+
+
+def _snapshot(path: Path, size: int, reader: _HeaderReader) -> GGUFHeader:
     data = reader.data
     fields: dict[str, Field] = {}
     for key, rf in reader.fields.items():
@@ -214,20 +246,13 @@ def _snapshot(path: Path, size: int, reader: GGUFReader) -> GGUFHeader:
         nbytes = sum(int(part.nbytes) for part in rf.parts)
         main, item_type, length, value = _decode_field(rf)
         fields[key] = Field(key, main, item_type, length, value, bytes(data[rf.offset : rf.offset + nbytes]))
-    tensors: list[TensorRecord] = []
-    for t in reader.tensors:
-        tf = t.field
-        nbytes = sum(int(part.nbytes) for part in tf.parts)
-        tensors.append(
-            TensorRecord(
-                name=t.name,
-                ggml_type=int(t.tensor_type),
-                shape=tuple(int(d) for d in t.shape),
-                offset=int(t.data_offset) - int(reader.data_offset),
-                n_bytes=int(t.n_bytes),
-                raw=bytes(data[tf.offset : tf.offset + nbytes]),
-            )
-        )
+    try:
+        tensors = [_tensor_record(tf, data) for tf in reader.tensor_fields]
+    except (ValueError, KeyError, UnicodeDecodeError) as exc:
+        raise NotGGUFError(f"{path}: a tensor record in the GGUF header is corrupt ({exc})") from exc
+    names = [t.name for t in tensors]
+    if len(set(names)) != len(names):
+        raise NotGGUFError(f"{path}: the GGUF header lists a tensor name twice; the file is corrupt")
     data_offset = int(reader.data_offset)
     for t in tensors:
         end = data_offset + t.offset + t.n_bytes

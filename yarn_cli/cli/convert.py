@@ -136,7 +136,7 @@ def _changes_table(plan: ConversionPlan) -> Table:
     for change in plan.changes:
         if change.key == RECORD_KEY:
             before = "(record)" if change.before is not None else "(absent)"
-            after = "(removed)" if change.after is None else "(record of the original keys, for undo)"
+            after = "(removed)" if change.after is None else "(undo record)"
         else:
             before, after = show_value(change.before), show_value(change.after)
         table.add_row(change.key, before, after)

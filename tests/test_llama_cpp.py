@@ -1,0 +1,111 @@
+"""Converted files in the real llama.cpp: what it loads, and logits against run-time scaling.
+
+A file converted by yarn-cli must behave exactly like the unconverted file loaded
+with the equivalent llama.cpp parameters: the logits are compared bit for bit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+import pytest
+from ggufs import CONTEXT, FREQ_BASE, HEAD_DIM
+
+from yarn_cli.convert import ConvertRequest, convert_file
+from yarn_cli.scaling import Method
+
+YARN = llama_cpp.LLAMA_ROPE_SCALING_TYPE_YARN
+LINEAR = llama_cpp.LLAMA_ROPE_SCALING_TYPE_LINEAR
+
+
+def load(path: Path, n_ctx: int, **params: object) -> llama_cpp.Llama:
+    return llama_cpp.Llama(
+        model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, n_threads=2, verbose=False, **params
+    )
+
+
+def logits(path: Path, tokens: list[int], n_ctx: int, **params: object) -> np.ndarray:
+    llm = load(path, n_ctx, **params)
+    try:
+        llm.eval(tokens)
+        return np.array(llm.scores[: len(tokens)], copy=True)
+    finally:
+        llm.close()
+
+
+def trained(path: Path) -> tuple[int, float]:
+    llm = load(path, 64)
+    try:
+        return (
+            llama_cpp.llama_model_n_ctx_train(llm.model),
+            llama_cpp.llama_model_rope_freq_scale_train(llm.model),
+        )
+    finally:
+        llm.close()
+
+
+TINY_TOKENS = list(range(3, 3 + 200))
+
+
+@pytest.mark.parametrize("factor", [2.0, 4.0, 16.0])
+def test_yarn_file_loads_with_new_context_and_scale(tiny_model: Path, factor: float) -> None:
+    out = convert_file(tiny_model, ConvertRequest(factor=factor)).outputs[0].path
+    n_ctx_train, freq_scale = trained(out)
+    assert n_ctx_train == factor * CONTEXT
+    assert freq_scale == pytest.approx(1.0 / factor, rel=1e-7)
+
+
+@pytest.mark.parametrize("factor", [2.0, 4.0])
+def test_yarn_logits_equal_runtime_yarn(tiny_model: Path, factor: float) -> None:
+    result = convert_file(tiny_model, ConvertRequest(factor=factor))
+    runtime = {"rope_scaling_type": YARN, "rope_freq_scale": 1.0 / factor, "yarn_orig_ctx": CONTEXT}
+    assert result.plan.runtime is not None
+    assert {k: v for k, v in result.plan.runtime.as_kwargs().items() if v} == runtime
+    converted = logits(result.outputs[0].path, TINY_TOKENS, 256)
+    at_runtime = logits(tiny_model, TINY_TOKENS, 256, **runtime)
+    plain = logits(tiny_model, TINY_TOKENS, 256)
+    assert np.array_equal(converted, at_runtime)
+    assert np.abs(converted - plain).max() > 1e-3
+
+
+def test_linear_logits_equal_runtime_linear(tiny_model: Path) -> None:
+    result = convert_file(tiny_model, ConvertRequest(method=Method.LINEAR, factor=2.0))
+    assert trained(result.outputs[0].path) == (2 * CONTEXT, 0.5)
+    converted = logits(result.outputs[0].path, TINY_TOKENS, 256)
+    at_runtime = logits(tiny_model, TINY_TOKENS, 256, rope_scaling_type=LINEAR, rope_freq_scale=0.5)
+    assert np.array_equal(converted, at_runtime)
+    assert np.abs(converted - logits(tiny_model, TINY_TOKENS, 256)).max() > 1e-3
+
+
+def test_ntk_logits_equal_runtime_base(tiny_model: Path) -> None:
+    result = convert_file(tiny_model, ConvertRequest(method=Method.NTK, factor=2.0))
+    new_base = result.plan.freq_base
+    assert new_base == pytest.approx(FREQ_BASE * 2.0 ** (HEAD_DIM / (HEAD_DIM - 2)), rel=1e-6)
+    n_ctx_train, freq_scale = trained(result.outputs[0].path)
+    assert (n_ctx_train, freq_scale) == (2 * CONTEXT, 1.0)
+    converted = logits(result.outputs[0].path, TINY_TOKENS, 256)
+    at_runtime = logits(tiny_model, TINY_TOKENS, 256, rope_freq_base=new_base)
+    assert np.array_equal(converted, at_runtime)
+    assert np.abs(converted - logits(tiny_model, TINY_TOKENS, 256)).max() > 1e-3
+
+
+def test_undone_file_behaves_like_the_original(tiny_model: Path) -> None:
+    scaled = convert_file(tiny_model, ConvertRequest(factor=4.0)).outputs[0].path
+    restored = convert_file(scaled, ConvertRequest(method=Method.NONE)).outputs[0].path
+    assert trained(restored) == (CONTEXT, 1.0)
+    assert np.array_equal(logits(restored, TINY_TOKENS, 256), logits(tiny_model, TINY_TOKENS, 256))
+
+
+def test_smollm2_yarn_file_equals_runtime_yarn(smollm2: Path, tmp_path: Path) -> None:
+    """The real model: SmolLM2-135M (context 8192) converted to YaRN x4 (32768)."""
+    out = convert_file(smollm2, ConvertRequest(factor=4.0), output=tmp_path / "smol.yarn-4x.gguf").outputs[0].path
+    assert trained(out) == (32768, 0.25)
+    llm = load(smollm2, 64)
+    tokens = llm.tokenize(b"The quick brown fox jumps over the lazy dog. " * 12)[:128]
+    llm.close()
+    converted = logits(out, tokens, 256)
+    at_runtime = logits(smollm2, tokens, 256, rope_scaling_type=YARN, rope_freq_scale=0.25, yarn_orig_ctx=8192)
+    assert np.array_equal(converted, at_runtime)
+    assert np.abs(converted - logits(smollm2, tokens, 256)).max() > 1e-2
