@@ -25,6 +25,7 @@ from yarn_cli.model_info import BETA_ARCHS, SWA_ARCHS, ModelInfo, model_info
 from yarn_cli.rope import ntk_freq_base
 from yarn_cli.scaling import (
     DEFAULT_FREQ_BASE,
+    FileScaling,
     Method,
     RuntimeScaling,
     boolean,
@@ -234,7 +235,9 @@ def plan_conversion(header: GGUFHeader, request: ConvertRequest) -> ConversionPl
     )
 
 
-def _plan_none(info: ModelInfo, record: Values | None, original: Values, orig_scaling, force: bool) -> Values:  # type: ignore[no-untyped-def]
+def _plan_none(
+    info: ModelInfo, record: Values | None, original: Values, orig_scaling: FileScaling, force: bool
+) -> Values:
     keys = info.keys
     if record is not None:
         return dict(original)
@@ -247,9 +250,13 @@ def _plan_none(info: ModelInfo, record: Values | None, original: Values, orig_sc
         target[k] = None
     native = info.scaling.original_context
     if native:
-        ctx_type = original[keys.context_length].type if original[keys.context_length] else None
-        target[keys.context_length] = Value(ctx_type, native) if ctx_type else uint32(native)
+        target[keys.context_length] = _same_type(original.get(keys.context_length), uint32(native))
     return target
+
+
+def _same_type(old: Value | None, new: Value) -> Value:
+    """``new``'s value in the type the file already used for the key, so llama.cpp's type check still passes."""
+    return new if old is None else Value(old.type, new.value)
 
 
 def _plan_scaled(
@@ -265,8 +272,7 @@ def _plan_scaled(
     target = dict(original)
     for k in keys.scaling:
         target[k] = None
-    old_ctx = original.get(keys.context_length)
-    target[keys.context_length] = Value(old_ctx.type, context_length) if old_ctx else uint32(context_length)
+    target[keys.context_length] = _same_type(original.get(keys.context_length), uint32(context_length))
     if request.method == Method.YARN:
         target[keys.scaling_type] = string("yarn")
         target[keys.scaling_factor] = float32(factor)
@@ -291,9 +297,8 @@ def _plan_scaled(
     elif request.method == Method.NTK:
         if not info.rope_dims or info.rope_dims <= 2:
             raise UnsupportedModelError("the rotary dimension count is unknown; NTK scaling needs it")
-        old_base = original.get(keys.freq_base)
-        new_base = ntk_freq_base(base, factor, info.rope_dims)
-        target[keys.freq_base] = Value(old_base.type, float32(new_base).value) if old_base else float32(new_base)
+        new_base = float32(ntk_freq_base(base, factor, info.rope_dims))
+        target[keys.freq_base] = _same_type(original.get(keys.freq_base), new_base)
     return target
 
 
