@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, GGUFValueType
 from gguf.constants import GGUF_DEFAULT_ALIGNMENT
 from gguf.gguf_reader import ReaderField
@@ -157,7 +159,7 @@ def _decode_field(reader_field: Any) -> tuple[GGUFValueType, GGUFValueType | Non
     main = types[0]
     if main != GGUFValueType.ARRAY:
         return main, None, None, reader_field.contents()
-    length = len(reader_field.data)
+    length = int(reader_field.parts[4][0])  # parts: key length, key, type, item type, item count, ...
     item_type = types[-1] if len(types) > 1 else None
     value = reader_field.contents() if length <= MAX_DECODED_ARRAY else None
     return main, item_type, length, value
@@ -217,6 +219,40 @@ class _HeaderReader(GGUFReader):
 
     def _build_tensors(self, start_offs: int, fields: list[ReaderField]) -> None:
         self.tensor_fields = fields
+
+    def _get_field_parts(
+        self, orig_offs: int, raw_type: int
+    ) -> tuple[int, list[npt.NDArray[Any]], list[int], list[GGUFValueType]]:
+        """Long arrays (vocabularies, merges) as one undecoded block instead of a view per item.
+
+        gguf-py makes one numpy view per array item, which takes seconds for a 50k-token
+        vocabulary; yarn-cli never decodes those arrays, it only copies their bytes.
+        """
+        if raw_type != GGUFValueType.ARRAY:
+            return super()._get_field_parts(orig_offs, raw_type)
+        raw_itype = self._get(orig_offs, np.uint32)
+        alen = self._get(orig_offs + 4, np.uint64)
+        count = int(alen[0])
+        item_type = GGUFValueType(int(raw_itype[0]))
+        item_size = np.dtype(self.gguf_scalar_to_np[item_type]).itemsize if item_type in self.gguf_scalar_to_np else 0
+        if count <= MAX_DECODED_ARRAY or not (item_size or item_type == GGUFValueType.STRING):
+            return super()._get_field_parts(orig_offs, raw_type)
+        start = orig_offs + 12
+        is_str = item_type == GGUFValueType.STRING
+        end = self._skip_strings(start, count) if is_str else start + count * item_size
+        if end > len(self.data):
+            raise ValueError(f"array of {count} items runs past the end of the file")
+        return end - orig_offs, [raw_itype, alen, self.data[start:end]], [], [GGUFValueType.ARRAY, item_type]
+
+    def _skip_strings(self, pos: int, count: int) -> int:
+        fmt = "<Q" if self.endianess.name == "LITTLE" else ">Q"
+        buf = self.data.data  # the mapped bytes, as a memoryview
+        size = len(buf)
+        for _ in range(count):
+            if pos + 8 > size:
+                raise ValueError("string array runs past the end of the file")
+            pos += 8 + struct.unpack_from(fmt, buf, pos)[0]
+        return pos
 
 
 def _tensor_record(tf: ReaderField, data: Any) -> TensorRecord:
