@@ -1,0 +1,240 @@
+"""A chat conversation with a loaded model: the model's own template, streaming, context limits.
+
+Formatting uses the GGUF's ``tokenizer.chat_template`` through llama-cpp-python's
+Jinja2 formatter, generation its ``create_completion`` (which reuses the KV cache
+for the shared prefix of consecutive turns), and timings come from llama.cpp's own
+performance counters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from yarn_cli.errors import InputError
+
+# llama.cpp's sampling defaults (common/common.h), which llama-cli users know.
+DEFAULT_TEMP = 0.8
+DEFAULT_TOP_P = 0.95
+DEFAULT_TOP_K = 40
+DEFAULT_MIN_P = 0.05
+DEFAULT_REPEAT_PENALTY = 1.0
+# Room kept free for the reply when older turns must be dropped to fit a new one.
+MIN_REPLY_ROOM = 64
+
+# A plain ChatML template for models whose GGUF carries none.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
+    "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temp: float = DEFAULT_TEMP
+    top_p: float = DEFAULT_TOP_P
+    top_k: int = DEFAULT_TOP_K
+    min_p: float = DEFAULT_MIN_P
+    repeat_penalty: float = DEFAULT_REPEAT_PENALTY
+    seed: int | None = None
+    max_tokens: int = -1  # -1: until the end-of-turn token or the context is full
+
+    def check(self) -> None:
+        if self.temp < 0:
+            raise InputError(f"--temp must be 0 or more, got {self.temp:g}")
+        if not 0 <= self.top_p <= 1:
+            raise InputError(f"--top-p must be between 0 and 1, got {self.top_p:g}")
+        if not 0 <= self.min_p <= 1:
+            raise InputError(f"--min-p must be between 0 and 1, got {self.min_p:g}")
+        if self.top_k < 0:
+            raise InputError(f"--top-k must be 0 (off) or more, got {self.top_k}")
+        if self.repeat_penalty <= 0:
+            raise InputError(f"--repeat-penalty must be positive, got {self.repeat_penalty:g}")
+        if self.max_tokens == 0 or self.max_tokens < -1:
+            raise InputError(f"-n/--max-tokens must be positive (or -1 for no limit), got {self.max_tokens}")
+
+
+@dataclass
+class TurnStats:
+    """One reply's figures, from llama.cpp's performance counters."""
+
+    prompt_tokens: int = 0  # the whole formatted conversation
+    prompt_evaluated: int = 0  # the part not already in the KV cache
+    prompt_ms: float = 0.0
+    completion_tokens: int = 0
+    generation_ms: float = 0.0
+    first_token_ms: float = 0.0
+    context_used: int = 0
+    n_ctx: int = 0
+    stopped: str = "eos"  # eos, length, interrupted
+    dropped_turns: int = 0
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.prompt_evaluated / self.prompt_ms * 1000 if self.prompt_ms else 0.0
+
+    @property
+    def generation_tps(self) -> float:
+        return self.completion_tokens / self.generation_ms * 1000 if self.generation_ms else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["prompt_tokens_per_s"] = round(self.prompt_tps, 2)
+        data["generation_tokens_per_s"] = round(self.generation_tps, 2)
+        return data
+
+
+class ContextOverflowError(InputError):
+    """A single message does not fit in the context at all."""
+
+
+@dataclass
+class Conversation:
+    system: str | None = None
+    turns: list[dict[str, str]] = field(default_factory=list)  # alternating user / assistant
+
+    def messages(self) -> list[dict[str, str]]:
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return head + self.turns
+
+    def save(self, path: Path) -> None:
+        data = {"system": self.system, "messages": self.turns}
+        tmp = path.with_name(f".{path.name}.partial")
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Conversation:
+        try:
+            data = json.loads(path.read_text())
+            turns = [{"role": str(m["role"]), "content": str(m["content"])} for m in data["messages"]]
+        except FileNotFoundError as exc:
+            raise InputError(f"{path} does not exist") from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InputError(f"{path} is not a conversation saved by /save ({exc})") from exc
+        if any(t["role"] not in ("user", "assistant") for t in turns):
+            raise InputError(f"{path}: messages must have the role user or assistant")
+        system = data.get("system")
+        return cls(system=str(system) if system else None, turns=turns)
+
+
+class ChatSession:
+    """A conversation bound to a model; ``reply`` streams the next assistant turn."""
+
+    def __init__(self, llm: llama_cpp.Llama, sampling: Sampling, system: str | None = None) -> None:
+        sampling.check()
+        self.llm = llm
+        self.sampling = sampling
+        self.conversation = Conversation(system=system)
+        template = llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        eos_id = llm.token_eos()
+        bos_id = llm.token_bos()
+        self._eos_text = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
+        bos_text = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
+        self._formatter = Jinja2ChatFormatter(
+            template=template, eos_token=self._eos_text, bos_token=bos_text, stop_token_ids=[eos_id]
+        )
+        self.n_ctx = llm.n_ctx()
+
+    def prompt_tokens(self, messages: list[dict[str, str]]) -> tuple[list[int], Any]:
+        formatted = self._formatter(messages=messages)  # type: ignore[arg-type]
+        tokens = self.llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
+        return tokens, formatted
+
+    def _fit(self) -> tuple[list[int], Any, int]:
+        """Drop the oldest turns (never the system prompt or the new message) until the prompt fits."""
+        dropped = 0
+        while True:
+            tokens, formatted = self.prompt_tokens(self.conversation.messages())
+            room = self.n_ctx - len(tokens)
+            if room >= MIN_REPLY_ROOM or len(self.conversation.turns) <= 1:
+                break
+            # remove the oldest user/assistant pair
+            del self.conversation.turns[: 2 if len(self.conversation.turns) > 2 else 1]
+            dropped += 1
+        if len(tokens) >= self.n_ctx:
+            raise ContextOverflowError(
+                f"the prompt is {len(tokens)} tokens but the context holds {self.n_ctx}; "
+                "raise -c, or extend the model with `yarn-cli convert` or --rope-scale"
+            )
+        return tokens, formatted, dropped
+
+    def reply(self, text: str, on_text: Callable[[str], None] | None = None) -> tuple[str, TurnStats]:
+        """Add a user message and generate the answer; KeyboardInterrupt stops it and keeps what came."""
+        self.conversation.turns.append({"role": "user", "content": text})
+        try:
+            return self._generate(on_text)
+        except ContextOverflowError:
+            self.conversation.turns.pop()
+            raise
+
+    def regenerate(self, on_text: Callable[[str], None] | None = None) -> tuple[str, TurnStats]:
+        turns = self.conversation.turns
+        if not turns:
+            raise InputError("there is no reply to regenerate yet")
+        if turns[-1]["role"] == "assistant":
+            turns.pop()
+        return self._generate(on_text)
+
+    def clear(self) -> None:
+        self.conversation.turns.clear()
+
+    def _generate(self, on_text: Callable[[str], None] | None) -> tuple[str, TurnStats]:
+        tokens, formatted, dropped = self._fit()
+        stats = TurnStats(prompt_tokens=len(tokens), n_ctx=self.n_ctx, dropped_turns=dropped)
+        ctx = self.llm.ctx
+        llama_cpp.llama_perf_context_reset(ctx)
+        s = self.sampling
+        max_tokens = self.n_ctx - len(tokens) if s.max_tokens < 0 else min(s.max_tokens, self.n_ctx - len(tokens))
+        stream: Iterator[Any] = self.llm.create_completion(  # type: ignore[assignment]
+            tokens,
+            max_tokens=max_tokens,
+            temperature=s.temp,
+            top_p=s.top_p,
+            top_k=s.top_k,
+            min_p=s.min_p,
+            repeat_penalty=s.repeat_penalty,
+            seed=s.seed,
+            stop=formatted.stop,
+            stopping_criteria=formatted.stopping_criteria,
+            stream=True,
+        )
+        pieces: list[str] = []
+        first_token_ms = 0.0
+        start = time.perf_counter()
+        try:
+            for chunk in stream:
+                choice = chunk["choices"][0]
+                piece = choice.get("text") or ""
+                if not first_token_ms:
+                    first_token_ms = (time.perf_counter() - start) * 1000
+                if piece:
+                    pieces.append(piece)
+                    if on_text:
+                        on_text(piece)
+                if choice.get("finish_reason"):
+                    stats.stopped = "length" if choice["finish_reason"] == "length" else "eos"
+        except KeyboardInterrupt:
+            stats.stopped = "interrupted"
+        finally:
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+        reply = "".join(pieces)
+        perf = llama_cpp.llama_perf_context(ctx)
+        stats.prompt_evaluated = int(perf.n_p_eval)
+        stats.prompt_ms = float(perf.t_p_eval_ms)
+        stats.completion_tokens = int(perf.n_eval)
+        stats.generation_ms = float(perf.t_eval_ms)
+        stats.first_token_ms = first_token_ms
+        stats.context_used = len(tokens) + stats.completion_tokens
+        self.conversation.turns.append({"role": "assistant", "content": reply})
+        return reply, stats

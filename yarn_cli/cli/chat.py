@@ -1,0 +1,310 @@
+"""``yarn-cli chat``: talk to a GGUF model, with the scaling from the file or set at run time."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from yarn_cli.chat import (
+    DEFAULT_MIN_P,
+    DEFAULT_REPEAT_PENALTY,
+    DEFAULT_TEMP,
+    DEFAULT_TOP_K,
+    DEFAULT_TOP_P,
+    ChatSession,
+    Conversation,
+    Sampling,
+    TurnStats,
+)
+from yarn_cli.cli.common import err, print_json, warn
+from yarn_cli.default_model import resolve_model
+from yarn_cli.errors import InputError, YarnCliError
+from yarn_cli.runtime import Effective, LoadOptions, ScalingOverride, load_model
+from yarn_cli.scaling import runtime_yarn
+
+EPILOG = """\
+Examples:
+
+  yarn-cli chat                                     # the embedded SmolLM2-135M, interactive
+
+  yarn-cli chat model.yarn-4x.gguf -c 32768         # the scaling baked into the file
+
+  yarn-cli chat model.gguf -c 32768 --yarn auto     # YaRN x4 at run time for an 8k model
+
+  yarn-cli chat model.gguf --rope-scaling yarn --rope-scale 4 --yarn-orig-ctx 8192 -c 32768
+
+  echo "Summarise: ..." | yarn-cli chat model.gguf --temp 0
+
+  yarn-cli chat -p "What is the capital of France?" --json
+"""
+
+REPL_HELP = """\
+/help           this help
+/exit           leave (Ctrl-D too)
+/clear          forget the conversation (the system prompt stays)
+/regen          answer the last message again
+/system TEXT    set the system prompt
+/stats          figures of the last reply and the conversation
+/save FILE      save the conversation as JSON
+/load FILE      load a conversation saved with /save
+End a line with \\ to continue on the next line; Ctrl-C stops a reply and keeps the session."""
+
+
+def chat_command(
+    model: Annotated[
+        str | None,
+        typer.Argument(help="GGUF model; default: the embedded SmolLM2-135M-Instruct.", metavar="[MODEL]"),
+    ] = None,
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", "-p", help="One-shot: answer this prompt, print the reply, exit.")
+    ] = None,
+    system: Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")] = None,
+    ctx_size: Annotated[
+        int | None,
+        typer.Option("--ctx-size", "-c", help="Context size in tokens. Default: the model's, capped by memory."),
+    ] = None,
+    rope_scaling: Annotated[
+        str | None, typer.Option(help="Run-time RoPE scaling: none, linear or yarn (overrides the file).")
+    ] = None,
+    rope_scale: Annotated[
+        float | None, typer.Option(help="Run-time scale factor S (llama.cpp's --rope-scale).")
+    ] = None,
+    yarn_orig_ctx: Annotated[int | None, typer.Option(help="YaRN's original context L.")] = None,
+    rope_freq_base: Annotated[float | None, typer.Option(help="RoPE base frequency (NTK-aware scaling).")] = None,
+    yarn: Annotated[
+        str,
+        typer.Option(help="auto: when -c exceeds an unscaled model's context, apply YaRN with S = c / context."),
+    ] = "off",
+    gpu_layers: Annotated[
+        int | None,
+        typer.Option(
+            "--gpu-layers", "-ngl", help="Layers to offload to the GPU. Default: all if llama.cpp has GPU support."
+        ),
+    ] = None,
+    threads: Annotated[int | None, typer.Option("--threads", "-t", help="CPU threads.")] = None,
+    flash_attn: Annotated[bool, typer.Option("--flash-attn", "-fa", help="Use flash attention.")] = False,
+    temp: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = DEFAULT_TEMP,
+    top_p: Annotated[float, typer.Option(help="Top-p sampling.")] = DEFAULT_TOP_P,
+    top_k: Annotated[int, typer.Option(help="Top-k sampling; 0 = off.")] = DEFAULT_TOP_K,
+    min_p: Annotated[float, typer.Option(help="Min-p sampling.")] = DEFAULT_MIN_P,
+    repeat_penalty: Annotated[float, typer.Option(help="Repetition penalty; 1 = off.")] = DEFAULT_REPEAT_PENALTY,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed, for reproducible replies.")] = None,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", "-n", help="Most tokens per reply; -1 = until the model stops.")
+    ] = -1,
+    json_output: Annotated[bool, typer.Option("--json", help="One-shot: print one JSON object.")] = False,
+    no_stream: Annotated[bool, typer.Option("--no-stream", help="Print the reply when it is complete.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="Show llama.cpp's own log.")] = False,
+) -> None:
+    """Chat with a GGUF model on the CPU or GPU through llama.cpp.
+
+    Interactive on a terminal; with -p, or a prompt on stdin, it prints only the reply
+    and exits, so it composes in pipes. The first line (on stderr) shows the context,
+    scaling and backend that llama.cpp really set up.
+    """
+    if yarn not in ("off", "auto"):
+        raise InputError(f"--yarn must be auto or off, got {yarn!r}")
+    path = resolve_model(model)
+    sampling = Sampling(
+        temp=temp,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        repeat_penalty=repeat_penalty,
+        seed=seed,
+        max_tokens=max_tokens,
+    )
+    sampling.check()
+    override = ScalingOverride(rope_scaling, rope_scale, yarn_orig_ctx, rope_freq_base)
+    scaling = override.to_runtime()
+    if ctx_size is not None and ctx_size <= 0:
+        raise InputError(f"-c/--ctx-size must be a positive number of tokens, got {ctx_size}")
+    one_shot = prompt is not None or not sys.stdin.isatty()
+    if one_shot and prompt is None:
+        prompt = sys.stdin.read()
+        if not prompt.strip():
+            raise InputError("no prompt: stdin was empty (give -p TEXT, or run on a terminal to chat)")
+    auto_note = None
+    if yarn == "auto" and scaling is None and ctx_size is not None:
+        scaling, auto_note = _auto_yarn(path, ctx_size)
+    llm, effective, _info = load_model(
+        path,
+        LoadOptions(
+            n_ctx=ctx_size,
+            scaling=scaling,
+            n_gpu_layers=gpu_layers,
+            n_threads=threads,
+            flash_attn=flash_attn,
+            seed=seed,
+            verbose=verbose,
+        ),
+    )
+    for note in (auto_note, *effective.notes):
+        if note:
+            err.print(note, style="yellow", soft_wrap=True)
+    if not json_output:
+        err.print(f"[dim]llama.cpp: {escape(effective.describe())}[/]", soft_wrap=True)
+    session = ChatSession(llm, sampling, system=system)
+    if one_shot:
+        assert prompt is not None
+        _one_shot(session, prompt, effective, json_output=json_output, stream=not no_stream)
+    else:
+        _repl(session, stream=not no_stream)
+
+
+def _auto_yarn(path: Path, ctx_size: int) -> tuple[Any, str | None]:
+    from yarn_cli.gguf_file import read_header
+    from yarn_cli.model_info import model_info
+
+    info = model_info(read_header(path))
+    native = info.context_length
+    if info.scaling.is_scaled or not native or ctx_size <= native or not info.uses_rope:
+        return None, None
+    factor = ctx_size / native
+    return runtime_yarn(factor, native), f"--yarn auto: YaRN x{factor:g} (original context {native}) for -c {ctx_size}"
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _one_shot(session: ChatSession, prompt: str, effective: Effective, *, json_output: bool, stream: bool) -> None:
+    live = stream and not json_output
+    reply, stats = session.reply(prompt, _write if live else None)
+    if stats.dropped_turns:
+        warn(f"dropped {stats.dropped_turns} earlier turn(s) to fit the context")
+    if json_output:
+        print_json(
+            {
+                "reply": reply,
+                "prompt_tokens": stats.prompt_tokens,
+                "completion_tokens": stats.completion_tokens,
+                "stopped": stats.stopped,
+                "timings": {
+                    "prompt_ms": round(stats.prompt_ms, 3),
+                    "generation_ms": round(stats.generation_ms, 3),
+                    "first_token_ms": round(stats.first_token_ms, 3),
+                    "prompt_tokens_per_s": round(stats.prompt_tps, 2),
+                    "generation_tokens_per_s": round(stats.generation_tps, 2),
+                },
+                "settings": effective.to_dict(),
+            }
+        )
+        return
+    if not live:
+        _write(reply)
+    _write("\n")
+    if stats.stopped == "interrupted":
+        raise typer.Exit(130)
+
+
+def _stats_line(stats: TurnStats) -> str:
+    return (
+        f"prompt {stats.prompt_tps:.1f} tok/s, generation {stats.generation_tps:.1f} tok/s, "
+        f"context {stats.context_used}/{stats.n_ctx}"
+    )
+
+
+def _read_message() -> str | None:
+    """One message from the terminal; a trailing backslash continues it on the next line."""
+    lines: list[str] = []
+    prompt = "> "
+    while True:
+        try:
+            line = input(prompt)
+        except EOFError:
+            return None if not lines else "\n".join(lines)
+        if line.endswith("\\"):
+            lines.append(line[:-1])
+            prompt = ". "
+            continue
+        lines.append(line)
+        return "\n".join(lines)
+
+
+def _repl(session: ChatSession, *, stream: bool) -> None:
+    with contextlib.suppress(ImportError):
+        import readline  # noqa: F401  (line editing and history for input())
+    err.print("[dim]Type /help for commands, /exit or Ctrl-D to leave.[/]")
+    last: TurnStats | None = None
+    while True:
+        try:
+            text = _read_message()
+        except KeyboardInterrupt:
+            err.print("\n[dim](Ctrl-D or /exit to leave)[/]")
+            continue
+        if text is None:
+            err.print()
+            return
+        if not text.strip():
+            continue
+        if text.startswith("/"):
+            command, _, arg = text.strip().partition(" ")
+            try:
+                if _command(session, command, arg.strip(), last, stream):
+                    return
+            except YarnCliError as exc:
+                err.print(f"[bold red]Error:[/] {escape(str(exc))}", soft_wrap=True)
+            continue
+        last = _turn(session, partial(session.reply, text), stream) or last
+
+
+def _turn(session: ChatSession, run: Any, stream: bool) -> TurnStats | None:
+    try:
+        reply, stats = run(_write if stream else None)
+    except YarnCliError as exc:
+        err.print(f"[bold red]Error:[/] {escape(str(exc))}", soft_wrap=True)
+        return None
+    if not stream:
+        _write(reply)
+    _write("\n")
+    if stats.dropped_turns:
+        warn(f"dropped the {stats.dropped_turns} oldest turn(s) to fit the context of {stats.n_ctx} tokens")
+    if stats.stopped == "interrupted":
+        err.print("[dim](stopped)[/]")
+    err.print(f"[dim]{_stats_line(stats)}[/]")
+    return stats
+
+
+def _command(session: ChatSession, command: str, arg: str, last: TurnStats | None, stream: bool) -> bool:
+    """Run a /command; True means leave."""
+    if command in ("/exit", "/quit", "/bye"):
+        return True
+    if command == "/help":
+        err.print(REPL_HELP, markup=False)
+    elif command == "/clear":
+        session.clear()
+        err.print("[dim]Conversation cleared.[/]")
+    elif command == "/regen":
+        _turn(session, session.regenerate, stream)
+    elif command == "/system":
+        session.conversation.system = arg or None
+        err.print(f"[dim]System prompt {'set' if arg else 'removed'}.[/]")
+    elif command == "/stats":
+        turns = len(session.conversation.turns)
+        tokens, _ = session.prompt_tokens(session.conversation.messages())
+        err.print(f"{turns} messages, {len(tokens)} tokens of {session.n_ctx} in the context")
+        if last is not None:
+            err.print(
+                f"last reply: {last.completion_tokens} tokens, {_stats_line(last)}, "
+                f"first token after {last.first_token_ms:.0f} ms"
+            )
+    elif command in ("/save", "/load"):
+        if not arg:
+            raise InputError(f"{command} needs a file name")
+        if command == "/save":
+            session.conversation.save(Path(arg))
+            err.print(f"[dim]Saved {len(session.conversation.turns)} messages to {escape(arg)}.[/]")
+        else:
+            session.conversation = Conversation.load(Path(arg))
+            err.print(f"[dim]Loaded {len(session.conversation.turns)} messages from {escape(arg)}.[/]")
+    else:
+        raise InputError(f"unknown command {command}; /help lists them")
+    return False

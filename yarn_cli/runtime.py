@@ -1,0 +1,307 @@
+"""Loading a GGUF model in llama.cpp (through llama-cpp-python) with a RoPE scaling.
+
+llama-cpp-python swallows unknown keyword arguments and prints a lot; this module
+passes only parameters it knows, keeps llama.cpp's log (shown with ``verbose``),
+and reads back from that log what llama.cpp really set up, so the user sees the
+effective context and scaling rather than an echo of the flags.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import llama_cpp
+
+from yarn_cli.errors import InputError, UnsupportedModelError, YarnCliError
+from yarn_cli.gguf_file import read_header
+from yarn_cli.model_info import ModelInfo, model_info
+from yarn_cli.scaling import (
+    LLAMA_ROPE_SCALING_LINEAR,
+    LLAMA_ROPE_SCALING_NONE,
+    LLAMA_ROPE_SCALING_YARN,
+    RuntimeScaling,
+)
+
+SCALING_NAMES = {
+    LLAMA_ROPE_SCALING_NONE: "none",
+    LLAMA_ROPE_SCALING_LINEAR: "linear",
+    LLAMA_ROPE_SCALING_YARN: "yarn",
+}
+# Share of the available memory the KV cache may take when the context is chosen for the user.
+KV_MEMORY_SHARE = 0.5
+
+
+class ModelLoadError(YarnCliError):
+    """llama.cpp could not load the model or create its context."""
+
+
+@dataclass(frozen=True)
+class ScalingOverride:
+    """Run-time scaling flags, named as llama.cpp's (``--rope-scaling``, ``--rope-scale``...)."""
+
+    rope_scaling: str | None = None  # none, linear, yarn
+    rope_scale: float | None = None
+    yarn_orig_ctx: int | None = None
+    rope_freq_base: float | None = None
+
+    def to_runtime(self) -> RuntimeScaling | None:
+        if self == ScalingOverride():
+            return None
+        kinds = {v: k for k, v in SCALING_NAMES.items()}
+        if self.rope_scaling is not None and self.rope_scaling not in kinds:
+            raise InputError(f"--rope-scaling must be one of none, linear, yarn; got {self.rope_scaling!r}")
+        if self.rope_scale is not None and not (self.rope_scale > 0 and self.rope_scale < float("inf")):
+            raise InputError(f"--rope-scale must be a positive number, got {self.rope_scale:g}")
+        if self.yarn_orig_ctx is not None and self.yarn_orig_ctx <= 0:
+            raise InputError(f"--yarn-orig-ctx must be a positive number of tokens, got {self.yarn_orig_ctx}")
+        if self.rope_freq_base is not None and not (self.rope_freq_base > 0 and self.rope_freq_base < float("inf")):
+            raise InputError(f"--rope-freq-base must be a positive number, got {self.rope_freq_base:g}")
+        kind = (
+            kinds[self.rope_scaling] if self.rope_scaling is not None else llama_cpp.LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED
+        )
+        return RuntimeScaling(
+            rope_scaling_type=kind,
+            rope_freq_scale=1.0 / self.rope_scale if self.rope_scale else 0.0,
+            rope_freq_base=self.rope_freq_base or 0.0,
+            yarn_orig_ctx=self.yarn_orig_ctx or 0,
+        )
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    n_ctx: int | None = None  # None: the model's context_length, capped by memory
+    scaling: RuntimeScaling | None = None
+    n_gpu_layers: int | None = None  # None: all layers when llama.cpp can offload, else 0
+    n_threads: int | None = None
+    flash_attn: bool = False
+    seed: int | None = None
+    verbose: bool = False
+
+
+@dataclass(frozen=True)
+class Effective:
+    """What llama.cpp set up, read from its own log and model accessors."""
+
+    n_ctx: int
+    n_ctx_train: int
+    scaling_type: str
+    freq_scale: float
+    original_context: int
+    freq_base: float
+    backend: str
+    gpu_layers: int
+    n_layers: int
+    flash_attn: bool
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def factor(self) -> float:
+        return 1.0 / self.freq_scale if self.freq_scale else 1.0
+
+    def describe(self) -> str:
+        if self.scaling_type == "yarn":
+            rope = f"yarn x{self.factor:g} (original {self.original_context})"
+        elif self.scaling_type == "linear" and self.freq_scale != 1.0:
+            rope = f"linear x{self.factor:g}"
+        else:
+            rope = "none"
+        return (
+            f"n_ctx {self.n_ctx} (trained {self.n_ctx_train}), rope {rope}, freq_base {self.freq_base:g}, "
+            f"{self.backend} ({self.gpu_layers}/{self.n_layers} layers on GPU), "
+            f"flash-attn {'on' if self.flash_attn else 'off'}"
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "n_ctx": self.n_ctx,
+            "n_ctx_train": self.n_ctx_train,
+            "rope_scaling": self.scaling_type,
+            "rope_scale": self.factor,
+            "yarn_orig_ctx": self.original_context,
+            "rope_freq_base": self.freq_base,
+            "backend": self.backend,
+            "gpu_layers": self.gpu_layers,
+            "n_layers": self.n_layers,
+            "flash_attn": self.flash_attn,
+        }
+
+
+# llama.cpp's log goes through one process-wide callback; this keeps the lines of the load in progress.
+_log_lock = threading.Lock()
+_log_lines: list[str] = []
+_log_echo = False
+
+
+@llama_cpp.llama_log_callback
+def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    line = text.decode("utf-8", "replace")
+    _log_lines.append(line)
+    if _log_echo:
+        os.write(2, text)
+
+
+llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
+
+@contextlib.contextmanager
+def _captured_log(echo: bool) -> Iterator[list[str]]:
+    global _log_echo
+    with _log_lock:
+        _log_lines.clear()
+        _log_echo = echo
+        try:
+            yield _log_lines
+        finally:
+            _log_echo = False
+
+
+def _log_value(lines: list[str], prefix: str, name: str) -> str | None:
+    pattern = re.compile(rf"^{re.escape(prefix)}:\s+{re.escape(name)}\s+=\s+(.+?)\s*$")
+    for line in reversed("".join(lines).splitlines()):
+        match = pattern.match(line)
+        if match:
+            return match.group(1)
+    return None
+
+
+def _backend(lines: list[str]) -> str:
+    text = "".join(lines)
+    for name, pattern in (
+        ("CUDA", r"\bCUDA\d+ model buffer"),
+        ("Metal", r"\bMTL\d* model buffer|\bMetal model buffer"),
+        ("Vulkan", r"\bVulkan\d+ model buffer"),
+        ("SYCL", r"\bSYCL\d+ model buffer"),
+    ):
+        if re.search(pattern, text):
+            return name
+    return "CPU"
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), None where unknown."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+def choose_context(info: ModelInfo, requested: int | None) -> tuple[int, str | None]:
+    """The context to create: what was asked, else the model's, capped so the KV cache fits in memory."""
+    if requested is not None:
+        if requested <= 0:
+            raise InputError(f"-c/--ctx-size must be a positive number of tokens, got {requested}")
+        return requested, None
+    native = info.context_length or 4096
+    per_token = info.kv_cache_bytes(1)
+    free = available_memory()
+    if not per_token or not free:
+        return native, None
+    limit = int(free * KV_MEMORY_SHARE / per_token) // 256 * 256
+    if limit >= native:
+        return native, None
+    limit = max(limit, 256)
+    return limit, (
+        f"context capped at {limit} tokens (the model's {native} needs "
+        f"{per_token * native / 2**30:.1f} GiB of KV cache); set -c to choose"
+    )
+
+
+def default_gpu_layers() -> int:
+    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+
+
+def load_model(path: Path, options: LoadOptions) -> tuple[llama_cpp.Llama, Effective, ModelInfo]:
+    """Load ``path`` with ``options``; every failure becomes one clear YarnCliError."""
+    info = model_info(read_header(path))
+    n_ctx, note = choose_context(info, options.n_ctx)
+    scaled = options.scaling is not None and options.scaling.rope_scaling_type in (
+        LLAMA_ROPE_SCALING_LINEAR,
+        LLAMA_ROPE_SCALING_YARN,
+    )
+    if scaled and not info.uses_rope:
+        raise UnsupportedModelError(
+            f"{info.architecture} models use {info.no_rope_reason}, not RoPE: a RoPE scaling has no effect"
+        )
+    n_gpu_layers = default_gpu_layers() if options.n_gpu_layers is None else options.n_gpu_layers
+    kwargs: dict[str, object] = {
+        "model_path": str(path),
+        "n_ctx": n_ctx,
+        "n_gpu_layers": n_gpu_layers,
+        "flash_attn": options.flash_attn,
+        "verbose": False,
+    }
+    if options.n_threads is not None:
+        if options.n_threads <= 0:
+            raise InputError(f"-t/--threads must be at least 1, got {options.n_threads}")
+        kwargs["n_threads"] = options.n_threads
+        kwargs["n_threads_batch"] = options.n_threads
+    if options.seed is not None:
+        kwargs["seed"] = options.seed
+    if options.scaling is not None:
+        kwargs.update(options.scaling.as_kwargs())
+    with _captured_log(options.verbose) as lines:
+        try:
+            llm = llama_cpp.Llama(**kwargs)  # type: ignore[arg-type]
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(_load_error(path, lines, exc)) from exc
+        log = list(lines)
+    effective = _effective(llm, info, options, log, note)
+    return llm, effective, info
+
+
+def _load_error(path: Path, lines: list[str], exc: Exception) -> str:
+    reasons = [
+        line.split(":", 1)[-1].strip()
+        for line in "".join(lines).splitlines()
+        if "error" in line.lower() or "failed" in line.lower()
+    ]
+    detail = reasons[0] if reasons else str(exc)
+    return f"llama.cpp could not load {path}: {detail}"
+
+
+def _effective(
+    llm: llama_cpp.Llama, info: ModelInfo, options: LoadOptions, log: list[str], note: str | None
+) -> Effective:
+    model = llm.model
+    n_layers = llama_cpp.llama_model_n_layer(model)
+    gpu_layers = 0
+    offloaded = re.search(r"offloaded (\d+)/(\d+) layers to GPU", "".join(log))
+    if offloaded:
+        gpu_layers = int(offloaded.group(1))
+    freq_base = _log_value(log, "llama_context", "freq_base")
+    freq_scale = _log_value(log, "llama_context", "freq_scale")
+    flash = _log_value(log, "llama_context", "flash_attn")
+    train_type = _log_value(log, "print_info", "rope scaling") or "none"
+    orig_yarn = _log_value(log, "print_info", "n_ctx_orig_yarn")
+    scaling = options.scaling
+    scaling_type = train_type
+    original = int(orig_yarn) if orig_yarn else info.original_context or 0
+    if scaling is not None:
+        if scaling.rope_scaling_type in SCALING_NAMES:
+            scaling_type = SCALING_NAMES[scaling.rope_scaling_type]
+        if scaling.yarn_orig_ctx:
+            original = scaling.yarn_orig_ctx
+    scale = float(freq_scale) if freq_scale else llama_cpp.llama_model_rope_freq_scale_train(model)
+    if scaling_type == "linear" and scale == 1.0:
+        scaling_type = "none"
+    return Effective(
+        n_ctx=llama_cpp.llama_n_ctx(llm.ctx),
+        n_ctx_train=llama_cpp.llama_model_n_ctx_train(model),
+        scaling_type=scaling_type,
+        freq_scale=scale,
+        original_context=original,
+        freq_base=float(freq_base) if freq_base else info.freq_base,
+        backend=_backend(log),
+        gpu_layers=gpu_layers,
+        n_layers=n_layers,
+        flash_attn=flash not in (None, "disabled", "0", "false"),
+        notes=(note,) if note else (),
+    )
