@@ -292,9 +292,12 @@ def _effective(
     scale = float(freq_scale) if freq_scale else llama_cpp.llama_model_rope_freq_scale_train(model)
     if scaling_type == "linear" and scale == 1.0:
         scaling_type = "none"
+    # The model's own figure as llama.cpp loaded it; llama_model_n_ctx_train() reports it rescaled
+    # once a context with a run-time freq_scale exists.
+    n_ctx_train = _log_value(log, "print_info", "n_ctx_train")
     return Effective(
         n_ctx=llama_cpp.llama_n_ctx(llm.ctx),
-        n_ctx_train=llama_cpp.llama_model_n_ctx_train(model),
+        n_ctx_train=int(n_ctx_train) if n_ctx_train else llama_cpp.llama_model_n_ctx_train(model),
         scaling_type=scaling_type,
         freq_scale=scale,
         original_context=original,

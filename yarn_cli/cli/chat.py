@@ -206,10 +206,8 @@ def _one_shot(session: ChatSession, prompt: str, effective: Effective, *, json_o
 
 
 def _stats_line(stats: TurnStats) -> str:
-    return (
-        f"prompt {stats.prompt_tps:.1f} tok/s, generation {stats.generation_tps:.1f} tok/s, "
-        f"context {stats.context_used}/{stats.n_ctx}"
-    )
+    prompt = f"prompt {stats.prompt_tps:.1f} tok/s" if stats.prompt_evaluated > 1 else "prompt cached"
+    return f"{prompt}, generation {stats.generation_tps:.1f} tok/s, context {stats.context_used}/{stats.n_ctx}"
 
 
 def _read_message() -> str | None:

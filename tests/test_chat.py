@@ -1,0 +1,284 @@
+"""``yarn-cli chat`` with the real SmolLM2 in the real llama.cpp: one-shot, pipes, JSON, REPL, limits."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import select
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ggufs import write_tiny_llama
+
+from yarn_cli.chat import ChatSession, ContextOverflowError, Conversation, Sampling
+from yarn_cli.convert import ConvertRequest, convert_file
+from yarn_cli.errors import InputError
+from yarn_cli.runtime import LoadOptions, ScalingOverride, load_model
+
+QUESTION = "What is the capital of France? Answer in one word."
+
+
+def error_line(result) -> str:
+    """The one error line; only the llama.cpp settings line may precede it (once the model is loaded)."""
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("llama.cpp: n_ctx")]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    return lines[0]
+
+
+def test_one_shot_prints_only_the_reply(run_cli) -> None:
+    result = run_cli("chat", "-p", QUESTION, "--temp", "0")
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+    assert result.stdout.endswith("\n") and "llama.cpp" not in result.stdout
+    assert "llama.cpp: n_ctx 8192 (trained 8192), rope none, freq_base 100000, CPU" in result.stderr
+
+
+def test_prompt_from_a_pipe(run_cli, tmp_path: Path) -> None:
+    import subprocess
+
+    env = dict(os.environ, NO_COLOR="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "yarn_cli", "chat", "--temp", "0", "--no-stream"],
+        input=QUESTION,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+
+
+def test_json_result(run_cli) -> None:
+    result = run_cli("chat", "-p", QUESTION, "--temp", "0", "--json", "-c", "1024")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert "Paris" in data["reply"]
+    assert data["prompt_tokens"] > 10 and data["completion_tokens"] >= 1
+    assert data["stopped"] == "eos"
+    assert data["timings"]["generation_tokens_per_s"] > 0
+    assert data["timings"]["first_token_ms"] > 0
+    assert data["settings"]["n_ctx"] == 1024
+    assert data["settings"]["rope_scaling"] == "none"
+    assert data["settings"]["backend"] == "CPU"
+
+
+def test_seed_makes_sampling_reproducible(run_cli) -> None:
+    args = ("chat", "-p", "Write one sentence about the sea.", "--temp", "1.0", "--seed", "42", "-n", "24")
+    first, second = run_cli(*args), run_cli(*args)
+    assert first.returncode == 0 and second.returncode == 0
+    assert first.stdout == second.stdout and first.stdout.strip()
+
+
+def test_converted_file_answers_like_runtime_yarn(run_cli, smollm2: Path, tmp_path: Path) -> None:
+    converted = convert_file(smollm2, ConvertRequest(factor=4.0), output=tmp_path / "smol.yarn-4x.gguf")
+    path = converted.outputs[0].path
+    from_file = run_cli("chat", path, "-p", QUESTION, "--temp", "0", "-c", "2048", "--json")
+    at_runtime = run_cli(
+        "chat", smollm2, "-p", QUESTION, "--temp", "0", "-c", "2048", "--json",
+        "--rope-scaling", "yarn", "--rope-scale", "4", "--yarn-orig-ctx", "8192",
+    )  # fmt: skip
+    a, b = json.loads(from_file.stdout), json.loads(at_runtime.stdout)
+    assert a["reply"] == b["reply"]
+    assert a["settings"]["rope_scaling"] == b["settings"]["rope_scaling"] == "yarn"
+    assert a["settings"]["rope_scale"] == b["settings"]["rope_scale"] == 4.0
+    assert a["settings"]["yarn_orig_ctx"] == b["settings"]["yarn_orig_ctx"] == 8192
+    assert (a["settings"]["n_ctx_train"], b["settings"]["n_ctx_train"]) == (32768, 8192)
+
+
+def test_yarn_auto_applies_yarn_beyond_the_native_context(run_cli) -> None:
+    result = run_cli("chat", "-p", "Hi", "-n", "4", "-c", "16384", "--yarn", "auto", "--temp", "0")
+    assert result.returncode == 0, result.stderr
+    assert "--yarn auto: YaRN x2 (original context 8192) for -c 16384" in result.stderr
+    assert "rope yarn x2 (original 8192)" in result.stderr
+
+
+def test_rope_scaling_none_turns_a_file_scaling_off(run_cli, smollm2: Path, tmp_path: Path) -> None:
+    path = convert_file(smollm2, ConvertRequest(factor=2.0), output=tmp_path / "x2.gguf").outputs[0].path
+    result = run_cli("chat", path, "-p", "Hi", "-n", "2", "-c", "512", "--rope-scaling", "none", "--json")
+    settings = json.loads(result.stdout)["settings"]
+    assert (settings["rope_scaling"], settings["rope_scale"]) == ("none", 1.0)
+
+
+# --- limits ----------------------------------------------------------------------------------
+
+
+def test_prompt_longer_than_the_context(run_cli) -> None:
+    result = run_cli("chat", "-p", "word " * 400, "-c", "256")
+    assert result.returncode == 1
+    line = error_line(result)
+    assert "tokens but the context holds 256" in line
+    assert "yarn-cli convert" in line and "--rope-scale" in line
+
+
+def test_old_turns_dropped_to_fit_system_prompt_kept(smollm2: Path) -> None:
+    llm, effective, _ = load_model(smollm2, LoadOptions(n_ctx=512))
+    assert effective.n_ctx == 512
+    session = ChatSession(llm, Sampling(temp=0, max_tokens=8), system="You are terse.")
+    filler = "Please remember this sentence about nothing in particular. " * 12
+    dropped = 0
+    for i in range(4):
+        _, stats = session.reply(f"{i}: {filler}")
+        dropped += stats.dropped_turns
+        assert stats.context_used <= 512
+    assert dropped > 0
+    assert session.conversation.system == "You are terse."
+    assert session.conversation.turns[-2]["content"].startswith("3: ")
+    with pytest.raises(ContextOverflowError, match="the context holds 512"):
+        session.reply("x " * 600)
+    llm.close()
+
+
+def test_conversation_save_and_load(tmp_path: Path) -> None:
+    conv = Conversation(system="sys", turns=[{"role": "user", "content": "é"}, {"role": "assistant", "content": "b"}])
+    conv.save(tmp_path / "c.json")
+    assert Conversation.load(tmp_path / "c.json") == conv
+    (tmp_path / "bad.json").write_text('{"messages": [{"role": "wizard", "content": "x"}]}')
+    with pytest.raises(InputError, match="role user or assistant"):
+        Conversation.load(tmp_path / "bad.json")
+
+
+def test_effective_settings_are_read_back(tiny_model: Path) -> None:
+    scaling = ScalingOverride(rope_scaling="yarn", rope_scale=4.0, yarn_orig_ctx=256).to_runtime()
+    llm, effective, _ = load_model(tiny_model, LoadOptions(n_ctx=512, scaling=scaling, n_threads=1))
+    assert effective.n_ctx == 512
+    assert effective.freq_scale == 0.25 and effective.factor == 4.0
+    assert effective.scaling_type == "yarn" and effective.original_context == 256
+    assert effective.describe().startswith("n_ctx 512 (trained 256), rope yarn x4 (original 256), freq_base 10000")
+    llm.close()
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--rope-scale", "0"], "--rope-scale must be a positive number, got 0"),
+        (["-c", "-5"], "-c/--ctx-size must be a positive number of tokens, got -5"),
+        (["--rope-scaling", "dynamic"], "--rope-scaling must be one of none, linear, yarn"),
+        (["--temp", "-1"], "--temp must be 0 or more"),
+        (["--top-p", "2"], "--top-p must be between 0 and 1"),
+        (["-n", "0"], "-n/--max-tokens must be positive"),
+        (["--yarn", "sometimes"], "--yarn must be auto or off"),
+        (["-t", "0"], "-t/--threads must be at least 1"),
+    ],
+)
+def test_bad_flags(run_cli, args: list[str], expected: str) -> None:
+    result = run_cli("chat", "-p", "hi", *args)
+    assert result.returncode == 1
+    assert expected in error_line(result)
+
+
+def test_bad_models(run_cli, tmp_path: Path) -> None:
+    missing = run_cli("chat", tmp_path / "nope.gguf", "-p", "hi")
+    assert error_line(missing) == f"Error: {tmp_path / 'nope.gguf'} does not exist"
+    (tmp_path / "notes.txt").write_text("just text, no model here\n" * 3)
+    text = run_cli("chat", tmp_path / "notes.txt", "-p", "hi")
+    assert "is not a GGUF file" in error_line(text)
+    unloadable = write_tiny_llama(tmp_path / "extra.gguf", pad_mib=1)  # one tensor llama.cpp does not expect
+    result = run_cli("chat", unloadable, "-p", "hi")
+    assert result.returncode == 1
+    assert "llama.cpp could not load" in error_line(result) and "wrong number of tensors" in result.stderr
+
+
+# --- the REPL on a pseudo-terminal -------------------------------------------------------------
+
+
+class Terminal:
+    """Drive ``yarn-cli chat`` on a pseudo-terminal, as a person at a keyboard would."""
+
+    def __init__(self, *args: str, cwd: Path) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child: become the CLI
+            os.chdir(cwd)
+            os.environ["NO_COLOR"] = "1"
+            os.execvp(sys.executable, [sys.executable, "-m", "yarn_cli", "chat", *args])
+        self.buffer = b""
+        self.pos = 0
+
+    def expect(self, marker: str, timeout: float = 120) -> str:
+        end = time.monotonic() + timeout
+        needle = marker.encode()
+        while time.monotonic() < end:
+            found = self.buffer.find(needle, self.pos)
+            if found >= 0:
+                seen = self.buffer[self.pos : found].decode(errors="replace")
+                self.pos = found + len(needle)
+                return seen
+            ready, _, _ = select.select([self.fd], [], [], 0.2)
+            if ready:
+                try:
+                    self.buffer += os.read(self.fd, 65536)
+                except OSError:
+                    break
+        raise AssertionError(f"never saw {marker!r}; screen so far:\n{self.buffer.decode(errors='replace')}")
+
+    def type(self, text: str) -> None:
+        os.write(self.fd, text.encode())
+
+    def wait(self) -> int:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                return os.waitstatus_to_exitcode(status)
+            if select.select([self.fd], [], [], 0.2)[0]:
+                with contextlib.suppress(OSError):
+                    self.buffer += os.read(self.fd, 65536)
+        os.kill(self.pid, signal.SIGKILL)
+        raise AssertionError("the REPL did not exit")
+
+
+def test_repl_session(tmp_path: Path) -> None:
+    term = Terminal("--temp", "0", "-c", "2048", cwd=tmp_path)
+    term.expect("> ")
+    term.type(QUESTION + "\r")
+    assert "Paris" in term.expect("tok/s")
+    term.expect("> ")
+    term.type("/save conv.json\r")
+    term.expect("Saved 2 messages")
+    term.expect("> ")
+    saved = json.loads((tmp_path / "conv.json").read_text())
+    assert saved["messages"][0]["content"] == QUESTION and "Paris" in saved["messages"][1]["content"]
+    term.type("/regen\r")
+    assert "Paris" in term.expect("tok/s")
+    term.expect("> ")
+    term.type("/clear\r")
+    term.expect("Conversation cleared.")
+    term.expect("> ")
+    term.type("/stats\r")
+    assert "0 messages" in term.expect("> ")
+    term.type("/load conv.json\r")
+    term.expect("Loaded 2 messages")
+    term.expect("> ")
+    term.type("/stats\r")
+    assert "2 messages" in term.expect("> ")
+    term.type("/nonsense\r")
+    assert "unknown command /nonsense" in term.expect("> ")
+    term.type("/exit\r")
+    assert term.wait() == 0
+
+
+def test_repl_ctrl_c_stops_a_reply_and_keeps_the_session(tmp_path: Path) -> None:
+    term = Terminal("--temp", "0", "-c", "2048", cwd=tmp_path)
+    term.expect("> ")
+    term.type("Tell me a very long story about a dragon.\r")
+    term.expect("dragon.\r\n")  # the echo of the line
+    time.sleep(3)
+    term.type("\x03")  # Ctrl-C
+    term.expect("(stopped)")
+    term.expect("> ")
+    term.type("Say hello.\r")
+    term.expect("tok/s")
+    term.expect("> ")
+    term.type("\x04")  # Ctrl-D leaves
+    assert term.wait() == 0
