@@ -59,7 +59,7 @@ End a line with \\ to continue on the next line; Ctrl-C stops a reply and keeps 
 def chat_command(
     model: Annotated[
         str | None,
-        typer.Argument(help="GGUF model; default: the embedded SmolLM2-135M-Instruct.", metavar="[MODEL]"),
+        typer.Argument(help="GGUF model; default: the embedded SmolLM2-135M-Instruct.", metavar="MODEL"),
     ] = None,
     prompt: Annotated[
         str | None, typer.Option("--prompt", "-p", help="One-shot: answer this prompt, print the reply, exit.")
@@ -104,9 +104,9 @@ def chat_command(
 ) -> None:
     """Chat with a GGUF model on the CPU or GPU through llama.cpp.
 
-    Interactive on a terminal; with -p, or a prompt on stdin, it prints only the reply
-    and exits, so it composes in pipes. The first line (on stderr) shows the context,
-    scaling and backend that llama.cpp really set up.
+    Interactive on a terminal. With -p, or a prompt on stdin, it prints only the reply and exits.
+
+    The first line (on stderr) shows the context, scaling and backend that llama.cpp really set up.
     """
     if yarn not in ("off", "auto"):
         raise InputError(f"--yarn must be auto or off, got {yarn!r}")

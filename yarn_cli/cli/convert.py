@@ -34,12 +34,14 @@ def convert_command(
         typer.Argument(
             help="GGUF model (the first split of a split model), or 'default' for the embedded SmolLM2-135M.",
             metavar="INPUT",
+            show_default=False,
         ),
     ],
     output: Annotated[
         Path | None,
         typer.Argument(
-            help="Output file. Default: beside INPUT, named <stem>.yarn-<S>x.gguf (.linear-, .ntk-, .orig)."
+            help="Output file. Default: beside INPUT, named <stem>.yarn-<S>x.gguf (.linear-, .ntk-, .orig).",
+            metavar="OUTPUT",
         ),
     ] = None,
     factor: Annotated[float | None, typer.Option("--factor", "-f", help="Scale factor S (> 1).")] = None,
@@ -74,9 +76,9 @@ def convert_command(
 ) -> None:
     """Write YaRN (or linear, NTK-aware, or no scaling) into a GGUF file's metadata.
 
-    Raises context_length to S x original so llama-server, Ollama and LM Studio offer
-    the longer context, records what the file had so --method none restores it exactly,
-    and copies the tensor data unchanged at disk speed.
+    Raises context_length to S x original, so llama-server, Ollama and LM Studio offer the longer context.
+
+    Records what the file had, so --method none restores it exactly. Tensor data is copied unchanged.
     """
     request = ConvertRequest(
         method=method,

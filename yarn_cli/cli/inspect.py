@@ -19,7 +19,7 @@ from yarn_cli.scaling import check_factor
 def inspect_command(
     model: Annotated[
         str | None,
-        typer.Argument(help="GGUF model file; default: the embedded SmolLM2-135M.", metavar="[MODEL]"),
+        typer.Argument(help="GGUF model file; default: the embedded SmolLM2-135M.", metavar="MODEL"),
     ] = None,
     factor: Annotated[
         float | None,
