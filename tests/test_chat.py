@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 from ggufs import write_tiny_llama
 
-from yarn_cli.chat import ChatSession, ContextOverflowError, Conversation, Sampling
+from yarn_cli.chat import ChatSession, ContextOverflowError, Conversation
 from yarn_cli.convert import ConvertRequest, convert_file
 from yarn_cli.errors import InputError
 from yarn_cli.runtime import LoadOptions, ScalingOverride, load_model
+from yarn_cli.sampling import Sampling
 
 QUESTION = "What is the capital of France? Answer in one word."
 

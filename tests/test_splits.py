@@ -89,3 +89,12 @@ def test_missing_split_is_refused(split_model: Path) -> None:
         "tiny-00001-of-00003.gguf",
         "tiny-00002-of-00003.gguf",
     ]
+
+
+def test_converting_a_split_model_again_with_force(split_model: Path) -> None:
+    convert_file(split_model, ConvertRequest(factor=4.0))
+    again = convert_file(split_model, ConvertRequest(factor=4.0), overwrite=True)
+    assert [w.action for w in again.outputs] == ["rewritten", "hardlink", "hardlink"]
+    assert sorted(p.name for p in split_model.parent.iterdir()) == sorted(
+        [f"tiny-0000{i}-of-00003.gguf" for i in (1, 2, 3)] + [f"tiny.yarn-4x-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    )

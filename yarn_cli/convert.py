@@ -393,10 +393,12 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_outputs(inputs: list[Path], outputs: list[Path], *, force: bool) -> None:
-    for src, dst in zip(inputs, outputs, strict=True):
+    for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
         if not dst.parent.is_dir():
             raise OutputError(f"the output folder {dst.parent} does not exist; create it first")
-        if _same_file(src, dst):
+        # a later split may already be a hard link to its input, from an earlier conversion
+        same = _same_file(src, dst) if i == 0 else src.resolve() == dst.resolve()
+        if same:
             raise OutputError(f"the output {dst} is the input file; use --in-place to replace the input")
         if dst.exists() and not force:
             raise OutputError(f"{dst} already exists; use --force to overwrite it")

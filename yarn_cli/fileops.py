@@ -118,6 +118,9 @@ def atomic_output(path: Path, *, mode: int | None = None) -> Iterator[tuple[int,
 
 def link_or_copy(src: Path, dst: Path, progress: Progress | None = None) -> str:
     """Place ``src``'s content at ``dst`` atomically: a hard link where possible, else a copy."""
+    with contextlib.suppress(OSError):
+        if os.path.samefile(src, dst):  # linked by an earlier run already
+            return "hardlink"
     tmp = dst.parent / f".{dst.name}.{os.getpid()}.link"
     try:
         os.link(src, tmp)

@@ -133,16 +133,18 @@ class Effective:
         }
 
 
-# llama.cpp's log goes through one process-wide callback; this keeps the lines of the load in progress.
+# llama.cpp's log goes through one process-wide callback; it keeps the lines of the load in
+# progress, and after that only echoes them when --verbose asked for them.
 _log_lock = threading.Lock()
 _log_lines: list[str] = []
+_log_capture = False
 _log_echo = False
 
 
 @llama_cpp.llama_log_callback
 def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-    line = text.decode("utf-8", "replace")
-    _log_lines.append(line)
+    if _log_capture:
+        _log_lines.append(text.decode("utf-8", "replace"))
     if _log_echo:
         os.write(2, text)
 
@@ -152,14 +154,15 @@ llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
 
 @contextlib.contextmanager
 def _captured_log(echo: bool) -> Iterator[list[str]]:
-    global _log_echo
+    """Collect llama.cpp's log while loading; ``echo`` keeps printing it afterwards too."""
+    global _log_capture, _log_echo
     with _log_lock:
         _log_lines.clear()
-        _log_echo = echo
+        _log_capture, _log_echo = True, echo
         try:
             yield _log_lines
         finally:
-            _log_echo = False
+            _log_capture = False
 
 
 def _log_value(lines: list[str], prefix: str, name: str) -> str | None:

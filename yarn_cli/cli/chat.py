@@ -6,27 +6,27 @@ import contextlib
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 
-from yarn_cli.chat import (
+from yarn_cli.cli.common import err, print_json, warn
+from yarn_cli.default_model import resolve_model
+from yarn_cli.errors import InputError, YarnCliError
+from yarn_cli.sampling import (
     DEFAULT_MIN_P,
     DEFAULT_REPEAT_PENALTY,
     DEFAULT_TEMP,
     DEFAULT_TOP_K,
     DEFAULT_TOP_P,
-    ChatSession,
-    Conversation,
     Sampling,
-    TurnStats,
 )
-from yarn_cli.cli.common import err, print_json, warn
-from yarn_cli.default_model import resolve_model
-from yarn_cli.errors import InputError, YarnCliError
-from yarn_cli.runtime import Effective, LoadOptions, ScalingOverride, load_model
 from yarn_cli.scaling import runtime_yarn
+
+if TYPE_CHECKING:  # llama.cpp is loaded by the chat command itself, not by every command
+    from yarn_cli.chat import ChatSession, TurnStats
+    from yarn_cli.runtime import Effective
 
 EPILOG = """\
 Examples:
@@ -108,6 +108,9 @@ def chat_command(
 
     The first line (on stderr) shows the context, scaling and backend that llama.cpp really set up.
     """
+    from yarn_cli.chat import ChatSession
+    from yarn_cli.runtime import LoadOptions, ScalingOverride, load_model
+
     if yarn not in ("off", "auto"):
         raise InputError(f"--yarn must be auto or off, got {yarn!r}")
     path = resolve_model(model)
@@ -301,6 +304,8 @@ def _command(session: ChatSession, command: str, arg: str, last: TurnStats | Non
             session.conversation.save(Path(arg))
             err.print(f"[dim]Saved {len(session.conversation.turns)} messages to {escape(arg)}.[/]")
         else:
+            from yarn_cli.chat import Conversation
+
             session.conversation = Conversation.load(Path(arg))
             err.print(f"[dim]Loaded {len(session.conversation.turns)} messages from {escape(arg)}.[/]")
     else:
