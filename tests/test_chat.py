@@ -283,3 +283,19 @@ def test_repl_ctrl_c_stops_a_reply_and_keeps_the_session(tmp_path: Path) -> None
     term.expect("> ")
     term.type("\x04")  # Ctrl-D leaves
     assert term.wait() == 0
+
+
+@pytest.mark.parametrize(
+    ("line", "backend"),
+    [
+        ("load_tensors:   CPU_Mapped model buffer size =    92.10 MiB\n", "CPU"),
+        ("load_tensors:        CUDA0 model buffer size =  1024.00 MiB\n", "CUDA"),
+        ("load_tensors: MTL0_Mapped model buffer size =   512.00 MiB\n", "Metal"),
+        ("load_tensors:      Vulkan0 model buffer size =   256.00 MiB\n", "Vulkan"),
+    ],
+)
+def test_backend_named_from_llama_cpp_buffer_lines(line: str, backend: str) -> None:
+    """The device names llama.cpp gives its model buffers (the CPU line is this machine's own log)."""
+    from yarn_cli.runtime import _backend
+
+    assert _backend(["load_tensors: loading model tensors\n", line]) == backend

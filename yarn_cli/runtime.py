@@ -176,11 +176,13 @@ def _log_value(lines: list[str], prefix: str, name: str) -> str | None:
 
 def _backend(lines: list[str]) -> str:
     text = "".join(lines)
+    # llama.cpp names each model buffer after its device: "CUDA0 model buffer size = ...",
+    # "MTL0_Mapped model buffer size = ...", "Vulkan0 model buffer size = ..."
     for name, pattern in (
-        ("CUDA", r"\bCUDA\d+ model buffer"),
-        ("Metal", r"\bMTL\d* model buffer|\bMetal model buffer"),
-        ("Vulkan", r"\bVulkan\d+ model buffer"),
-        ("SYCL", r"\bSYCL\d+ model buffer"),
+        ("CUDA", r"\bCUDA\d+(?:_\w+)? model buffer"),
+        ("Metal", r"\b(?:MTL\d*|Metal)(?:_\w+)? model buffer"),
+        ("Vulkan", r"\bVulkan\d+(?:_\w+)? model buffer"),
+        ("SYCL", r"\bSYCL\d+(?:_\w+)? model buffer"),
     ):
         if re.search(pattern, text):
             return name
