@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from yarn_cli import __version__
-from yarn_cli.cli import chat, convert, inspect
+from yarn_cli.cli import chat, convert, inspect, passkey
 from yarn_cli.cli.common import err
 from yarn_cli.errors import YarnCliError
 
@@ -46,6 +46,7 @@ def _root(
 app.command("inspect", epilog="Example: yarn-cli inspect model.gguf --factor 4")(inspect.inspect_command)
 app.command("convert", epilog=convert.EPILOG)(convert.convert_command)
 app.command("chat", epilog=chat.EPILOG)(chat.chat_command)
+app.command("passkey", epilog=passkey.EPILOG)(passkey.passkey_command)
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -1,0 +1,224 @@
+"""``yarn-cli passkey``: the paper's passkey retrieval, swept over lengths and scaling variants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from yarn_cli.cli.common import err, out
+from yarn_cli.default_model import resolve_model
+from yarn_cli.errors import InputError
+from yarn_cli.gguf_file import read_header
+from yarn_cli.model_info import model_info
+from yarn_cli.passkey import (
+    PasskeySettings,
+    TrialResult,
+    default_lengths,
+    parse_depths,
+    parse_lengths,
+    passkey_context,
+    summarize,
+)
+from yarn_cli.passkey_report import DEPTH_BINS, build_record, depth_grid, load_previous, write_csv, write_record
+from yarn_cli.variants import parse_variants
+
+EPILOG = """\
+Examples:
+
+  yarn-cli passkey                                       # the embedded SmolLM2, 1k..8k, 10 trials each
+
+  yarn-cli passkey model.gguf --lengths 4k,8k,16k --compare none,yarn:2,dynamic-yarn --json run.json
+
+  yarn-cli passkey --lengths 2k --depths grid:5 --trials 5 --seed 1
+"""
+
+
+def passkey_command(
+    model: Annotated[
+        str | None, typer.Argument(help="GGUF model; default: the embedded SmolLM2-135M.", metavar="MODEL")
+    ] = None,
+    lengths: Annotated[
+        str | None,
+        typer.Option(
+            help="Prompt lengths in the model's tokens: 1k,2k,8192... Default: powers of two up to its context."
+        ),
+    ] = None,
+    trials: Annotated[int, typer.Option(help="Trials per length and variant (the paper: 10).")] = 10,
+    depths: Annotated[
+        str | None,
+        typer.Option(help="Where the key sits: random (default, as in the paper), a list 0,0.5,1, or grid:K."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for keys and depths: the same seed runs the same trials.")] = 0,
+    compare: Annotated[
+        str, typer.Option(help="Variants, run on the same trials: as-is, none, yarn:S, linear:S, ntk:S, dynamic-yarn.")
+    ] = "as-is",
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the run here; an existing run is resumed.")
+    ] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Write one row per trial here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Draw the heatmap and accuracy curves to this PNG.")] = None,
+    no_reuse: Annotated[bool, typer.Option("--no-reuse", help="Evaluate every prompt from scratch.")] = False,
+    gpu_layers: Annotated[
+        int | None, typer.Option("--gpu-layers", "-ngl", help="Layers to offload to the GPU.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option("--threads", "-t", help="CPU threads.")] = None,
+) -> None:
+    """Hide a pass key in filler text and check, per length and variant, that the model finds it.
+
+    Lengths are counted in the model's own tokens; each prompt lands at or just below its target.
+    """
+    path = resolve_model(model)
+    info = model_info(read_header(path))
+    wanted = parse_lengths(lengths) if lengths else default_lengths(info.context_length or 8192)
+    variants = [v.name for v in parse_variants(compare, info)]
+    if trials < 1:
+        raise InputError(f"--trials must be at least 1, got {trials}")
+    if plot is not None:
+        _check_matplotlib()
+    settings = PasskeySettings(
+        lengths=wanted,
+        trials=trials,
+        depths=parse_depths(depths),
+        seed=seed,
+        variants=variants,
+        reuse=not no_reuse,
+        n_gpu_layers=gpu_layers,
+        n_threads=threads,
+    )
+    done = load_previous(json_path, info, settings) if json_path else {}
+    if done:
+        err.print(f"Resuming {json_path}: {len(done)} trials already done.")
+    results: list[TrialResult] = list(done.values())
+    interrupted = False
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[accuracy]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("passkey", total=None, accuracy="")
+
+        def on_start(total: int) -> None:
+            progress.update(task, total=total)
+
+        def on_trial(result: TrialResult) -> None:
+            results.append(result)
+            correct = sum(r.correct for r in results)
+            progress.update(
+                task,
+                advance=1,
+                description=f"{result.variant} @ {result.length}",
+                accuracy=f"{correct}/{len(results)} found",
+            )
+            if json_path:
+                write_record(json_path, build_record(info, settings, results))
+
+        from yarn_cli.passkey import run_passkey
+
+        try:
+            run_passkey(path, settings, done=done, on_start=on_start, on_trial=on_trial)
+        except KeyboardInterrupt:
+            interrupted = True
+    if json_path:
+        write_record(json_path, build_record(info, settings, results))
+    if csv_path:
+        write_csv(csv_path, results)
+    _render(results, settings)
+    if plot is not None:
+        _plot(plot, results, settings)
+    if interrupted:
+        saved = f"; the {len(results)} finished trials are in {json_path}" if json_path else ""
+        err.print(f"Interrupted{saved}.")
+        raise typer.Exit(130)
+
+
+def _render(results: list[TrialResult], settings: PasskeySettings) -> None:
+    summaries = summarize(results)
+    table = Table(title="Passkey retrieval accuracy", title_justify="left")
+    table.add_column("length", justify="right")
+    for variant in settings.variants:
+        table.add_column(variant, justify="right")
+    for length in settings.lengths:
+        row = [f"{length:,}"]
+        for variant in settings.variants:
+            found = [s for s in summaries if s.variant == variant and s.length == length]
+            row.append(f"{found[0].accuracy:.0%} ({found[0].trials})" if found else "-")
+        table.add_row(*row)
+    contexts = []
+    for variant in settings.variants:
+        ctx = passkey_context(summaries, variant)
+        contexts.append(f"{ctx:,}" if ctx else "none")
+    table.add_section()
+    table.add_row("passkey context", *contexts)
+    out.print(table)
+    for variant in settings.variants:
+        out.print(_heatmap(results, variant, settings.lengths))
+
+
+def _heatmap(results: list[TrialResult], variant: str, lengths: list[int]) -> Table:
+    grid = depth_grid(results, variant, lengths)
+    table = Table(title=f"{variant}: accuracy by key depth x length", title_justify="left")
+    table.add_column("depth", justify="right")
+    for length in lengths:
+        table.add_column(f"{length:,}", justify="center")
+    for b, row in enumerate(grid):
+        cells = []
+        for value in row:
+            if value is None:
+                cells.append("[dim]·[/]")
+            else:
+                colour = "green" if value >= 0.8 else ("yellow" if value >= 0.5 else "red")
+                cells.append(f"[{colour}]{value:.0%}[/]")
+        table.add_row(f"{b / DEPTH_BINS:.1f}-{(b + 1) / DEPTH_BINS:.1f}", *cells)
+    return table
+
+
+def _check_matplotlib() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InputError("--plot needs matplotlib: pip install 'yarn-cli[plot]'") from None
+
+
+def _plot(path: Path, results: list[TrialResult], settings: PasskeySettings) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = settings.variants
+    fig, axes = plt.subplots(1, len(variants) + 1, figsize=(4 * (len(variants) + 1), 3.6), squeeze=False)
+    summaries = summarize(results)
+    curve = axes[0][0]
+    for variant in variants:
+        points = sorted((s.length, s.accuracy) for s in summaries if s.variant == variant)
+        if points:
+            curve.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=variant)
+    curve.set_xscale("log", base=2)
+    curve.set_ylim(-0.05, 1.05)
+    curve.set_xlabel("prompt length (tokens)")
+    curve.set_ylabel("accuracy")
+    curve.axhline(0.8, color="grey", linestyle=":", linewidth=1)
+    curve.legend(fontsize=8)
+    curve.set_title("passkey accuracy")
+    for ax, variant in zip(axes[0][1:], variants, strict=True):
+        grid = depth_grid(results, variant, settings.lengths)
+        data = [[float("nan") if v is None else v for v in row] for row in grid]
+        image = ax.imshow(data, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="lower")
+        ax.set_xticks(range(len(settings.lengths)), [f"{n // 1024}k" for n in settings.lengths])
+        ax.set_yticks(range(DEPTH_BINS), [f"{(b + 0.5) / DEPTH_BINS:.1f}" for b in range(DEPTH_BINS)])
+        ax.set_xlabel("length")
+        ax.set_ylabel("depth of the key")
+        ax.set_title(variant)
+    fig.colorbar(image, ax=axes[0][-1], fraction=0.05)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    err.print(f"Plot written to {path}")

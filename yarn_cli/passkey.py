@@ -1,0 +1,354 @@
+"""Passkey retrieval, as the YaRN paper's code runs it (jquesnelle/yarn, ``eval/passkey.py``).
+
+A key is hidden at some depth inside filler text; the model is asked for it and
+answers greedily. Lengths are counted in the model's own tokens. Trials of one
+length are run in order of the filler before the key, so that consecutive prompts
+share that prefix and llama.cpp's KV cache is reused for it.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from yarn_cli.errors import InputError
+
+TASK = (
+    "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
+    "I will quiz you about the important information there."
+)
+GARBAGE = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+QUESTION = "What is the pass key? The pass key is"
+KEY_MIN, KEY_MAX = 1, 50000
+ANSWER_TOKENS = 10
+PASSKEY_ACCURACY = 0.8  # the paper's "passkey context": the largest length with accuracy >= 80%
+
+Tokenizer = Callable[[str], list[int]]
+
+
+def info_line(key: int) -> str:
+    return f"The pass key is {key}. Remember it. {key} is the pass key."
+
+
+def build_prompt(prefix_chars: int, suffix_chars: int, key: int) -> str:
+    """The paper's prompt: task, filler, the key's line, filler, question, joined by newlines."""
+    return "\n".join([TASK, filler(prefix_chars), info_line(key), filler(suffix_chars), QUESTION])
+
+
+def filler(chars: int) -> str:
+    repeats = chars // (len(GARBAGE) + 1) + 1
+    return " ".join([GARBAGE] * repeats)[:chars]
+
+
+def parse_answer(output: str) -> int | None:
+    """The first run of digits in the output, as the paper's code reads it (``int(re.search(r'\\d+'))``)."""
+    match = re.search(r"\d+", output)
+    return int(match.group()) if match else None
+
+
+def parse_length(text: str) -> int:
+    """``1k`` = 1024, ``32k``, ``8192``."""
+    value = text.strip().lower()
+    try:
+        number = float(value[:-1]) * 1024 if value.endswith("k") else float(value)
+    except ValueError:
+        raise InputError(f"cannot read {text!r} as a length: use tokens like 8192, 1k or 32k") from None
+    if not math.isfinite(number) or number < 1 or number != int(number):
+        raise InputError(f"cannot read {text!r} as a length: use a whole positive number of tokens")
+    return int(number)
+
+
+def parse_lengths(text: str) -> list[int]:
+    lengths = sorted({parse_length(part) for part in text.split(",") if part.strip()})
+    if not lengths:
+        raise InputError("--lengths is empty: give lengths such as 1k,2k,4k")
+    return lengths
+
+
+def default_lengths(context_length: int) -> list[int]:
+    """Powers of two from 1k up to the model's context_length."""
+    lengths = []
+    n = 1024
+    while n <= max(context_length, 1024):
+        lengths.append(n)
+        n *= 2
+    return lengths
+
+
+def parse_depths(text: str | None) -> list[float] | None:
+    """None (uniform random, as in the paper), ``0,0.5,1``, or ``grid:K`` (K evenly spaced)."""
+    if text is None or text.strip() in ("", "random"):
+        return None
+    value = text.strip()
+    try:
+        if value.startswith("grid:"):
+            k = int(value[5:])
+            if k < 1:
+                raise ValueError
+            return [0.5] if k == 1 else [i / (k - 1) for i in range(k)]
+        depths = [float(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"cannot read --depths {text!r}: use random, 0,0.25,0.5 or grid:5") from None
+    if not depths or any(not 0 <= d <= 1 for d in depths):
+        raise InputError(f"--depths must be numbers between 0 and 1, got {text!r}")
+    return depths
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """One trial, the same under every variant: the length, the key and where it sits."""
+
+    length: int
+    index: int
+    key: int
+    depth: float
+
+
+def plan_trials(lengths: Sequence[int], trials: int, depths: list[float] | None, seed: int) -> list[TrialSpec]:
+    """Keys and depths drawn per (length, trial) from the seed, so every variant and every resume sees the same."""
+    if trials < 1:
+        raise InputError(f"--trials must be at least 1, got {trials}")
+    specs = []
+    for length in lengths:
+        for i in range(trials):
+            rng = random.Random(f"{seed}:{length}:{i}")
+            key = rng.randint(KEY_MIN, KEY_MAX)
+            depth = depths[i % len(depths)] if depths else rng.random()
+            specs.append(TrialSpec(length, i, key, depth))
+    return specs
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    tokens: list[int]
+    prefix_chars: int
+    depth: float  # where the key's line starts, as a fraction of the filler
+
+
+class PromptBuilder:
+    """Sizes the filler so that a prompt lands at or just below a target in the model's tokens."""
+
+    def __init__(self, tokenize: Tokenizer) -> None:
+        self.tokenize = tokenize
+        self.fixed_tokens = len(tokenize(build_prompt(0, 0, KEY_MAX)))
+
+    def check_length(self, length: int) -> None:
+        if length < self.fixed_tokens + 16:
+            raise InputError(
+                f"a length of {length} tokens is too short: the task, key and question alone take "
+                f"{self.fixed_tokens} tokens; use at least {self.fixed_tokens + 16}"
+            )
+
+    def build(self, spec: TrialSpec) -> Prompt:
+        self.check_length(spec.length)
+
+        def prompt_for(total_chars: int) -> tuple[str, list[int], int]:
+            prefix = round(spec.depth * total_chars)
+            text = build_prompt(prefix, total_chars - prefix, spec.key)
+            return text, self.tokenize(text), prefix
+
+        # Filler characters per token is roughly constant: start from a guess, then bisect.
+        low, high = 0, max(64, spec.length * 8)
+        while len(prompt_for(high)[1]) <= spec.length:
+            low, high = high, high * 2
+        while high - low > 1:
+            mid = (low + high) // 2
+            if len(prompt_for(mid)[1]) <= spec.length:
+                low = mid
+            else:
+                high = mid
+        text, tokens, prefix = prompt_for(low)
+        return Prompt(text, tokens, prefix, spec.depth)
+
+
+@dataclass
+class TrialResult:
+    variant: str
+    length: int
+    index: int
+    prompt_tokens: int
+    depth: float
+    key: int
+    output: str
+    answer: int | None
+    correct: bool
+    seconds: float
+    evaluated_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Summary:
+    variant: str
+    length: int
+    accuracy: float
+    trials: int
+
+
+def summarize(results: Iterable[TrialResult]) -> list[Summary]:
+    groups: dict[tuple[str, int], list[bool]] = {}
+    for r in results:
+        groups.setdefault((r.variant, r.length), []).append(r.correct)
+    return [
+        Summary(variant, length, sum(marks) / len(marks), len(marks))
+        for (variant, length), marks in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
+    ]
+
+
+def passkey_context(summaries: Iterable[Summary], variant: str) -> int | None:
+    """The largest tested length with accuracy >= 80% (the paper's definition)."""
+    passing = [s.length for s in summaries if s.variant == variant and s.accuracy >= PASSKEY_ACCURACY]
+    return max(passing) if passing else None
+
+
+@dataclass
+class RunStats:
+    evaluated_tokens: int = 0
+    seconds: float = 0.0
+    finished: list[TrialResult] = field(default_factory=list)
+
+
+def reuse_order(prompts: list[tuple[TrialSpec, Prompt]]) -> list[tuple[TrialSpec, Prompt]]:
+    """Ascending filler before the key: each prompt shares the previous one's prefix."""
+    return sorted(prompts, key=lambda sp: (sp[1].prefix_chars, sp[0].index))
+
+
+def score(output: str, key: int) -> tuple[int | None, bool]:
+    answer = parse_answer(output)
+    return answer, answer == key
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
+
+
+# ---------------------------------------------------------------------------------------------
+# Running trials in llama.cpp
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PasskeySettings:
+    lengths: list[int]
+    trials: int = 10
+    depths: list[float] | None = None
+    seed: int = 0
+    variants: list[str] = field(default_factory=lambda: ["as-is"])
+    reuse: bool = True
+    n_gpu_layers: int | None = None
+    n_threads: int | None = None
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for a saved run's trials to be reused (lengths and variants may grow)."""
+        return {"seed": self.seed, "depths": self.depths, "answer_tokens": ANSWER_TOKENS}
+
+
+TrialKey = tuple[str, int, int]  # variant, length, index
+
+
+def trial_key(r: TrialResult) -> TrialKey:
+    return (r.variant, r.length, r.index)
+
+
+def run_passkey(
+    path: Any,
+    settings: PasskeySettings,
+    *,
+    done: dict[TrialKey, TrialResult] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_trial: Callable[[TrialResult], None] | None = None,
+) -> list[TrialResult]:
+    """Run every trial not in ``done``; KeyboardInterrupt stops after the trial in progress."""
+    import llama_cpp
+
+    from yarn_cli.gguf_file import read_header
+    from yarn_cli.model_info import model_info
+    from yarn_cli.runtime import LoadOptions, available_memory, load_model
+    from yarn_cli.variants import parse_variants
+
+    info = model_info(read_header(path))
+    variants = parse_variants(",".join(settings.variants), info)
+    longest = max(settings.lengths) + ANSWER_TOKENS + 8
+    need = info.kv_cache_bytes(longest)
+    free = available_memory()
+    if need and free and need > free:
+        raise InputError(
+            f"the KV cache for {longest} tokens needs {need / 2**30:.1f} GiB but {free / 2**30:.1f} GiB "
+            "of memory are available; test shorter lengths"
+        )
+    vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
+    builder = PromptBuilder(lambda text: vocab.tokenize(text.encode("utf-8"), add_bos=True, special=False))
+    for length in settings.lengths:
+        builder.check_length(length)
+    specs = plan_trials(settings.lengths, settings.trials, settings.depths, settings.seed)
+    prompts = {(s.length, s.index): builder.build(s) for s in specs}
+    vocab.close()
+    done = dict(done or {})
+    results: list[TrialResult] = []
+    todo_total = sum(1 for v in variants for s in specs if (v.name, s.length, s.index) not in done)
+    if on_start:
+        on_start(todo_total)
+    for variant in variants:
+        for length in settings.lengths:
+            todo = [
+                (s, prompts[(s.length, s.index)])
+                for s in specs
+                if s.length == length and (variant.name, s.length, s.index) not in done
+            ]
+            if not todo:
+                continue
+            options = LoadOptions(
+                n_ctx=length + ANSWER_TOKENS + 8,
+                scaling=variant.runtime(length, info),
+                n_gpu_layers=settings.n_gpu_layers,
+                n_threads=settings.n_threads,
+            )
+            llm, _, _ = load_model(path, options)
+            try:
+                ordered = reuse_order(todo) if settings.reuse else todo
+                for spec, prompt in ordered:
+                    result = _run_trial(llm, variant.name, spec, prompt, reuse=settings.reuse)
+                    results.append(result)
+                    if on_trial:
+                        on_trial(result)
+            finally:
+                llm.close()
+    return results
+
+
+def _run_trial(llm: Any, variant: str, spec: TrialSpec, prompt: Prompt, *, reuse: bool) -> TrialResult:
+    import llama_cpp
+
+    if not reuse:
+        llm.reset()
+    llama_cpp.llama_perf_context_reset(llm.ctx)
+    start = time.perf_counter()
+    completion = llm.create_completion(prompt.tokens, max_tokens=ANSWER_TOKENS, temperature=0.0, top_k=1)
+    seconds = time.perf_counter() - start
+    perf = llama_cpp.llama_perf_context(llm.ctx)
+    output = completion["choices"][0]["text"]
+    answer, correct = score(output, spec.key)
+    return TrialResult(
+        variant=variant,
+        length=spec.length,
+        index=spec.index,
+        prompt_tokens=len(prompt.tokens),
+        depth=round(prompt.depth, 6),
+        key=spec.key,
+        output=output,
+        answer=answer,
+        correct=correct,
+        seconds=round(seconds, 4),
+        evaluated_tokens=int(perf.n_p_eval) + int(perf.n_eval),
+    )
