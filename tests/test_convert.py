@@ -327,3 +327,17 @@ def test_big_endian_file_converts_and_undoes(tmp_path: Path) -> None:
     assert header.get("llama.context_length") == 4 * CONTEXT
     assert header.get("llama.rope.scaling.factor") == 4.0
     assert sha256(convert(out, method=Method.NONE)) == sha256(big_endian)
+
+
+def test_tensor_data_keeps_its_offset_within_a_page(tiny_model: Path, smollm2: Path, tmp_path: Path) -> None:
+    """The undo record is padded so the data moves by whole 4 KiB pages (fast in-kernel copies)."""
+    for source in (tiny_model, smollm2):
+        before = read_header(source).data_offset
+        once = convert(source, factor=4.0, output=tmp_path / "once.gguf", overwrite=True)
+        twice = convert(once, method=Method.NTK, factor=2.0, output=tmp_path / "twice.gguf", overwrite=True)
+        for path in (once, twice):
+            assert (read_header(path).data_offset - before) % 4096 == 0
+        assert json.loads(fields(twice)[RECORD_KEY][1])["llama.context_length"]["value"] > 0  # type: ignore[arg-type]
+        assert sha256(convert(twice, method=Method.NONE, output=tmp_path / "back.gguf", overwrite=True)) == sha256(
+            source
+        )

@@ -29,7 +29,7 @@ GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 # Arrays longer than this (tokenizer vocabularies, merges) are not decoded: nothing
 # in yarn-cli needs their items, and decoding them costs time and memory.
-MAX_DECODED_ARRAY = 4096
+MAX_DECODED_ARRAY = 512
 
 _SCALAR_FORMATS: dict[GGUFValueType, str] = {
     GGUFValueType.UINT8: "B",
@@ -327,6 +327,12 @@ def build_header(header: GGUFHeader, edits: Edits) -> bytes:
     Unedited fields and all tensor records are copied byte for byte, so applying
     edits that restore the original values reproduces the original header exactly.
     """
+    out = unpadded_header(header, edits)
+    return out + b"\x00" * (-len(out) % header.alignment)
+
+
+def unpadded_header(header: GGUFHeader, edits: Edits) -> bytes:
+    """The header with ``edits`` applied, up to the end of the tensor records."""
     bo = header.byteorder
     records: list[bytes] = []
     for key in edited_keys(header, edits):
@@ -339,6 +345,4 @@ def build_header(header: GGUFHeader, edits: Edits) -> bytes:
         out += record
     for tensor in header.tensors:
         out += tensor.raw
-    pad = -len(out) % header.alignment
-    out += b"\x00" * pad
     return bytes(out)
