@@ -100,6 +100,39 @@ def timed(cmd: list[str], *, then_sync: bool = False) -> tuple[float, int]:
         return seconds, int(rss.read().split()[-1]) * 1024
 
 
+def breakdown(model: Path, folder: Path, rounds: int) -> None:
+    """Time convert's steps in this process against cp and sync, to see where any gap is."""
+    from yarn_cli.convert import ConvertRequest, plan_conversion, verify_output
+    from yarn_cli.fileops import atomic_output, copy_range
+    from yarn_cli.gguf_file import build_header, read_header
+
+    print("\nstep by step, in this process (s):")
+    for i in range(rounds):
+        evict(model)
+        t0 = time.perf_counter()
+        subprocess.run(["cp", str(model), str(folder / f"b-cp-{i}.gguf")], check=True)
+        t1 = time.perf_counter()
+        subprocess.run(["sync"], check=True)
+        t2 = time.perf_counter()
+        evict(model)
+        t3 = time.perf_counter()
+        header = read_header(model)
+        plan = plan_conversion(header, ConvertRequest(factor=4.0))
+        new_header = build_header(header, plan.edits)
+        t4 = time.perf_counter()
+        with atomic_output(folder / f"b-out-{i}.gguf") as (fd, tmp), model.open("rb") as src:
+            os.write(fd, new_header)
+            copy_range(src.fileno(), fd, header.data_offset, len(new_header), header.data_size)
+            t5 = time.perf_counter()
+            verify_output(header, plan.edits, tmp)
+            t6 = time.perf_counter()
+        t7 = time.perf_counter()
+        print(
+            f"  cp {t1 - t0:.2f} + sync {t2 - t1:.2f} = {t2 - t0:.2f} | header {t4 - t3:.2f} + copy {t5 - t4:.2f} "
+            f"+ verify {t6 - t5:.2f} + fsync/rename {t7 - t6:.2f} = {t7 - t3:.2f}"
+        )
+
+
 def yarn_cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "yarn_cli", "convert", *args, "--factor", "4", "--quiet", "--force"]
 
@@ -120,6 +153,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="folder on the disk to test (default: a temp dir)")
     parser.add_argument("--skip-split", action="store_true")
+    parser.add_argument("--breakdown", type=int, default=0, metavar="N", help="also time convert's steps N times")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="yarn-bench-", dir=args.dir))
     fstype = subprocess.run(["stat", "-f", "-c", "%T", str(folder)], capture_output=True, text=True).stdout.strip()
@@ -165,6 +199,8 @@ def main() -> None:
               f"{convert / medians['cp && sync']:.2f} (target <= 1.10)")  # fmt: skip
         print(f"peak RSS of convert: {max(r for _, r in results['yarn-cli convert']) / 2**20:.0f} MB at "
               f"{args.size_gib:g} GiB, {small_rss / 2**20:.0f} MB at 0.1 GiB (target <= 150 MB)")  # fmt: skip
+        if args.breakdown:
+            breakdown(model, folder, args.breakdown)
         if not args.skip_split:
             print("\nsplit model (first split 64 MiB, later splits hard-linked):")
             for later in (2**28, 2**30 + 2**29):
