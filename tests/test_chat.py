@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from ggufs import write_tiny_llama
+from helpers import error_line
 
 from yarn_cli.chat import ChatSession, ContextOverflowError, Conversation
 from yarn_cli.convert import ConvertRequest, convert_file
@@ -22,15 +23,8 @@ from yarn_cli.runtime import LoadOptions, ScalingOverride, load_model
 from yarn_cli.sampling import Sampling
 
 QUESTION = "What is the capital of France? Answer in one word."
-
-
-def error_line(result) -> str:
-    """The one error line; only the llama.cpp settings line may precede it (once the model is loaded)."""
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("llama.cpp: n_ctx")]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    return lines[0]
+# the settings line printed once the model is loaded, before any later error
+LLAMA_STATUS = ("llama.cpp: n_ctx",)
 
 
 def test_one_shot_prints_only_the_reply(run_cli) -> None:
@@ -115,7 +109,7 @@ def test_rope_scaling_none_turns_a_file_scaling_off(run_cli, smollm2: Path, tmp_
 def test_prompt_longer_than_the_context(run_cli) -> None:
     result = run_cli("chat", "-p", "word " * 400, "-c", "256")
     assert result.returncode == 1
-    line = error_line(result)
+    line = error_line(result, status_lines=LLAMA_STATUS)
     assert "tokens but the context holds 256" in line
     assert "yarn-cli convert" in line and "--rope-scale" in line
 
@@ -176,19 +170,22 @@ def test_effective_settings_are_read_back(tiny_model: Path) -> None:
 def test_bad_flags(run_cli, args: list[str], expected: str) -> None:
     result = run_cli("chat", "-p", "hi", *args)
     assert result.returncode == 1
-    assert expected in error_line(result)
+    assert expected in error_line(result, status_lines=LLAMA_STATUS)
 
 
 def test_bad_models(run_cli, tmp_path: Path) -> None:
     missing = run_cli("chat", tmp_path / "nope.gguf", "-p", "hi")
-    assert error_line(missing) == f"Error: {tmp_path / 'nope.gguf'} does not exist"
+    assert error_line(missing, status_lines=LLAMA_STATUS) == f"Error: {tmp_path / 'nope.gguf'} does not exist"
     (tmp_path / "notes.txt").write_text("just text, no model here\n" * 3)
     text = run_cli("chat", tmp_path / "notes.txt", "-p", "hi")
-    assert "is not a GGUF file" in error_line(text)
+    assert "is not a GGUF file" in error_line(text, status_lines=LLAMA_STATUS)
     unloadable = write_tiny_llama(tmp_path / "extra.gguf", pad_mib=1)  # one tensor llama.cpp does not expect
     result = run_cli("chat", unloadable, "-p", "hi")
     assert result.returncode == 1
-    assert "llama.cpp could not load" in error_line(result) and "wrong number of tensors" in result.stderr
+    assert (
+        "llama.cpp could not load" in error_line(result, status_lines=LLAMA_STATUS)
+        and "wrong number of tensors" in result.stderr
+    )
 
 
 # --- the REPL on a pseudo-terminal -------------------------------------------------------------

@@ -10,17 +10,9 @@ from pathlib import Path
 
 import pytest
 from ggufs import CONTEXT, write_sparse_gguf, write_tiny_llama
+from helpers import error_line
 
 from yarn_cli import __version__
-
-
-def error_line(result: subprocess.CompletedProcess[str]) -> str:
-    """The one line a failure prints: no traceback, nothing else on stderr."""
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    return lines[0]
 
 
 def files_in(folder: Path) -> list[str]:

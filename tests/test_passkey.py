@@ -8,6 +8,7 @@ from pathlib import Path
 import llama_cpp
 import pytest
 from ggufs import write_tiny_llama
+from helpers import error_line
 
 from yarn_cli.errors import InputError
 from yarn_cli.passkey import (
@@ -25,14 +26,6 @@ from yarn_cli.passkey import (
     plan_trials,
     run_passkey,
 )
-
-
-def error_line(result) -> str:
-    assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
 """Passkey retrieval, as the YaRN paper's code runs it (jquesnelle/yarn, ``eval/passkey.py``).
 
 A key is hidden at some depth inside filler text; the model is asked for it and
-answers greedily. Lengths are counted in the model's own tokens. Trials of one
-length are run in order of the filler before the key, so that consecutive prompts
-share that prefix and llama.cpp's KV cache is reused for it.
+answers greedily. Lengths are counted in the model's own tokens. Trials are run in
+order of the filler before the key, so that consecutive prompts share that prefix
+and llama.cpp's KV cache is reused for it.
 """
 
 from __future__ import annotations
@@ -209,27 +209,14 @@ def passkey_context(summaries: Iterable[Summary], variant: str) -> int | None:
     return max(passing) if passing else None
 
 
-@dataclass
-class RunStats:
-    evaluated_tokens: int = 0
-    seconds: float = 0.0
-    finished: list[TrialResult] = field(default_factory=list)
-
-
 def reuse_order(prompts: list[tuple[TrialSpec, Prompt]]) -> list[tuple[TrialSpec, Prompt]]:
-    """Ascending filler before the key: each prompt shares the previous one's prefix."""
+    """Ascending filler before the key, whatever the length: each prompt shares the previous one's prefix."""
     return sorted(prompts, key=lambda sp: (sp[1].prefix_chars, sp[0].index))
 
 
 def score(output: str, key: int) -> tuple[int | None, bool]:
     answer = parse_answer(output)
     return answer, answer == key
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.perf_counter()
-    value = fn()
-    return value, time.perf_counter() - start
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,17 +287,21 @@ def run_passkey(
     if on_start:
         on_start(todo_total)
     for variant in variants:
-        for length in settings.lengths:
+        # A scaling fixed for the run shares one context across lengths, so the KV cache is reused
+        # between all prompts; dynamic-yarn's scaling depends on the length, so it needs one each.
+        groups = [[n] for n in settings.lengths] if variant.method == "dynamic-yarn" else [settings.lengths]
+        for group in groups:
             todo = [
                 (s, prompts[(s.length, s.index)])
                 for s in specs
-                if s.length == length and (variant.name, s.length, s.index) not in done
+                if s.length in group and (variant.name, s.length, s.index) not in done
             ]
             if not todo:
                 continue
+            longest_here = max(s.length for s, _ in todo)
             options = LoadOptions(
-                n_ctx=length + ANSWER_TOKENS + 8,
-                scaling=variant.runtime(length, info),
+                n_ctx=longest_here + ANSWER_TOKENS + 8,
+                scaling=variant.runtime(longest_here, info),
                 n_gpu_layers=settings.n_gpu_layers,
                 n_threads=settings.n_threads,
             )
