@@ -296,3 +296,17 @@ def test_backend_named_from_llama_cpp_buffer_lines(line: str, backend: str) -> N
     from yarn_cli.runtime import _backend
 
     assert _backend(["load_tensors: loading model tensors\n", line]) == backend
+
+
+def test_no_prompt_and_no_terminal(tmp_path: Path) -> None:
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, "-m", "yarn_cli", "chat"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    assert error_line(result) == "Error: no prompt: stdin was empty (give -p TEXT, or run on a terminal to chat)"

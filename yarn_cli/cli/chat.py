@@ -128,9 +128,10 @@ def chat_command(
     scaling = override.to_runtime()
     if ctx_size is not None and ctx_size <= 0:
         raise InputError(f"-c/--ctx-size must be a positive number of tokens, got {ctx_size}")
-    one_shot = prompt is not None or not sys.stdin.isatty()
+    interactive = sys.stdin is not None and sys.stdin.isatty()
+    one_shot = prompt is not None or not interactive
     if one_shot and prompt is None:
-        prompt = sys.stdin.read()
+        prompt = sys.stdin.read() if sys.stdin is not None else ""
         if not prompt.strip():
             raise InputError("no prompt: stdin was empty (give -p TEXT, or run on a terminal to chat)")
     auto_note = None
