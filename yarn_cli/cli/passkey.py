@@ -184,7 +184,7 @@ def _check_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise InputError("--plot needs matplotlib: pip install 'yarn-cli[plot]'") from None
+        raise InputError("--plot needs matplotlib: pip install matplotlib (or the plot extra)") from None
 
 
 def _plot(path: Path, results: list[TrialResult], settings: PasskeySettings) -> None:
