@@ -126,8 +126,6 @@ def chat_command(
     sampling.check()
     override = ScalingOverride(rope_scaling, rope_scale, yarn_orig_ctx, rope_freq_base)
     scaling = override.to_runtime()
-    if ctx_size is not None and ctx_size <= 0:
-        raise InputError(f"-c/--ctx-size must be a positive number of tokens, got {ctx_size}")
     interactive = sys.stdin is not None and sys.stdin.isatty()
     one_shot = prompt is not None or not interactive
     if one_shot and prompt is None:

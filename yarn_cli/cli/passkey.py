@@ -75,8 +75,6 @@ def passkey_command(
     info = model_info(read_header(path))
     wanted = parse_lengths(lengths) if lengths else default_lengths(info.context_length or 8192)
     variants = [v.name for v in parse_variants(compare, info)]
-    if trials < 1:
-        raise InputError(f"--trials must be at least 1, got {trials}")
     if plot is not None:
         _check_matplotlib()
     settings = PasskeySettings(
