@@ -15,7 +15,8 @@ import platform
 import statistics
 import time
 
-from yarn_cli.passkey import PasskeySettings, parse_lengths, run_passkey
+from yarn_cli.lengths import parse_lengths
+from yarn_cli.passkey import PasskeySettings, run_passkey
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from ggufs import write_tiny_llama
 from helpers import error_line
 
 from yarn_cli.errors import InputError
+from yarn_cli.lengths import default_lengths, parse_length
 from yarn_cli.passkey import (
     GARBAGE,
     QUESTION,
@@ -18,11 +19,9 @@ from yarn_cli.passkey import (
     PasskeySettings,
     PromptBuilder,
     TrialSpec,
-    default_lengths,
     info_line,
     parse_answer,
     parse_depths,
-    parse_length,
     plan_trials,
     run_passkey,
 )

@@ -8,7 +8,6 @@ and llama.cpp's KV cache is reused for it.
 
 from __future__ import annotations
 
-import math
 import random
 import re
 import time
@@ -49,35 +48,6 @@ def parse_answer(output: str) -> int | None:
     """The first run of digits in the output, as the paper's code reads it (``int(re.search(r'\\d+'))``)."""
     match = re.search(r"\d+", output)
     return int(match.group()) if match else None
-
-
-def parse_length(text: str) -> int:
-    """``1k`` = 1024, ``32k``, ``8192``."""
-    value = text.strip().lower()
-    try:
-        number = float(value[:-1]) * 1024 if value.endswith("k") else float(value)
-    except ValueError:
-        raise InputError(f"cannot read {text!r} as a length: use tokens like 8192, 1k or 32k") from None
-    if not math.isfinite(number) or number < 1 or number != int(number):
-        raise InputError(f"cannot read {text!r} as a length: use a whole positive number of tokens")
-    return int(number)
-
-
-def parse_lengths(text: str) -> list[int]:
-    lengths = sorted({parse_length(part) for part in text.split(",") if part.strip()})
-    if not lengths:
-        raise InputError("--lengths is empty: give lengths such as 1k,2k,4k")
-    return lengths
-
-
-def default_lengths(context_length: int) -> list[int]:
-    """Powers of two from 1k up to the model's context_length."""
-    lengths = []
-    n = 1024
-    while n <= max(context_length, 1024):
-        lengths.append(n)
-        n *= 2
-    return lengths
 
 
 def parse_depths(text: str | None) -> list[float] | None:
@@ -261,19 +231,13 @@ def run_passkey(
 
     from yarn_cli.gguf_file import read_header
     from yarn_cli.model_info import model_info
-    from yarn_cli.runtime import LoadOptions, available_memory, load_model
+    from yarn_cli.runtime import LoadOptions, check_kv_memory, load_model
     from yarn_cli.variants import parse_variants
 
     info = model_info(read_header(path))
     variants = parse_variants(",".join(settings.variants), info)
     longest = max(settings.lengths) + ANSWER_TOKENS + 8
-    need = info.kv_cache_bytes(longest)
-    free = available_memory()
-    if need and free and need > free:
-        raise InputError(
-            f"the KV cache for {longest} tokens needs {need / 2**30:.1f} GiB but {free / 2**30:.1f} GiB "
-            "of memory are available; test shorter lengths"
-        )
+    check_kv_memory(info, longest, "test shorter lengths")
     vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
     builder = PromptBuilder(lambda text: vocab.tokenize(text.encode("utf-8"), add_bos=True, special=False))
     for length in settings.lengths:

@@ -6,15 +6,11 @@ summary and each variant's passkey context, with a schema version.
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 from dataclasses import fields
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from yarn_cli import __version__
 from yarn_cli.errors import InputError
 from yarn_cli.model_info import ModelInfo
 from yarn_cli.passkey import (
@@ -26,28 +22,10 @@ from yarn_cli.passkey import (
     summarize,
     trial_key,
 )
+from yarn_cli.records import model_record, software
+from yarn_cli.records import write_csv as write_rows
 
 DEPTH_BINS = 5
-
-
-def software() -> dict[str, str]:
-    versions = {"yarn-cli": __version__}
-    for package in ("llama-cpp-python", "gguf"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "?"
-    return versions
-
-
-def model_record(info: ModelInfo) -> dict[str, Any]:
-    return {
-        "path": str(info.header.path),
-        "size": info.header.file_size,
-        "architecture": info.architecture,
-        "context_length": info.context_length,
-        "original_context": info.original_context,
-    }
 
 
 def build_record(info: ModelInfo, settings: PasskeySettings, results: list[TrialResult]) -> dict[str, Any]:
@@ -71,13 +49,6 @@ def build_record(info: ModelInfo, settings: PasskeySettings, results: list[Trial
         "passkey_context": {v: passkey_context(summaries, v) for v in settings.variants},
         "evaluated_tokens": sum(r.evaluated_tokens for r in ordered),
     }
-
-
-def write_record(path: Path, record: dict[str, Any]) -> None:
-    """Atomically, so an interrupted write never loses the trials already saved."""
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def load_previous(path: Path, info: ModelInfo, settings: PasskeySettings) -> dict[TrialKey, TrialResult]:
@@ -108,14 +79,7 @@ def load_previous(path: Path, info: ModelInfo, settings: PasskeySettings) -> dic
 
 
 def write_csv(path: Path, results: list[TrialResult]) -> None:
-    columns = [f.name for f in fields(TrialResult)]
-    tmp = path.with_name(f".{path.name}.partial")
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        for r in results:
-            writer.writerow(r.to_dict())
-    os.replace(tmp, path)
+    write_rows(path, [f.name for f in fields(TrialResult)], (r.to_dict() for r in results))
 
 
 def depth_grid(results: list[TrialResult], variant: str, lengths: list[int]) -> list[list[float | None]]:

@@ -198,6 +198,17 @@ def available_memory() -> int | None:
     return None
 
 
+def check_kv_memory(info: ModelInfo, n_tokens: int, advice: str) -> None:
+    """Refuse before loading when an f16 KV cache for ``n_tokens`` cannot fit in available memory."""
+    need = info.kv_cache_bytes(n_tokens)
+    free = available_memory()
+    if need and free and need > free:
+        raise InputError(
+            f"the KV cache for {n_tokens} tokens needs {need / 2**30:.1f} GiB but {free / 2**30:.1f} GiB "
+            f"of memory are available; {advice}"
+        )
+
+
 def choose_context(info: ModelInfo, requested: int | None) -> tuple[int, str | None]:
     """The context to create: what was asked, else the model's, capped so the KV cache fits in memory."""
     if requested is not None:

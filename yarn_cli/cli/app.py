@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from yarn_cli import __version__
-from yarn_cli.cli import chat, convert, inspect, passkey
+from yarn_cli.cli import chat, convert, inspect, passkey, perplexity
 from yarn_cli.cli.common import err
 from yarn_cli.errors import YarnCliError
 
@@ -47,6 +47,7 @@ app.command("inspect", epilog="Example: yarn-cli inspect model.gguf --factor 4")
 app.command("convert", epilog=convert.EPILOG)(convert.convert_command)
 app.command("chat", epilog=chat.EPILOG)(chat.chat_command)
 app.command("passkey", epilog=passkey.EPILOG)(passkey.passkey_command)
+app.command("perplexity", epilog=perplexity.EPILOG)(perplexity.perplexity_command)
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -19,6 +19,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from yarn_cli.errors import InputError
 from yarn_cli.gguf_file import Value
 
 # Data (tables, JSON, replies) goes to stdout; status, warnings and progress to stderr.
@@ -33,6 +34,14 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def warn(message: str) -> None:
     err.print(f"[yellow]Warning:[/] {message}", soft_wrap=True)
+
+
+def require_matplotlib() -> None:
+    """Checked before long work starts, so a missing plotting library never costs a finished run."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise InputError("--plot needs matplotlib: pip install matplotlib (or the plot extra)") from None
 
 
 def mib(n: int | None) -> str:

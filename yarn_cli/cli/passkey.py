@@ -9,21 +9,20 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from yarn_cli.cli.common import err, out
+from yarn_cli.cli.common import err, out, require_matplotlib
 from yarn_cli.default_model import resolve_model
-from yarn_cli.errors import InputError
 from yarn_cli.gguf_file import read_header
+from yarn_cli.lengths import default_lengths, parse_lengths
 from yarn_cli.model_info import model_info
 from yarn_cli.passkey import (
     PasskeySettings,
     TrialResult,
-    default_lengths,
     parse_depths,
-    parse_lengths,
     passkey_context,
     summarize,
 )
-from yarn_cli.passkey_report import DEPTH_BINS, build_record, depth_grid, load_previous, write_csv, write_record
+from yarn_cli.passkey_report import DEPTH_BINS, build_record, depth_grid, load_previous, write_csv
+from yarn_cli.records import write_json
 from yarn_cli.variants import parse_variants
 
 EPILOG = """\
@@ -76,7 +75,7 @@ def passkey_command(
     wanted = parse_lengths(lengths) if lengths else default_lengths(info.context_length or 8192)
     variants = [v.name for v in parse_variants(compare, info)]
     if plot is not None:
-        _check_matplotlib()
+        require_matplotlib()
     settings = PasskeySettings(
         lengths=wanted,
         trials=trials,
@@ -116,7 +115,7 @@ def passkey_command(
                 accuracy=f"{correct}/{len(results)} found",
             )
             if json_path:
-                write_record(json_path, build_record(info, settings, results))
+                write_json(json_path, build_record(info, settings, results))
 
         from yarn_cli.passkey import run_passkey
 
@@ -125,7 +124,7 @@ def passkey_command(
         except KeyboardInterrupt:
             interrupted = True
     if json_path:
-        write_record(json_path, build_record(info, settings, results))
+        write_json(json_path, build_record(info, settings, results))
     if csv_path:
         write_csv(csv_path, results)
     _render(results, settings)
@@ -176,13 +175,6 @@ def _heatmap(results: list[TrialResult], variant: str, lengths: list[int]) -> Ta
                 cells.append(f"[{colour}]{value:.0%}[/]")
         table.add_row(f"{b / DEPTH_BINS:.1f}-{(b + 1) / DEPTH_BINS:.1f}", *cells)
     return table
-
-
-def _check_matplotlib() -> None:
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise InputError("--plot needs matplotlib: pip install matplotlib (or the plot extra)") from None
 
 
 def _plot(path: Path, results: list[TrialResult], settings: PasskeySettings) -> None:

@@ -1,0 +1,183 @@
+"""``yarn-cli perplexity``: long-text perplexity per context length and scaling variant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from yarn_cli.cli.common import err, out, require_matplotlib
+from yarn_cli.default_model import resolve_model
+from yarn_cli.gguf_file import read_header
+from yarn_cli.lengths import default_lengths, parse_lengths
+from yarn_cli.model_info import ModelInfo, model_info
+from yarn_cli.perplexity import SCHEMA_VERSION, PerplexityResult, PerplexityRun, PerplexitySettings, read_text
+from yarn_cli.records import model_record, software, write_csv, write_json
+from yarn_cli.variants import parse_variants
+
+EPILOG = """\
+Examples:
+
+  yarn-cli perplexity --text book.txt --contexts 2k,4k,8k,16k --compare none,yarn:2,dynamic-yarn
+
+  yarn-cli perplexity model.gguf --text book.txt --contexts 4k,8k --chunks 4 --json ppl.json --plot ppl.png
+
+  yarn-cli perplexity --text book.txt --contexts 2k --stride 512        # sliding windows
+"""
+
+
+def perplexity_command(
+    text: Annotated[Path, typer.Option(help="UTF-8 text to score, at least K x the longest context in tokens.")],
+    model: Annotated[
+        str | None, typer.Argument(help="GGUF model; default: the embedded SmolLM2-135M.", metavar="MODEL")
+    ] = None,
+    contexts: Annotated[
+        str | None,
+        typer.Option(help="Context lengths in tokens: 2k,4k,8192... Default: powers of two up to the model's."),
+    ] = None,
+    compare: Annotated[
+        str,
+        typer.Option(help="Variants scored on the same tokens: as-is, none, yarn:S, linear:S, ntk:S, dynamic-yarn."),
+    ] = "as-is",
+    chunks: Annotated[int, typer.Option(help="Consecutive chunks of the longest context to average over.")] = 1,
+    stride: Annotated[
+        int | None,
+        typer.Option(help="Sliding windows moved by S tokens, each scoring only new tokens (default: the paper's)."),
+    ] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write the run (settings, results) here.")] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Write one row per variant and context here.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Draw perplexity against context to this PNG.")] = None,
+    no_nesting: Annotated[
+        bool, typer.Option("--no-nesting", help="Score each context in its own pass (slower; same figures).")
+    ] = False,
+    gpu_layers: Annotated[
+        int | None, typer.Option("--gpu-layers", "-ngl", help="Layers to offload to the GPU.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option("--threads", "-t", help="CPU threads.")] = None,
+    flash_attn: Annotated[bool, typer.Option("--flash-attn", "-fa", help="Use flash attention.")] = False,
+) -> None:
+    """Score a long text at several context lengths, under several RoPE scalings.
+
+    The paper's protocol: perplexity at context c = exp(mean negative log-likelihood of the first c tokens
+    of each chunk); one pass over the longest context gives every shorter one.
+    """
+    path = resolve_model(model)
+    info = model_info(read_header(path))
+    wanted = parse_lengths(contexts, "--contexts") if contexts else default_lengths(info.context_length or 8192)
+    variants = parse_variants(compare, info)
+    settings = PerplexitySettings(
+        contexts=wanted,
+        variants=[v.name for v in variants],
+        chunks=chunks,
+        stride=stride,
+        nested=not no_nesting,
+        n_gpu_layers=gpu_layers,
+        n_threads=threads,
+        flash_attn=flash_attn,
+    )
+    settings.check()
+    source = read_text(text)
+    if plot is not None:
+        require_matplotlib()
+
+    from yarn_cli.perplexity import run_perplexity
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("tokens"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("perplexity", total=None)
+        run = run_perplexity(
+            path,
+            source,
+            settings,
+            info,
+            variants,
+            on_start=lambda total: progress.update(task, total=total),
+            on_tokens=lambda n, label: progress.update(task, advance=n, description=label),
+        )
+    if json_path:
+        write_json(json_path, _record(info, settings, text, source, run))
+    if csv_path:
+        write_csv(csv_path, ["variant", "context", "ppl", "tokens", "nll"], (r.to_dict() for r in run.results))
+    out.print(_table(run.results, settings, info))
+    err.print(
+        f"{settings.protocol} protocol, {settings.chunks} chunk(s); {run.evaluated_tokens:,} tokens evaluated "
+        f"in {run.seconds:.1f} s ({run.evaluated_tokens / max(run.seconds, 1e-9):,.0f} tokens/s)"
+    )
+    if plot is not None:
+        _plot(plot, run.results, settings, info)
+
+
+def _record(
+    info: ModelInfo, settings: PerplexitySettings, text: Path, source: str, run: PerplexityRun
+) -> dict[str, object]:
+    return {
+        "schema": SCHEMA_VERSION,
+        "model": model_record(info),
+        "settings": {
+            "contexts": settings.contexts,
+            "variants": settings.variants,
+            "chunks": settings.chunks,
+            "stride": settings.stride,
+            "protocol": settings.protocol,
+            "bos": run.bos,
+            "text": {"path": str(text), "characters": len(source), "tokens": run.text_tokens},
+        },
+        "software": software(),
+        "results": [r.to_dict() for r in run.results],
+        "evaluated_tokens": run.evaluated_tokens,
+        "seconds": round(run.seconds, 3),
+    }
+
+
+def _table(results: list[PerplexityResult], settings: PerplexitySettings, info: ModelInfo) -> Table:
+    """The layout of the paper's Table 1: one row per method, one column per evaluation context."""
+    native = info.original_context or info.context_length
+    table = Table(title="Perplexity (lower is better)", title_justify="left", caption_justify="left")
+    if native:
+        table.caption = f"* beyond the native context ({native:,})"
+    table.add_column("variant")
+    for c in settings.contexts:
+        table.add_column(f"{c:,}" + ("*" if native and c > native else ""), justify="right")
+    for variant in settings.variants:
+        cells = []
+        row = {r.context: r for r in results if r.variant == variant}
+        best = {c: min(r.ppl for r in results if r.context == c) for c in settings.contexts}
+        for c in settings.contexts:
+            ppl = row[c].ppl
+            cells.append(f"[bold]{ppl:.2f}[/]" if ppl == best[c] and len(settings.variants) > 1 else f"{ppl:.2f}")
+        table.add_row(variant, *cells)
+    return table
+
+
+def _plot(path: Path, results: list[PerplexityResult], settings: PerplexitySettings, info: ModelInfo) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for variant in settings.variants:
+        points = sorted((r.context, r.ppl) for r in results if r.variant == variant)
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=variant)
+    native = info.original_context or info.context_length
+    if native:
+        ax.axvline(native, color="grey", linestyle=":", linewidth=1, label=f"native context ({native:,})")
+    ax.set_yscale("log")
+    ax.set_xlabel("context (tokens)")
+    ax.set_ylabel("perplexity")
+    ax.set_title(f"{info.header.path.name}: perplexity against context")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    err.print(f"Plot written to {path}")
