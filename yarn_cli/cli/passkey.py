@@ -131,8 +131,8 @@ def passkey_command(
     if plot is not None:
         _plot(plot, results, settings)
     if interrupted:
-        saved = f"; the {len(results)} finished trials are in {json_path}" if json_path else ""
-        err.print(f"Interrupted{saved}.")
+        if json_path:
+            err.print(f"The {len(results)} finished trials are in {json_path}; the same command resumes the run.")
         raise typer.Exit(130)
 
 

@@ -95,15 +95,18 @@ def perplexity_command(
     )
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("perplexity", total=None)
-        run = run_perplexity(
-            path,
-            source,
-            settings,
-            info,
-            variants,
-            on_start=lambda total: progress.update(task, total=total),
-            on_tokens=lambda n, label: progress.update(task, advance=n, description=label),
-        )
+        try:
+            run = run_perplexity(
+                path,
+                source,
+                settings,
+                info,
+                variants,
+                on_start=lambda total: progress.update(task, total=total),
+                on_tokens=lambda n, label: progress.update(task, advance=n, description=label),
+            )
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
     if json_path:
         write_json(json_path, _record(info, settings, text, source, run))
     if csv_path:
