@@ -197,6 +197,7 @@ def test_cli_table_json_and_csv(run_cli, tiny_model: Path, tmp_path: Path) -> No
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "none" in result.stdout and "yarn:2" in result.stdout and "384*" in result.stdout
+    assert "100%" in result.stderr  # the plain progress lines of a non-terminal stderr
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["schema"] == 1
     assert record["model"]["architecture"] == "llama" and record["model"]["context_length"] == 256

@@ -40,7 +40,7 @@ def test_split_model_converts_and_loads(split_model: Path) -> None:
     result = convert_file(split_model, ConvertRequest(factor=4.0))
     names = [w.path.name for w in result.outputs]
     assert names == [f"tiny.yarn-4x-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
-    assert [w.action for w in result.outputs] == ["rewritten", "hardlink", "hardlink"]
+    assert [w.action for w in result.outputs] == ["copy", "hardlink", "hardlink"]
     for i in (2, 3):
         src = folder / f"tiny-0000{i}-of-00003.gguf"
         dst = folder / f"tiny.yarn-4x-0000{i}-of-00003.gguf"
@@ -67,7 +67,7 @@ def test_split_copied_when_links_are_impossible(split_model: Path, tmp_path: Pat
     out = other / f"yarn-cli-test-{tmp_path.name}.gguf"
     try:
         result = convert_file(split_model, ConvertRequest(factor=2.0), output=out)
-        assert [w.action for w in result.outputs] == ["rewritten", "copy", "copy"]
+        assert [w.action for w in result.outputs] == ["copy", "copy", "copy"]
         for i in (2, 3):
             assert digest(result.outputs[i - 1].path) == digest(split_model.with_name(f"tiny-0000{i}-of-00003.gguf"))
     finally:
@@ -94,7 +94,7 @@ def test_missing_split_is_refused(split_model: Path) -> None:
 def test_converting_a_split_model_again_with_force(split_model: Path) -> None:
     convert_file(split_model, ConvertRequest(factor=4.0))
     again = convert_file(split_model, ConvertRequest(factor=4.0), overwrite=True)
-    assert [w.action for w in again.outputs] == ["rewritten", "hardlink", "hardlink"]
+    assert [w.action for w in again.outputs] == ["copy", "hardlink", "hardlink"]
     assert sorted(p.name for p in split_model.parent.iterdir()) == sorted(
         [f"tiny-0000{i}-of-00003.gguf" for i in (1, 2, 3)] + [f"tiny.yarn-4x-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
     )

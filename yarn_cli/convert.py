@@ -19,8 +19,17 @@ from pathlib import Path
 
 from yarn_cli import __version__
 from yarn_cli.errors import InputError, OutputError, UnsupportedModelError, VerificationError
-from yarn_cli.fileops import atomic_output, check_free_space, copy_range, link_or_copy
+from yarn_cli.fileops import (
+    Unsupported,
+    atomic_output,
+    block_size,
+    check_free_space,
+    clone_range,
+    copy_range,
+    link_or_copy,
+)
 from yarn_cli.gguf_file import GGUFHeader, Value, build_header, edited_keys, read_header, unpadded_header
+from yarn_cli.inplace import recover, rewrite_header
 from yarn_cli.model_info import BETA_ARCHS, SWA_ARCHS, ModelInfo, model_info
 from yarn_cli.rope import ntk_freq_base
 from yarn_cli.scaling import (
@@ -348,7 +357,10 @@ def _option_warnings(info: ModelInfo, request: ConvertRequest) -> list[str]:
 @dataclass(frozen=True)
 class WrittenFile:
     path: Path
-    action: str  # "rewritten", "hardlink", "copy"
+    # The first file: "insert-range", "collapse-range" or "overwrite" (in place, only the header
+    # written), "reflink" (data blocks shared with the input) or "copy"; later splits:
+    # "hardlink" or "copy".
+    action: str
     bytes_copied: int
 
 
@@ -360,6 +372,8 @@ class ConvertResult:
     in_place: bool
     seconds: float
     verified: bool
+    recovered: str | None = None  # what an interrupted earlier in-place change became
+    fallback: str | None = None  # why an in-place change went through a copy
 
 
 Progress = Callable[[int], None]
@@ -459,8 +473,10 @@ def write_patched(
     destination: Path,
     *,
     progress: Progress | None = None,
-) -> int:
+) -> tuple[str, int]:
     """Write ``header`` + ``edits`` and the unchanged tensor data to ``destination``, atomically.
+
+    Returns how ("reflink" or "copy") and the bytes copied.
 
     The new file is verified before it replaces anything, so a file that does not
     read back as intended never appears under ``destination``.
@@ -468,14 +484,59 @@ def write_patched(
     new_header = build_header(header, edits)
     mode = header.path.stat().st_mode & 0o777
     with atomic_output(destination, mode=mode) as (fd, tmp), header.path.open("rb") as src:
-        view = memoryview(new_header)
-        while view:
-            view = view[os.write(fd, view) :]
-        if progress:
-            progress(len(new_header))
-        copy_range(src.fileno(), fd, header.data_offset, len(new_header), header.data_size, progress)
+        shared = _clone_data(src.fileno(), fd, header, len(new_header), destination.parent)
+        _write_at(fd, new_header, 0)  # over the cloned tail of the old header, when cloned
+        if shared:
+            if progress:
+                progress(len(new_header) + header.data_size)
+        else:
+            if progress:
+                progress(len(new_header))
+            copy_range(src.fileno(), fd, header.data_offset, len(new_header), header.data_size, progress)
         verify_output(header, edits, tmp)
-    return len(new_header) + header.data_size
+    return ("reflink", len(new_header)) if shared else ("copy", len(new_header) + header.data_size)
+
+
+def _clone_data(src_fd: int, dst_fd: int, header: GGUFHeader, new_data_offset: int, directory: Path) -> bool:
+    """Share the tensor data's blocks with the input (reflink) where the filesystem can; False elsewhere.
+
+    Clones start at a block boundary, so the clone takes the old header's last partial
+    block along; the new header is then written over it.
+    """
+    size = block_size(directory)
+    shift = new_data_offset - header.data_offset
+    base = header.data_offset // size * size
+    if shift % size or base + shift < 0:
+        return False
+    try:
+        clone_range(src_fd, dst_fd, base, base + shift)
+    except Unsupported:
+        return False
+    return True
+
+
+def _write_at(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _rewrite_in_place(
+    header: GGUFHeader, plan: ConversionPlan, progress: Callable[[int, int], None] | None
+) -> WrittenFile:
+    """Only the header is written; the filesystem moves the data by whole blocks (Unsupported if it cannot)."""
+    new_header = build_header(header, plan.edits)
+    action = rewrite_header(
+        header.path,
+        header.data_offset,
+        new_header,
+        header.data_size,
+        verify=lambda: verify_output(header, plan.edits, header.path),
+    )
+    if progress:
+        progress(header.file_size, header.file_size)
+    return WrittenFile(header.path, action, len(new_header))
 
 
 def convert_file(
@@ -491,6 +552,7 @@ def convert_file(
 ) -> ConvertResult:
     """Convert a GGUF model (all splits of it); ``progress(done, total)`` reports bytes."""
     start = time.perf_counter()
+    recovered = recover(Path(path))  # an earlier in-place change cut short: finish or undo it first
     header = read_header(path)
     plan = plan_conversion(header, request)
     if in_place and output is not None:
@@ -501,7 +563,15 @@ def convert_file(
         inputs, outputs = output_paths(header, plan, Path(output) if output is not None else None, output_dir)
         check_outputs(inputs, outputs, force=overwrite)
     if dry_run:
-        return ConvertResult(plan, header.path, [], in_place, time.perf_counter() - start, False)
+        return ConvertResult(plan, header.path, [], in_place, time.perf_counter() - start, False, recovered)
+    fallback = None
+    if in_place:
+        try:
+            done_in_place = _rewrite_in_place(header, plan, progress)
+            seconds = time.perf_counter() - start
+            return ConvertResult(plan, header.path, [done_in_place], True, seconds, True, recovered)
+        except Unsupported as exc:
+            fallback = f"the data cannot be moved in place here ({exc.strerror}); the file was rewritten through a copy"
 
     total = header.file_size + sum(p.stat().st_size for p in inputs[1:])
     same_device = all(p.parent.stat().st_dev == inputs[0].parent.stat().st_dev for p in outputs)
@@ -517,12 +587,13 @@ def convert_file(
             progress(done, total)
 
     written: list[WrittenFile] = []
-    size = write_patched(header, plan.edits, outputs[0], progress=advance)
-    written.append(WrittenFile(outputs[0], "rewritten", size))
+    action, copied = write_patched(header, plan.edits, outputs[0], progress=advance)
+    written.append(WrittenFile(outputs[0], action, copied))
     for src, dst in zip(inputs[1:], outputs[1:], strict=True):
         split_size = src.stat().st_size
         action = link_or_copy(src, dst, advance)
         if action == "hardlink":
             advance(split_size)
         written.append(WrittenFile(dst, action, split_size if action == "copy" else 0))
-    return ConvertResult(plan, header.path, written, in_place, time.perf_counter() - start, True)
+    seconds = time.perf_counter() - start
+    return ConvertResult(plan, header.path, written, in_place, seconds, True, recovered, fallback)

@@ -13,9 +13,12 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yarn_cli.errors import InputError
+
+if TYPE_CHECKING:
+    from yarn_cli.model_info import ModelInfo
 
 TASK = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
@@ -225,6 +228,7 @@ def run_passkey(
     done: dict[TrialKey, TrialResult] | None = None,
     on_start: Callable[[int], None] | None = None,
     on_trial: Callable[[TrialResult], None] | None = None,
+    info: ModelInfo | None = None,
 ) -> list[TrialResult]:
     """Run every trial not in ``done``; KeyboardInterrupt stops after the trial in progress."""
     import llama_cpp
@@ -234,7 +238,8 @@ def run_passkey(
     from yarn_cli.runtime import LoadOptions, check_kv_memory, load_model
     from yarn_cli.variants import parse_variants
 
-    info = model_info(read_header(path))
+    if info is None:
+        info = model_info(read_header(path))
     variants = parse_variants(",".join(settings.variants), info)
     longest = max(settings.lengths) + ANSWER_TOKENS + 8
     check_kv_memory(info, longest, "test shorter lengths")
@@ -269,7 +274,7 @@ def run_passkey(
                 n_gpu_layers=settings.n_gpu_layers,
                 n_threads=settings.n_threads,
             )
-            llm, _, _ = load_model(path, options)
+            llm, _, _ = load_model(path, options, info)
             try:
                 ordered = reuse_order(todo) if settings.reuse else todo
                 for spec, prompt in ordered:

@@ -282,7 +282,7 @@ def run_perplexity(
             n_threads=settings.n_threads,
             flash_attn=settings.flash_attn,
         )
-        llm, _, _ = load_model(path, options)
+        llm, _, _ = load_model(path, options, info)
         try:
             for p in group:
                 window = ([bos_token] if bos else []) + stream[p.offset : p.offset + p.length - int(bos)]

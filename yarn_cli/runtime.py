@@ -234,9 +234,15 @@ def default_gpu_layers() -> int:
     return -1 if llama_cpp.llama_supports_gpu_offload() else 0
 
 
-def load_model(path: Path, options: LoadOptions) -> tuple[llama_cpp.Llama, Effective, ModelInfo]:
-    """Load ``path`` with ``options``; every failure becomes one clear YarnCliError."""
-    info = model_info(read_header(path))
+def load_model(
+    path: Path, options: LoadOptions, info: ModelInfo | None = None
+) -> tuple[llama_cpp.Llama, Effective, ModelInfo]:
+    """Load ``path`` with ``options``; every failure becomes one clear YarnCliError.
+
+    ``info``, when the caller has already read the header, saves reading it again.
+    """
+    if info is None:
+        info = model_info(read_header(path))
     n_ctx, note = choose_context(info, options.n_ctx)
     scaled = options.scaling is not None and options.scaling.rope_scaling_type in (
         LLAMA_ROPE_SCALING_LINEAR,

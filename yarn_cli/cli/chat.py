@@ -26,6 +26,7 @@ from yarn_cli.scaling import runtime_yarn
 
 if TYPE_CHECKING:  # llama.cpp is loaded by the chat command itself, not by every command
     from yarn_cli.chat import ChatSession, TurnStats
+    from yarn_cli.model_info import ModelInfo
     from yarn_cli.runtime import Effective
 
 EPILOG = """\
@@ -109,6 +110,8 @@ def chat_command(
     The first line (on stderr) shows the context, scaling and backend that llama.cpp really set up.
     """
     from yarn_cli.chat import ChatSession
+    from yarn_cli.gguf_file import read_header
+    from yarn_cli.model_info import model_info
     from yarn_cli.runtime import LoadOptions, ScalingOverride, load_model
 
     if yarn not in ("off", "auto"):
@@ -132,9 +135,10 @@ def chat_command(
         prompt = sys.stdin.read() if sys.stdin is not None else ""
         if not prompt.strip():
             raise InputError("no prompt: stdin was empty (give -p TEXT, or run on a terminal to chat)")
+    info = model_info(read_header(path))
     auto_note = None
     if yarn == "auto" and scaling is None and ctx_size is not None:
-        scaling, auto_note = _auto_yarn(path, ctx_size)
+        scaling, auto_note = _auto_yarn(info, ctx_size)
     llm, effective, _info = load_model(
         path,
         LoadOptions(
@@ -146,6 +150,7 @@ def chat_command(
             seed=seed,
             verbose=verbose,
         ),
+        info,
     )
     for note in (auto_note, *effective.notes):
         if note:
@@ -160,11 +165,7 @@ def chat_command(
         _repl(session, stream=not no_stream)
 
 
-def _auto_yarn(path: Path, ctx_size: int) -> tuple[Any, str | None]:
-    from yarn_cli.gguf_file import read_header
-    from yarn_cli.model_info import model_info
-
-    info = model_info(read_header(path))
+def _auto_yarn(info: ModelInfo, ctx_size: int) -> tuple[Any, str | None]:
     native = info.context_length
     if info.scaling.is_scaled or not native or ctx_size <= native or not info.uses_rope:
         return None, None

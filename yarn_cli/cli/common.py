@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
@@ -49,6 +50,8 @@ def mib(n: int | None) -> str:
         return "?"
     if n >= 2**30:
         return f"{n / 2**30:,.2f} GiB"
+    if n < 2**19:
+        return f"{n / 2**10:,.1f} KiB"
     return f"{n / 2**20:,.1f} MiB"
 
 
@@ -88,3 +91,38 @@ def byte_progress(description: str, *, enabled: bool) -> Iterator[Any]:
             progress.update(task, completed=done, total=total)
 
         yield update
+
+
+class LogProgress:
+    """Progress for a log file: when stderr is not a terminal, one plain line per tenth of the work.
+
+    Long evaluations run under nohup, CI or a pipe; a redrawn bar would be invisible there.
+    """
+
+    def __init__(self, unit: str) -> None:
+        self.enabled = not err.is_terminal
+        self.unit = unit
+        self.total = 0
+        self.done = 0
+        self.start = time.monotonic()
+        self._next = 0.1
+
+    def begin(self, total: int) -> None:
+        self.total = total
+        self.start = time.monotonic()
+
+    def advance(self, n: int, label: str) -> None:
+        self.done += n
+        if not self.enabled or not self.total:
+            return
+        fraction = self.done / self.total
+        if fraction + 1e-9 >= self._next:
+            elapsed = time.monotonic() - self.start
+            left = elapsed / fraction * (1 - fraction)
+            err.print(
+                f"{fraction:4.0%}  {self.done:,}/{self.total:,} {self.unit}  {label}  "
+                f"{elapsed:,.0f} s elapsed, about {left:,.0f} s left",
+                soft_wrap=True,
+            )
+            while self._next <= fraction + 1e-9:
+                self._next += 0.1

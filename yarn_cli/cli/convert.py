@@ -8,9 +8,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from yarn_cli.cli.common import byte_progress, err, out, print_json, show_value, warn
+from yarn_cli.cli.common import byte_progress, err, mib, out, print_json, show_value, warn
 from yarn_cli.convert import RECORD_KEY, ConversionPlan, ConvertRequest, ConvertResult, convert_file
 from yarn_cli.default_model import DEFAULT_NAME, resolve_model
+from yarn_cli.inplace import recover as recover_file
+from yarn_cli.inplace import undo_path
 from yarn_cli.scaling import Method
 
 EPILOG = """\
@@ -25,6 +27,8 @@ Examples:
   yarn-cli convert model.yarn-4x.gguf --method none # undo -> model.orig.gguf
 
   yarn-cli convert default --factor 4               # the embedded SmolLM2-135M -> ./
+
+  yarn-cli convert model.gguf --in-place --factor 2  # only the header is written (ext4, XFS)
 """
 
 
@@ -64,7 +68,16 @@ def convert_command(
         bool | None, typer.Option("--finetuned/--not-finetuned", help="YaRN: mark the model as fine-tuned for it.")
     ] = None,
     in_place: Annotated[
-        bool, typer.Option("--in-place", help="Replace INPUT (atomically) instead of writing OUTPUT.")
+        bool,
+        typer.Option(
+            "--in-place",
+            help="Change INPUT itself: only the header is written where the filesystem can move blocks "
+            "(ext4, XFS), else it is replaced through a copy. Crash-safe either way.",
+        ),
+    ] = False,
+    recover: Annotated[
+        bool,
+        typer.Option("--recover", help="Finish or undo an in-place change of INPUT that was cut short; nothing else."),
     ] = False,
     force: Annotated[
         bool,
@@ -80,6 +93,9 @@ def convert_command(
 
     Records what the file had, so --method none restores it exactly. Tensor data is copied unchanged.
     """
+    if recover:
+        _recover(input, json_output)
+        return
     request = ConvertRequest(
         method=method,
         factor=factor,
@@ -108,8 +124,12 @@ def convert_command(
     if json_output:
         print_json(_result_dict(result, dry_run))
         return
+    if result.recovered:
+        err.print(_recovered_line(result.input, result.recovered), soft_wrap=True)
     for message in plan.warnings:
         warn(message)
+    if result.fallback:
+        warn(result.fallback)
     if dry_run:
         out.print(_changes_table(plan))
         out.print(f"Dry run: {_summary(plan)}; nothing written.")
@@ -119,9 +139,35 @@ def convert_command(
             err.print(f"Replaced the file's previous scaling: {plan.replaced}")
         err.print(_changes_table(plan))
         target = "in place" if result.in_place else f"to {result.outputs[0].path}"
-        err.print(f"{_summary(plan)}; written {target} in {result.seconds:.2f} s, verified.")
+        how = _how(result.outputs[0].action, result.outputs[0].bytes_copied)
+        err.print(f"{_summary(plan)}; written {target} ({how}) in {result.seconds:.2f} s, verified.")
         for written in result.outputs[1:]:
             err.print(f"  split {written.path.name}: {written.action}")
+
+
+def _how(action: str, copied: int) -> str:
+    if action in ("insert-range", "collapse-range", "overwrite"):
+        return f"{action}: the data stayed where it was, {mib(copied)} of header written"
+    if action == "reflink":
+        return f"reflink: the data blocks are shared with the input, {mib(copied)} of header written"
+    return f"copy: {mib(copied)} written"
+
+
+def _recovered_line(path: Path, outcome: str) -> str:
+    if outcome == "completed":
+        return f"{path}: an interrupted in-place change was found and completed."
+    return f"{path}: an interrupted in-place change was found and undone; the original is back."
+
+
+def _recover(input: str, json_output: bool) -> None:
+    path = resolve_model(input)
+    outcome = recover_file(path)
+    if json_output:
+        print_json({"input": str(path), "recovered": outcome})
+    elif outcome is None:
+        err.print(f"{path}: nothing to recover (no {undo_path(path).name} beside it).")
+    else:
+        err.print(_recovered_line(path, outcome))
 
 
 def _summary(plan: ConversionPlan) -> str:
@@ -153,6 +199,10 @@ def _result_dict(result: ConvertResult, dry_run: bool) -> dict[str, Any]:
         "outputs": [{"path": str(w.path), "action": w.action, "bytes_copied": w.bytes_copied} for w in result.outputs],
         "dry_run": dry_run,
         "in_place": result.in_place,
+        "path": result.outputs[0].action if result.outputs else None,
+        "bytes_copied": sum(w.bytes_copied for w in result.outputs),
+        "recovered": result.recovered,
+        "fallback": result.fallback,
         "method": plan.method.value,
         "factor": plan.factor,
         "original_context": plan.original_context,

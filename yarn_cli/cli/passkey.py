@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from yarn_cli.cli.common import err, out, require_matplotlib
+from yarn_cli.cli.common import LogProgress, err, out, require_matplotlib
 from yarn_cli.default_model import resolve_model
 from yarn_cli.gguf_file import read_header
 from yarn_cli.lengths import default_lengths, parse_lengths
@@ -99,11 +99,13 @@ def passkey_command(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
+    log = LogProgress("trials")
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("passkey", total=None, accuracy="")
 
         def on_start(total: int) -> None:
             progress.update(task, total=total)
+            log.begin(total)
 
         def on_trial(result: TrialResult) -> None:
             results.append(result)
@@ -114,13 +116,14 @@ def passkey_command(
                 description=f"{result.variant} @ {result.length}",
                 accuracy=f"{correct}/{len(results)} found",
             )
+            log.advance(1, f"{result.variant} @ {result.length}: {correct}/{len(results)} found")
             if json_path:
                 write_json(json_path, build_record(info, settings, results))
 
         from yarn_cli.passkey import run_passkey
 
         try:
-            run_passkey(path, settings, done=done, on_start=on_start, on_trial=on_trial)
+            run_passkey(path, settings, done=done, on_start=on_start, on_trial=on_trial, info=info)
         except KeyboardInterrupt:
             interrupted = True
     if json_path:

@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from yarn_cli.cli.common import err, out, require_matplotlib
+from yarn_cli.cli.common import LogProgress, err, out, require_matplotlib
 from yarn_cli.default_model import resolve_model
 from yarn_cli.gguf_file import read_header
 from yarn_cli.lengths import default_lengths, parse_lengths
@@ -93,8 +93,18 @@ def perplexity_command(
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
+    log = LogProgress("tokens")
     with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("perplexity", total=None)
+
+        def on_start(total: int) -> None:
+            progress.update(task, total=total)
+            log.begin(total)
+
+        def on_tokens(n: int, label: str) -> None:
+            progress.update(task, advance=n, description=label)
+            log.advance(n, label)
+
         try:
             run = run_perplexity(
                 path,
@@ -102,8 +112,8 @@ def perplexity_command(
                 settings,
                 info,
                 variants,
-                on_start=lambda total: progress.update(task, total=total),
-                on_tokens=lambda n, label: progress.update(task, advance=n, description=label),
+                on_start=on_start,
+                on_tokens=on_tokens,
             )
         except KeyboardInterrupt:
             raise typer.Exit(130) from None

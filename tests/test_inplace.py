@@ -1,0 +1,268 @@
+"""Zero-copy convert: blocks inserted in place (ext4, XFS), shared by reflink (XFS), crash recovery.
+
+Crashes are real: the converting process is killed (``os._exit``) at each step, with no
+clean-up code running, and the next run must yield the original or the converted file,
+byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ggufs import write_tiny_llama
+from helpers import error_line
+from test_llama_cpp import TINY_TOKENS, YARN, logits, trained
+
+from yarn_cli.convert import ConvertRequest, convert_file
+from yarn_cli.gguf_file import read_header
+from yarn_cli.inplace import CRASH_ENV, CRASH_EXIT, CRASH_STEPS, UNDO_SUFFIX, undo_path
+from yarn_cli.scaling import Method
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fs_type(path: Path) -> str:
+    return subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True).stdout.strip()
+
+
+def moves_blocks(path: Path) -> bool:
+    """ext4 ('ext2/ext3' to stat) and XFS can insert and collapse ranges."""
+    return fs_type(path) in ("ext2/ext3", "xfs")
+
+
+def data_bytes(path: Path) -> bytes:
+    header = read_header(path)
+    with path.open("rb") as fh:
+        fh.seek(header.data_offset)
+        return fh.read()
+
+
+def converted_by_copy(model: Path, directory: Path, **request: object) -> Path:
+    """The same conversion written to a new file in ``directory``/reference, by the copy path."""
+    (directory / "reference").mkdir(exist_ok=True)
+    output = directory / "reference" / model.name
+    return convert_file(model, ConvertRequest(**request), output=output).outputs[0].path  # type: ignore[arg-type]
+
+
+# --- in place on the filesystem the tests run on ----------------------------------------------
+
+
+def test_in_place_moves_no_data_and_equals_the_copy(tiny_model: Path, tmp_path: Path) -> None:
+    untouched = tmp_path / "untouched.gguf"
+    shutil.copyfile(tiny_model, untouched)
+    original, inode = sha256(tiny_model), tiny_model.stat().st_ino
+    size, data = tiny_model.stat().st_size, data_bytes(tiny_model)
+    reference = converted_by_copy(tiny_model, tmp_path, factor=2.0)
+    result = convert_file(tiny_model, ConvertRequest(factor=2.0), in_place=True)
+    written = result.outputs[0]
+    if not moves_blocks(tmp_path):
+        assert written.action == "copy" and result.fallback is not None
+        pytest.skip(f"{fs_type(tmp_path)} cannot move blocks: the copy path was taken, as it said")
+    assert written.action == "insert-range" and result.fallback is None
+    assert written.bytes_copied == read_header(tiny_model).data_offset  # only the header was written
+    assert tiny_model.stat().st_ino == inode
+    grown = tiny_model.stat().st_size - size
+    assert grown > 0 and grown % os.statvfs(tmp_path).f_bsize == 0
+    assert data_bytes(tiny_model) == data
+    assert sha256(tiny_model) == sha256(reference)
+    assert trained(tiny_model) == (512, 0.5)
+    at_runtime = logits(untouched, TINY_TOKENS, 256, rope_scaling_type=YARN, rope_freq_scale=0.5, yarn_orig_ctx=256)
+    assert np.array_equal(logits(tiny_model, TINY_TOKENS, 256), at_runtime)
+    back = convert_file(tiny_model, ConvertRequest(method=Method.NONE), in_place=True)
+    assert back.outputs[0].action == "collapse-range"
+    assert sha256(tiny_model) == original and tiny_model.stat().st_ino == inode
+    assert not undo_path(tiny_model).exists()
+
+
+def test_in_place_logits_equal_the_runtime_scaling(smollm2: Path, tmp_path: Path) -> None:
+    model = tmp_path / "smol.gguf"
+    shutil.copyfile(smollm2, model)
+    result = convert_file(model, ConvertRequest(factor=4.0), in_place=True)
+    assert result.outputs[0].action == ("insert-range" if moves_blocks(tmp_path) else "copy")
+    assert trained(model) == (32768, 0.25)
+    tokens = list(range(1000, 1128))
+    at_runtime = logits(smollm2, tokens, 256, rope_scaling_type=YARN, rope_freq_scale=0.25, yarn_orig_ctx=8192)
+    assert np.array_equal(logits(model, tokens, 256), at_runtime)
+    convert_file(model, ConvertRequest(method=Method.NONE), in_place=True)
+    assert sha256(model) == sha256(smollm2)
+
+
+# --- crashes ----------------------------------------------------------------------------------
+
+
+def run_cli(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = dict(os.environ, COLUMNS="200", NO_COLOR="1", **(env or {}))
+    environment.pop("YARN_CLI_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "yarn_cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("direction", ["scale", "undo"])
+@pytest.mark.parametrize("step", CRASH_STEPS)
+def test_a_crash_at_any_step_recovers_to_one_of_the_two_files(
+    tiny_model: Path, tmp_path: Path, step: str, direction: str
+) -> None:
+    if not moves_blocks(tmp_path):
+        pytest.skip(f"{fs_type(tmp_path)} cannot move blocks; in-place changes go through a copy there")
+    original = sha256(tiny_model)
+    scaled = sha256(converted_by_copy(tiny_model, tmp_path, factor=2.0))
+    if direction == "scale":
+        args, before, after = ["--factor", "2"], original, scaled
+    else:
+        convert_file(tiny_model, ConvertRequest(factor=2.0), in_place=True)
+        args, before, after = ["--method", "none"], scaled, original
+    assert sha256(tiny_model) == before
+
+    crashed = run_cli("convert", tiny_model, "--in-place", *args, env={CRASH_ENV: step})
+    assert crashed.returncode == CRASH_EXIT, crashed.stderr
+    assert undo_path(tiny_model).exists()
+
+    recovered = run_cli("convert", tiny_model, "--recover")
+    assert recovered.returncode == 0, recovered.stderr
+    expected = before if step == "after-undo-record" else after  # data not yet moved: undo; moved: complete
+    assert sha256(tiny_model) == expected
+    assert ("undone" if expected == before else "completed") in recovered.stderr
+    assert not undo_path(tiny_model).exists()
+    assert [p.name for p in tiny_model.parent.iterdir() if p.name.endswith((UNDO_SUFFIX, ".partial"))] == []
+
+
+def test_the_next_convert_recovers_first_and_says_so(tiny_model: Path, tmp_path: Path) -> None:
+    if not moves_blocks(tmp_path):
+        pytest.skip(f"{fs_type(tmp_path)} cannot move blocks; in-place changes go through a copy there")
+    scaled = sha256(converted_by_copy(tiny_model, tmp_path, factor=2.0))
+    crashed = run_cli("convert", tiny_model, "--in-place", "--factor", "2", env={CRASH_ENV: "mid-header"})
+    assert crashed.returncode == CRASH_EXIT
+    again = run_cli("convert", tiny_model, "--in-place", "--factor", "2", "--json")
+    assert again.returncode == 0, again.stderr
+    assert '"recovered": "completed"' in again.stdout
+    assert sha256(tiny_model) == scaled  # completed, then the same change again: nothing else moved
+
+
+def test_recover_with_nothing_to_do(tiny_model: Path) -> None:
+    result = run_cli("convert", tiny_model, "--recover")
+    assert result.returncode == 0
+    assert "nothing to recover" in result.stderr
+
+
+def test_a_damaged_undo_record_changes_nothing(tiny_model: Path) -> None:
+    before = sha256(tiny_model)
+    undo_path(tiny_model).write_bytes(b"YARN-CLI-UNDO 1\n{broken")
+    result = run_cli("convert", tiny_model, "--recover")
+    assert result.returncode == 1
+    assert "is damaged" in error_line(result)
+    assert sha256(tiny_model) == before and undo_path(tiny_model).exists()
+
+
+# --- where blocks cannot move: tmpfs ----------------------------------------------------------
+
+
+@pytest.fixture
+def tmpfs_dir() -> Iterator[Path]:
+    if fs_type(Path("/dev/shm")) != "tmpfs":
+        pytest.skip("no tmpfs at /dev/shm on this machine")
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as name:
+        yield Path(name)
+
+
+def test_tmpfs_falls_back_to_an_atomic_copy_and_says_so(tmpfs_dir: Path) -> None:
+    model = write_tiny_llama(tmpfs_dir / "tiny.gguf")
+    original, inode = sha256(model), model.stat().st_ino
+    result = run_cli("convert", model, "--in-place", "--factor", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    assert '"path": "copy"' in result.stdout and "cannot be moved in place here" in result.stdout
+    assert model.stat().st_ino != inode  # a new file renamed over the old one
+    assert read_header(model).fields["llama.context_length"].scalar().value == 512  # type: ignore[union-attr]
+    convert_file(model, ConvertRequest(method=Method.NONE), in_place=True)
+    assert sha256(model) == original
+    assert sorted(p.name for p in tmpfs_dir.iterdir()) == ["tiny.gguf"]
+
+
+def test_interrupted_in_place_copy_leaves_the_input_untouched(tmpfs_dir: Path) -> None:
+    big = write_tiny_llama(tmpfs_dir / "big.gguf", pad_mib=192)
+    before = sha256(big)
+    calls = 0
+
+    def interrupt(done: int, total: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # after the header and the first block of tensor data
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        convert_file(big, ConvertRequest(factor=2.0), progress=interrupt, in_place=True)
+    assert sorted(p.name for p in tmpfs_dir.iterdir()) == ["big.gguf"]
+    assert sha256(big) == before
+
+
+# --- reflink on XFS ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def xfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A 600 MB XFS filesystem with reflink, in a file, loop-mounted (needs root and mkfs.xfs)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting an XFS image needs root")
+    assert shutil.which("mkfs.xfs"), "mkfs.xfs is missing: the README's test set-up installs xfsprogs"
+    base = tmp_path_factory.mktemp("xfs")
+    image, mountpoint = base / "xfs.img", base / "mnt"
+    mountpoint.mkdir()
+    with image.open("wb") as fh:
+        fh.truncate(600 * 2**20)
+    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True)
+    mounted = subprocess.run(["mount", "-o", "loop", str(image), str(mountpoint)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"this machine cannot loop-mount a file: {mounted.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def free_bytes(path: Path) -> int:
+    os.sync()
+    st = os.statvfs(path)
+    return st.f_bfree * st.f_frsize
+
+
+def test_reflink_shares_the_data_blocks(xfs: Path, tmp_path: Path) -> None:
+    model = write_tiny_llama(xfs / "big.gguf", pad_mib=160)
+    reference = converted_by_copy(model, tmp_path, factor=2.0)  # on ext4: a plain copy
+    free = free_bytes(xfs)
+    result = convert_file(model, ConvertRequest(factor=2.0), output=xfs / "big.yarn.gguf")
+    assert result.outputs[0].action == "reflink"
+    assert result.outputs[0].bytes_copied < 2**20
+    assert free - free_bytes(xfs) < 2**20  # a 160 MB model, less than 1 MB of new blocks
+    assert sha256(result.outputs[0].path) == sha256(reference)
+    undone = convert_file(result.outputs[0].path, ConvertRequest(method=Method.NONE), output=xfs / "undone.gguf")
+    assert undone.outputs[0].action == "reflink"
+    assert sha256(undone.outputs[0].path) == sha256(model)
+    for p in (model, result.outputs[0].path, undone.outputs[0].path):
+        p.unlink()
+
+
+def test_xfs_in_place_inserts_blocks(xfs: Path, tmp_path: Path) -> None:
+    model = write_tiny_llama(xfs / "tiny.gguf")
+    original = sha256(model)
+    reference = converted_by_copy(model, tmp_path, factor=2.0)
+    result = convert_file(model, ConvertRequest(factor=2.0), in_place=True)
+    assert result.outputs[0].action == "insert-range"
+    assert sha256(model) == sha256(reference)
+    assert convert_file(model, ConvertRequest(method=Method.NONE), in_place=True).outputs[0].action == "collapse-range"
+    assert sha256(model) == original
+    model.unlink()

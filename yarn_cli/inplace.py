@@ -1,0 +1,239 @@
+"""Changing a GGUF header in place in constant time, with an undo record that survives a crash.
+
+GGUF puts the tensor data right after the header, and tensor offsets are relative to the
+data start. When the new header is longer or shorter than the old one by whole filesystem
+blocks (``convert`` pads its record so that it is), the filesystem can insert or remove
+those blocks in front of the data (``fallocate`` INSERT_RANGE / COLLAPSE_RANGE, on ext4 and
+XFS): the data moves without being copied, and only the header is written.
+
+Crash safety: before the file is touched, an undo record with the old and the new header,
+the change, and a checksum of the first tensor bytes is written beside it and made durable.
+It is removed only once the new header is written, fsynced and verified. Whoever finds a
+record (the next ``convert`` of that file, or ``convert --recover``) looks at the file: if
+the data already sits at its new place the change is completed, otherwise the original is
+restored; either way the result is byte for byte one of the two files, never a mixture.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from yarn_cli.errors import YarnCliError
+from yarn_cli.fileops import Unsupported, block_size, fsync_dir, shift_blocks
+
+UNDO_SUFFIX = ".yarn-cli-undo"
+MAGIC = b"YARN-CLI-UNDO 1\n"
+PROBE_BYTES = 64 * 1024
+# Fault injection for the crash tests: the process dies (no clean-up runs) at this step.
+CRASH_ENV = "_YARN_CLI_CRASH_AT"
+CRASH_STEPS = ("after-undo-record", "after-shift", "mid-header")
+CRASH_EXIT = 86
+
+
+class RecoveryError(YarnCliError):
+    """An undo record that does not match its file: nothing is guessed, the record is kept."""
+
+
+@dataclass(frozen=True)
+class UndoRecord:
+    old_size: int
+    old_header: bytes  # the file's bytes before its tensor data, before the change
+    new_header: bytes  # the same after it
+    offset: int  # where blocks are inserted or removed
+    shift: int  # bytes inserted (> 0) or removed (< 0); 0: the header is overwritten in its place
+    probe: str  # sha256 of the first tensor-data bytes
+
+    @property
+    def new_size(self) -> int:
+        return self.old_size + self.shift
+
+    def to_bytes(self) -> bytes:
+        meta = {
+            "old_size": self.old_size,
+            "old_header_len": len(self.old_header),
+            "new_header_len": len(self.new_header),
+            "offset": self.offset,
+            "shift": self.shift,
+            "probe": self.probe,
+            "sha256": hashlib.sha256(self.old_header + self.new_header).hexdigest(),
+        }
+        return MAGIC + json.dumps(meta).encode() + b"\n" + self.old_header + self.new_header
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: Path) -> UndoRecord:
+        try:
+            if not data.startswith(MAGIC):
+                raise ValueError("not an undo record")
+            line_end = data.index(b"\n", len(MAGIC))
+            meta = json.loads(data[len(MAGIC) : line_end])
+            body = data[line_end + 1 :]
+            old_len, new_len = int(meta["old_header_len"]), int(meta["new_header_len"])
+            if len(body) != old_len + new_len or hashlib.sha256(body).hexdigest() != meta["sha256"]:
+                raise ValueError("its checksum does not match")
+            return cls(
+                old_size=int(meta["old_size"]),
+                old_header=body[:old_len],
+                new_header=body[old_len:],
+                offset=int(meta["offset"]),
+                shift=int(meta["shift"]),
+                probe=str(meta["probe"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RecoveryError(f"{where} is damaged ({exc}); it was left in place, nothing was changed") from None
+
+
+def undo_path(path: Path) -> Path:
+    return path.with_name(path.name + UNDO_SUFFIX)
+
+
+def _crash_point(step: str) -> None:
+    if os.environ.get(CRASH_ENV) == step:
+        os._exit(CRASH_EXIT)
+
+
+def _probe(fd: int, offset: int) -> str:
+    return hashlib.sha256(os.pread(fd, PROBE_BYTES, offset)).hexdigest()
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _write_header(fd: int, header: bytes) -> None:
+    if os.environ.get(CRASH_ENV) == "mid-header":
+        _write_all(fd, header[: len(header) // 2], 0)
+        os.fsync(fd)
+        os._exit(CRASH_EXIT)
+    _write_all(fd, header, 0)
+    os.fsync(fd)
+
+
+def _save_record(path: Path, record: UndoRecord) -> None:
+    """Durably, and whole or not at all: a half-written record is never taken for one."""
+    target = undo_path(path)
+    tmp = target.with_name(target.name + ".partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        _write_all(fd, record.to_bytes(), 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)
+    fsync_dir(path.parent)
+
+
+def _drop_record(path: Path) -> None:
+    undo_path(path).unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def plan_shift(path: Path, old_data_offset: int, new_data_offset: int, data_size: int) -> tuple[int, int]:
+    """(offset, shift) for moving the data by whole blocks; Unsupported when it cannot be."""
+    shift = new_data_offset - old_data_offset
+    size = block_size(path.parent)
+    if shift % size:
+        raise Unsupported(
+            errno.EINVAL, f"the header changes by {shift:+,} bytes, not by whole {size:,}-byte filesystem blocks"
+        )
+    base = old_data_offset // size * size  # the block boundary at or below the data start
+    if shift and data_size <= old_data_offset - base:
+        raise Unsupported(errno.EINVAL, "the file has no whole block of tensor data to move")
+    return (base if shift >= 0 else base + shift), shift
+
+
+def rewrite_header(
+    path: Path, old_data_offset: int, new_header: bytes, data_size: int, verify: Callable[[], None]
+) -> str:
+    """Replace the header of ``path`` in place; returns how: insert-range, collapse-range or overwrite.
+
+    Raises Unsupported, with the file untouched, where the filesystem cannot move blocks.
+    If ``verify`` fails, the original is restored before the error propagates.
+    """
+    offset, shift = plan_shift(path, old_data_offset, len(new_header), data_size)
+    with path.open("r+b") as fh:
+        fd = fh.fileno()
+        record = UndoRecord(
+            old_size=os.fstat(fd).st_size,
+            old_header=os.pread(fd, old_data_offset, 0),
+            new_header=new_header,
+            offset=offset,
+            shift=shift,
+            probe=_probe(fd, old_data_offset),
+        )
+        _save_record(path, record)
+        _crash_point("after-undo-record")
+        if shift:
+            try:
+                shift_blocks(fd, offset, shift)
+            except BaseException:
+                if os.fstat(fd).st_size == record.old_size:  # refused: nothing moved
+                    _drop_record(path)
+                raise
+            os.fsync(fd)
+        _crash_point("after-shift")
+        _write_header(fd, new_header)
+        try:
+            verify()
+        except BaseException:
+            _restore(fd, record)
+            _drop_record(path)
+            raise
+    _drop_record(path)
+    if shift > 0:
+        return "insert-range"
+    return "collapse-range" if shift < 0 else "overwrite"
+
+
+def _restore(fd: int, record: UndoRecord) -> None:
+    if record.shift and os.fstat(fd).st_size == record.new_size:
+        shift_blocks(fd, record.offset, -record.shift)
+        os.fsync(fd)
+    _write_all(fd, record.old_header, 0)
+    os.fsync(fd)
+
+
+def pending(path: Path) -> bool:
+    return undo_path(path).exists()
+
+
+def recover(path: Path) -> str | None:
+    """Finish or undo an interrupted in-place change; returns "completed", "restored" or None (nothing to do)."""
+    record_path = undo_path(path)
+    try:
+        data = record_path.read_bytes()
+    except FileNotFoundError:
+        return None
+    record = UndoRecord.from_bytes(data, record_path)
+    with path.open("r+b") as fh:
+        fd = fh.fileno()
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, max(len(record.old_header), len(record.new_header)), 0)
+        moved = record.shift != 0 and size == record.new_size and _probe(fd, len(record.new_header)) == record.probe
+        in_place = size == record.old_size and _probe(fd, len(record.old_header)) == record.probe
+        if moved or (record.shift == 0 and in_place and not head.startswith(record.old_header)):
+            # The data is where the new header expects it: finishing is writing that header.
+            if not head.startswith(record.new_header):
+                _write_all(fd, record.new_header, 0)
+                os.fsync(fd)
+            outcome = "completed"
+        elif in_place:
+            if not head.startswith(record.old_header):
+                _write_all(fd, record.old_header, 0)
+                os.fsync(fd)
+            outcome = "restored"
+        else:
+            raise RecoveryError(
+                f"{path} does not match its undo record {record_path.name} (size {size:,}, expected "
+                f"{record.old_size:,} or {record.new_size:,}); both were left as they are"
+            )
+    _drop_record(path)
+    return outcome
