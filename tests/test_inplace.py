@@ -169,6 +169,15 @@ def test_a_damaged_undo_record_changes_nothing(tiny_model: Path) -> None:
     assert sha256(tiny_model) == before and undo_path(tiny_model).exists()
 
 
+@pytest.mark.parametrize("command", ["inspect", "chat", "passkey", "perplexity"])
+def test_other_commands_refuse_a_file_with_a_pending_change(tiny_model: Path, command: str) -> None:
+    undo_path(tiny_model).write_bytes(b"")
+    extra = ["--text", tiny_model] if command == "perplexity" else []
+    result = run_cli(command, tiny_model, *extra)
+    assert result.returncode == 1
+    assert "--recover" in error_line(result)
+
+
 # --- where blocks cannot move: tmpfs ----------------------------------------------------------
 
 

@@ -145,8 +145,8 @@ def plan_shift(path: Path, old_data_offset: int, new_data_offset: int, data_size
             errno.EINVAL, f"the header changes by {shift:+,} bytes, not by whole {size:,}-byte filesystem blocks"
         )
     base = old_data_offset // size * size  # the block boundary at or below the data start
-    if shift and data_size <= old_data_offset - base:
-        raise Unsupported(errno.EINVAL, "the file has no whole block of tensor data to move")
+    if shift and data_size == 0:  # blocks can only be inserted or removed before the end of a file
+        raise Unsupported(errno.EINVAL, "the file has no tensor data to move")
     return (base if shift >= 0 else base + shift), shift
 
 
@@ -201,8 +201,13 @@ def _restore(fd: int, record: UndoRecord) -> None:
     os.fsync(fd)
 
 
-def pending(path: Path) -> bool:
-    return undo_path(path).exists()
+def check_not_pending(path: Path) -> None:
+    """Refuse to read a file whose in-place change was cut short: its header may be half-written."""
+    if undo_path(path).exists():
+        raise RecoveryError(
+            f"an in-place change of {path} was interrupted ({undo_path(path).name} is beside it); "
+            f"run: yarn-cli convert {path} --recover"
+        )
 
 
 def recover(path: Path) -> str | None:

@@ -21,6 +21,7 @@ import llama_cpp
 
 from yarn_cli.errors import InputError, UnsupportedModelError, YarnCliError
 from yarn_cli.gguf_file import read_header
+from yarn_cli.inplace import check_not_pending
 from yarn_cli.model_info import ModelInfo, model_info
 from yarn_cli.scaling import (
     LLAMA_ROPE_SCALING_LINEAR,
@@ -241,6 +242,7 @@ def load_model(
 
     ``info``, when the caller has already read the header, saves reading it again.
     """
+    check_not_pending(path)
     if info is None:
         info = model_info(read_header(path))
     n_ctx, note = choose_context(info, options.n_ctx)

@@ -14,6 +14,7 @@ from rich.markup import escape
 from yarn_cli.cli.common import err, print_json, warn
 from yarn_cli.default_model import resolve_model
 from yarn_cli.errors import InputError, YarnCliError
+from yarn_cli.inplace import check_not_pending
 from yarn_cli.sampling import (
     DEFAULT_MIN_P,
     DEFAULT_REPEAT_PENALTY,
@@ -117,6 +118,7 @@ def chat_command(
     if yarn not in ("off", "auto"):
         raise InputError(f"--yarn must be auto or off, got {yarn!r}")
     path = resolve_model(model)
+    check_not_pending(path)
     sampling = Sampling(
         temp=temp,
         top_p=top_p,

@@ -11,6 +11,7 @@ from yarn_cli.cli.common import mib, out, print_json
 from yarn_cli.default_model import resolve_model
 from yarn_cli.errors import InputError
 from yarn_cli.gguf_file import read_header
+from yarn_cli.inplace import check_not_pending
 from yarn_cli.model_info import ModelInfo, info_dict, model_info
 from yarn_cli.rope import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, YarnView, yarn_view
 from yarn_cli.scaling import check_factor
@@ -37,7 +38,9 @@ def inspect_command(
 
     Example:  yarn-cli inspect model.gguf --factor 4
     """
-    info = model_info(read_header(resolve_model(model)))
+    path = resolve_model(model)
+    check_not_pending(path)
+    info = model_info(read_header(path))
     view = _yarn_view(info, factor, beta_fast, beta_slow) if factor is not None else None
     if json_output:
         data = info_dict(info)

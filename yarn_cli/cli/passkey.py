@@ -12,6 +12,7 @@ from rich.table import Table
 from yarn_cli.cli.common import LogProgress, err, out, require_matplotlib
 from yarn_cli.default_model import resolve_model
 from yarn_cli.gguf_file import read_header
+from yarn_cli.inplace import check_not_pending
 from yarn_cli.lengths import default_lengths, parse_lengths
 from yarn_cli.model_info import model_info
 from yarn_cli.passkey import (
@@ -71,6 +72,7 @@ def passkey_command(
     Lengths are counted in the model's own tokens; each prompt lands at or just below its target.
     """
     path = resolve_model(model)
+    check_not_pending(path)
     info = model_info(read_header(path))
     wanted = parse_lengths(lengths) if lengths else default_lengths(info.context_length or 8192)
     variants = [v.name for v in parse_variants(compare, info)]

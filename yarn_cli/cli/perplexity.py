@@ -12,6 +12,7 @@ from rich.table import Table
 from yarn_cli.cli.common import LogProgress, err, out, require_matplotlib
 from yarn_cli.default_model import resolve_model
 from yarn_cli.gguf_file import read_header
+from yarn_cli.inplace import check_not_pending
 from yarn_cli.lengths import default_lengths, parse_lengths
 from yarn_cli.model_info import ModelInfo, model_info
 from yarn_cli.perplexity import SCHEMA_VERSION, PerplexityResult, PerplexityRun, PerplexitySettings, read_text
@@ -65,6 +66,7 @@ def perplexity_command(
     of each chunk); one pass over the longest context gives every shorter one.
     """
     path = resolve_model(model)
+    check_not_pending(path)
     info = model_info(read_header(path))
     wanted = parse_lengths(contexts, "--contexts") if contexts else default_lengths(info.context_length or 8192)
     variants = parse_variants(compare, info)
