@@ -23,8 +23,18 @@ from helpers import error_line
 from test_llama_cpp import TINY_TOKENS, YARN, logits, trained
 
 from yarn_cli.convert import ConvertRequest, convert_file
+from yarn_cli.fileops import Unsupported
 from yarn_cli.gguf_file import read_header
-from yarn_cli.inplace import CRASH_ENV, CRASH_EXIT, CRASH_STEPS, UNDO_SUFFIX, undo_path
+from yarn_cli.inplace import (
+    CRASH_ENV,
+    CRASH_EXIT,
+    CRASH_STEPS,
+    UNDO_SUFFIX,
+    RecoveryError,
+    UndoRecord,
+    plan_shift,
+    undo_path,
+)
 from yarn_cli.scaling import Method
 
 
@@ -176,6 +186,28 @@ def test_other_commands_refuse_a_file_with_a_pending_change(tiny_model: Path, co
     result = run_cli(command, tiny_model, *extra)
     assert result.returncode == 1
     assert "--recover" in error_line(result)
+
+
+def test_undo_record_round_trip_and_checksum(tmp_path: Path) -> None:
+    record = UndoRecord(old_size=10_000, old_header=b"old" * 50, new_header=b"new" * 60, offset=4096,
+                        shift=4096, probe="ab" * 32)  # fmt: skip
+    data = record.to_bytes()
+    assert UndoRecord.from_bytes(data, tmp_path / "x") == record
+    damaged = bytearray(data)
+    damaged[-1] ^= 1
+    with pytest.raises(RecoveryError, match="checksum"):
+        UndoRecord.from_bytes(bytes(damaged), tmp_path / "x")
+
+
+def test_plan_shift_needs_whole_blocks(tmp_path: Path) -> None:
+    block = os.statvfs(tmp_path).f_bsize
+    assert plan_shift(tmp_path / "m.gguf", 5000, 5000 + 2 * block, 10**6) == (5000 // block * block, 2 * block)
+    assert plan_shift(tmp_path / "m.gguf", 5000 + block, 5000, 10**6) == (
+        (5000 + block) // block * block - block,
+        -block,
+    )
+    with pytest.raises(Unsupported, match="whole"):
+        plan_shift(tmp_path / "m.gguf", 5000, 5032, 10**6)
 
 
 # --- where blocks cannot move: tmpfs ----------------------------------------------------------
