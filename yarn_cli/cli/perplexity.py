@@ -188,6 +188,9 @@ def _plot(path: Path, results: list[PerplexityResult], settings: PerplexitySetti
     if native:
         ax.axvline(native, color="grey", linestyle=":", linewidth=1, label=f"native context ({native:,})")
     ax.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(plain)
     ax.set_xlabel("context (tokens)")
     ax.set_ylabel("perplexity")
     ax.set_title(f"{info.header.path.name}: perplexity against context")
