@@ -10,7 +10,6 @@ import csv
 import json
 import os
 from collections.abc import Iterable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,8 @@ from yarn_cli.model_info import ModelInfo
 
 
 def software() -> dict[str, str]:
+    from importlib import metadata  # 25 ms to import: only when a record is written
+
     versions = {"yarn-cli": __version__}
     for package in ("llama-cpp-python", "gguf"):
         try:
