@@ -208,6 +208,7 @@ class PasskeySettings:
     reuse: bool = True
     n_gpu_layers: int | None = None
     n_threads: int | None = None
+    flash_attn: bool = False
 
     def identity(self) -> dict[str, Any]:
         """What must match for a saved run's trials to be reused (lengths and variants may grow)."""
@@ -273,6 +274,7 @@ def run_passkey(
                 scaling=variant.runtime(longest_here, info),
                 n_gpu_layers=settings.n_gpu_layers,
                 n_threads=settings.n_threads,
+                flash_attn=settings.flash_attn,
             )
             llm, _, _ = load_model(path, options, info)
             try:

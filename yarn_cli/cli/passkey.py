@@ -66,6 +66,7 @@ def passkey_command(
         int | None, typer.Option("--gpu-layers", "-ngl", help="Layers to offload to the GPU.")
     ] = None,
     threads: Annotated[int | None, typer.Option("--threads", "-t", help="CPU threads.")] = None,
+    flash_attn: Annotated[bool, typer.Option("--flash-attn", "-fa", help="Use flash attention.")] = False,
 ) -> None:
     """Hide a pass key in filler text and check, per length and variant, that the model finds it.
 
@@ -87,6 +88,7 @@ def passkey_command(
         reuse=not no_reuse,
         n_gpu_layers=gpu_layers,
         n_threads=threads,
+        flash_attn=flash_attn,
     )
     done = load_previous(json_path, info, settings) if json_path else {}
     if done:
