@@ -164,6 +164,19 @@ def test_the_next_convert_recovers_first_and_says_so(tiny_model: Path, tmp_path:
     assert sha256(tiny_model) == scaled  # completed, then the same change again: nothing else moved
 
 
+def test_a_file_that_cannot_be_written_is_one_clear_line(tiny_model: Path) -> None:
+    if os.geteuid() != 0 or subprocess.run(["chattr", "+i", str(tiny_model)]).returncode != 0:
+        pytest.skip("making a file immutable needs root and chattr")
+    try:
+        before = sha256(tiny_model)
+        result = run_cli("convert", tiny_model, "--in-place", "--factor", "2")
+        assert result.returncode == 1
+        assert "Operation not permitted" in error_line(result)
+        assert sha256(tiny_model) == before and not undo_path(tiny_model).exists()
+    finally:
+        subprocess.run(["chattr", "-i", str(tiny_model)], check=True)
+
+
 def test_recover_with_nothing_to_do(tiny_model: Path) -> None:
     result = run_cli("convert", tiny_model, "--recover")
     assert result.returncode == 0

@@ -69,6 +69,14 @@ def main() -> None:
             raise
         err.print(f"[bold red]Error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(1)
+    except OSError as exc:
+        # The system refused a read or write the code did not anticipate (read-only filesystem,
+        # immutable file, I/O error): still one line, naming the file.
+        if debug:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        err.print(f"[bold red]Error:[/] {escape(exc.strerror or str(exc))}{escape(where)}", soft_wrap=True)
+        sys.exit(1)
     except typer.Abort:
         err.print("Aborted.")
         sys.exit(1)
