@@ -199,6 +199,8 @@ def _plot(path: Path, results: list[TrialResult], settings: PasskeySettings) -> 
         if points:
             curve.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=variant)
     curve.set_xscale("log", base=2)
+    curve.set_xticks(settings.lengths, [f"{n / 1024:g}k" for n in settings.lengths])
+    curve.minorticks_off()
     curve.set_ylim(-0.05, 1.05)
     curve.set_xlabel("prompt length (tokens)")
     curve.set_ylabel("accuracy")
