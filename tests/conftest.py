@@ -34,9 +34,12 @@ def run_cli(tmp_path: Path) -> CliRunner:
     """Run the installed ``yarn-cli`` entry point as a user would, in ``tmp_path``."""
 
     def run(
-        *args: str | os.PathLike[str], cwd: Path | None = None, timeout: float = 300
+        *args: str | os.PathLike[str],
+        cwd: Path | None = None,
+        timeout: float = 300,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, COLUMNS="200", NO_COLOR="1")
+        env = dict(os.environ, COLUMNS="200", NO_COLOR="1", **(env or {}))
         env.pop("YARN_CLI_DEBUG", None)
         return subprocess.run(
             [sys.executable, "-m", "yarn_cli", *map(str, args)],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 
 
 def error_line(result: subprocess.CompletedProcess[str], *, status_lines: tuple[str, ...] = ()) -> str:
@@ -16,3 +17,16 @@ def error_line(result: subprocess.CompletedProcess[str], *, status_lines: tuple[
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("Error: ")
     return lines[0]
+
+
+def interrupt_on_call(n: int) -> Callable[[int, int], None]:
+    """A convert progress callback that raises KeyboardInterrupt (as Ctrl-C would) on its n-th call."""
+    calls = 0
+
+    def progress(done: int, total: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == n:
+            raise KeyboardInterrupt
+
+    return progress

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from gguf import GGUFReader, GGUFValueType
 from ggufs import CONTEXT, FREQ_BASE, HEAD_DIM, write_tiny_llama
+from helpers import interrupt_on_call
 
 from yarn_cli.convert import RECORD_KEY, VERSION_KEY, ConvertRequest, convert_file, plan_conversion
 from yarn_cli.errors import InputError, OutputError, UnsupportedModelError
@@ -281,14 +282,7 @@ def test_dry_run_writes_nothing(tiny_model: Path) -> None:
 def test_interrupted_write_leaves_nothing(tmp_path: Path) -> None:
     big = write_tiny_llama(tmp_path / "big.gguf", pad_mib=192)
     before = sha256(big)
-    calls = 0
-
-    def interrupt(done: int, total: int) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:  # after the header and the first block of tensor data
-            raise KeyboardInterrupt
-
+    interrupt = interrupt_on_call(2)  # after the header and the first block of tensor data
     with pytest.raises(KeyboardInterrupt):
         convert_file(big, ConvertRequest(factor=2.0), progress=interrupt)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.gguf"]

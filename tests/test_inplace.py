@@ -7,11 +7,9 @@ byte for byte.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ggufs import write_tiny_llama
-from helpers import error_line
+from helpers import error_line, interrupt_on_call
+from test_convert import sha256
 from test_llama_cpp import TINY_TOKENS, YARN, logits, trained
 
 from yarn_cli.convert import ConvertRequest, convert_file
@@ -36,10 +35,6 @@ from yarn_cli.inplace import (
     undo_path,
 )
 from yarn_cli.scaling import Method
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def fs_type(path: Path) -> str:
@@ -111,22 +106,10 @@ def test_in_place_logits_equal_the_runtime_scaling(smollm2: Path, tmp_path: Path
 # --- crashes ----------------------------------------------------------------------------------
 
 
-def run_cli(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = dict(os.environ, COLUMNS="200", NO_COLOR="1", **(env or {}))
-    environment.pop("YARN_CLI_DEBUG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "yarn_cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=120,
-    )
-
-
 @pytest.mark.parametrize("direction", ["scale", "undo"])
 @pytest.mark.parametrize("step", CRASH_STEPS)
 def test_a_crash_at_any_step_recovers_to_one_of_the_two_files(
-    tiny_model: Path, tmp_path: Path, step: str, direction: str
+    run_cli, tiny_model: Path, tmp_path: Path, step: str, direction: str
 ) -> None:
     if not moves_blocks(tmp_path):
         pytest.skip(f"{fs_type(tmp_path)} cannot move blocks; in-place changes go through a copy there")
@@ -152,7 +135,7 @@ def test_a_crash_at_any_step_recovers_to_one_of_the_two_files(
     assert [p.name for p in tiny_model.parent.iterdir() if p.name.endswith((UNDO_SUFFIX, ".partial"))] == []
 
 
-def test_the_next_convert_recovers_first_and_says_so(tiny_model: Path, tmp_path: Path) -> None:
+def test_the_next_convert_recovers_first_and_says_so(run_cli, tiny_model: Path, tmp_path: Path) -> None:
     if not moves_blocks(tmp_path):
         pytest.skip(f"{fs_type(tmp_path)} cannot move blocks; in-place changes go through a copy there")
     scaled = sha256(converted_by_copy(tiny_model, tmp_path, factor=2.0))
@@ -164,7 +147,7 @@ def test_the_next_convert_recovers_first_and_says_so(tiny_model: Path, tmp_path:
     assert sha256(tiny_model) == scaled  # completed, then the same change again: nothing else moved
 
 
-def test_a_file_that_cannot_be_written_is_one_clear_line(tiny_model: Path) -> None:
+def test_a_file_that_cannot_be_written_is_one_clear_line(run_cli, tiny_model: Path) -> None:
     if os.geteuid() != 0 or subprocess.run(["chattr", "+i", str(tiny_model)]).returncode != 0:
         pytest.skip("making a file immutable needs root and chattr")
     try:
@@ -177,13 +160,13 @@ def test_a_file_that_cannot_be_written_is_one_clear_line(tiny_model: Path) -> No
         subprocess.run(["chattr", "-i", str(tiny_model)], check=True)
 
 
-def test_recover_with_nothing_to_do(tiny_model: Path) -> None:
+def test_recover_with_nothing_to_do(run_cli, tiny_model: Path) -> None:
     result = run_cli("convert", tiny_model, "--recover")
     assert result.returncode == 0
     assert "nothing to recover" in result.stderr
 
 
-def test_a_damaged_undo_record_changes_nothing(tiny_model: Path) -> None:
+def test_a_damaged_undo_record_changes_nothing(run_cli, tiny_model: Path) -> None:
     before = sha256(tiny_model)
     undo_path(tiny_model).write_bytes(b"YARN-CLI-UNDO 1\n{broken")
     result = run_cli("convert", tiny_model, "--recover")
@@ -193,7 +176,7 @@ def test_a_damaged_undo_record_changes_nothing(tiny_model: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["inspect", "chat", "passkey", "perplexity"])
-def test_other_commands_refuse_a_file_with_a_pending_change(tiny_model: Path, command: str) -> None:
+def test_other_commands_refuse_a_file_with_a_pending_change(run_cli, tiny_model: Path, command: str) -> None:
     undo_path(tiny_model).write_bytes(b"")
     extra = ["--text", tiny_model] if command == "perplexity" else []
     result = run_cli(command, tiny_model, *extra)
@@ -234,7 +217,7 @@ def tmpfs_dir() -> Iterator[Path]:
         yield Path(name)
 
 
-def test_tmpfs_falls_back_to_an_atomic_copy_and_says_so(tmpfs_dir: Path) -> None:
+def test_tmpfs_falls_back_to_an_atomic_copy_and_says_so(run_cli, tmpfs_dir: Path) -> None:
     model = write_tiny_llama(tmpfs_dir / "tiny.gguf")
     original, inode = sha256(model), model.stat().st_ino
     result = run_cli("convert", model, "--in-place", "--factor", "2", "--json")
@@ -250,14 +233,7 @@ def test_tmpfs_falls_back_to_an_atomic_copy_and_says_so(tmpfs_dir: Path) -> None
 def test_interrupted_in_place_copy_leaves_the_input_untouched(tmpfs_dir: Path) -> None:
     big = write_tiny_llama(tmpfs_dir / "big.gguf", pad_mib=192)
     before = sha256(big)
-    calls = 0
-
-    def interrupt(done: int, total: int) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:  # after the header and the first block of tensor data
-            raise KeyboardInterrupt
-
+    interrupt = interrupt_on_call(2)  # after the header and the first block of tensor data
     with pytest.raises(KeyboardInterrupt):
         convert_file(big, ConvertRequest(factor=2.0), progress=interrupt, in_place=True)
     assert sorted(p.name for p in tmpfs_dir.iterdir()) == ["big.gguf"]

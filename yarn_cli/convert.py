@@ -27,6 +27,7 @@ from yarn_cli.fileops import (
     clone_range,
     copy_range,
     link_or_copy,
+    write_all,
 )
 from yarn_cli.gguf_file import GGUFHeader, Value, build_header, edited_keys, read_header, unpadded_header
 from yarn_cli.inplace import recover, rewrite_header
@@ -485,7 +486,7 @@ def write_patched(
     mode = header.path.stat().st_mode & 0o777
     with atomic_output(destination, mode=mode) as (fd, tmp), header.path.open("rb") as src:
         shared = _clone_data(src.fileno(), fd, header, len(new_header), destination.parent)
-        _write_at(fd, new_header, 0)  # over the cloned tail of the old header, when cloned
+        write_all(fd, new_header, 0)  # over the cloned tail of the old header, when cloned
         if shared:
             if progress:
                 progress(len(new_header) + header.data_size)
@@ -513,13 +514,6 @@ def _clone_data(src_fd: int, dst_fd: int, header: GGUFHeader, new_data_offset: i
     except Unsupported:
         return False
     return True
-
-
-def _write_at(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
 
 
 def _rewrite_in_place(

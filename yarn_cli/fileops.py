@@ -77,13 +77,13 @@ _SYNC_FILE_RANGE_WRITE = 2
 
 
 @functools.cache
-def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+def _libc(name: str, *argtypes: type) -> Callable[..., int] | None:
+    """A C library function returning int, or None where this system's libc has none by that name."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        function = libc.sync_file_range
+        function = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.argtypes = argtypes
     function.restype = ctypes.c_int
     return function  # type: ignore[no-any-return]
 
@@ -95,7 +95,7 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     durable finds little left to write. Linux only; elsewhere (or if refused) the fsync does
     all the writing, as before.
     """
-    function = _sync_file_range()
+    function = _libc("sync_file_range", ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
     if function is not None:
         function(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
 
@@ -110,24 +110,13 @@ class Unsupported(OSError):
     """The filesystem (or the OS) cannot do this block-level operation; take the copy path."""
 
 
-@functools.cache
-def _fallocate() -> Callable[[int, int, int, int], int] | None:
-    try:
-        function = ctypes.CDLL(None, use_errno=True).fallocate
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
-    function.restype = ctypes.c_int
-    return function  # type: ignore[no-any-return]
-
-
 def shift_blocks(fd: int, offset: int, length: int) -> None:
     """Insert (``length`` > 0) or remove (< 0) whole filesystem blocks at ``offset``, in place.
 
     Everything after ``offset`` moves by ``length`` bytes without being copied: the
     filesystem only rewrites its extent map (ext4 and XFS).
     """
-    function = _fallocate()
+    function = _libc("fallocate", ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
     if function is None:
         raise Unsupported(errno.ENOSYS, "fallocate is not available on this system")
     mode = FALLOC_FL_INSERT_RANGE if length > 0 else FALLOC_FL_COLLAPSE_RANGE
@@ -159,6 +148,14 @@ def clone_range(src_fd: int, dst_fd: int, src_offset: int, dst_offset: int) -> N
 
 def block_size(path: Path) -> int:
     return os.statvfs(path).f_bsize
+
+
+def write_all(fd: int, data: bytes, offset: int) -> None:
+    """pwrite until every byte is written (a single pwrite may write less)."""
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
 
 
 def check_free_space(directory: Path, needed: int) -> None:

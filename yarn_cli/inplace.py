@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from yarn_cli.errors import YarnCliError
-from yarn_cli.fileops import Unsupported, block_size, fsync_dir, shift_blocks
+from yarn_cli.fileops import Unsupported, block_size, fsync_dir, shift_blocks, write_all
 
 UNDO_SUFFIX = ".yarn-cli-undo"
 MAGIC = b"YARN-CLI-UNDO 1\n"
@@ -101,19 +101,12 @@ def _probe(fd: int, offset: int) -> str:
     return hashlib.sha256(os.pread(fd, PROBE_BYTES, offset)).hexdigest()
 
 
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.pwrite(fd, view, offset)
-        view, offset = view[n:], offset + n
-
-
 def _write_header(fd: int, header: bytes) -> None:
     if os.environ.get(CRASH_ENV) == "mid-header":
-        _write_all(fd, header[: len(header) // 2], 0)
+        write_all(fd, header[: len(header) // 2], 0)
         os.fsync(fd)
         os._exit(CRASH_EXIT)
-    _write_all(fd, header, 0)
+    write_all(fd, header, 0)
     os.fsync(fd)
 
 
@@ -123,7 +116,7 @@ def _save_record(path: Path, record: UndoRecord) -> None:
     tmp = target.with_name(target.name + ".partial")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        _write_all(fd, record.to_bytes(), 0)
+        write_all(fd, record.to_bytes(), 0)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -197,7 +190,7 @@ def _restore(fd: int, record: UndoRecord) -> None:
     if record.shift and os.fstat(fd).st_size == record.new_size:
         shift_blocks(fd, record.offset, -record.shift)
         os.fsync(fd)
-    _write_all(fd, record.old_header, 0)
+    write_all(fd, record.old_header, 0)
     os.fsync(fd)
 
 
@@ -227,12 +220,12 @@ def recover(path: Path) -> str | None:
         if moved or (record.shift == 0 and in_place and not head.startswith(record.old_header)):
             # The data is where the new header expects it: finishing is writing that header.
             if not head.startswith(record.new_header):
-                _write_all(fd, record.new_header, 0)
+                write_all(fd, record.new_header, 0)
                 os.fsync(fd)
             outcome = "completed"
         elif in_place:
             if not head.startswith(record.old_header):
-                _write_all(fd, record.old_header, 0)
+                write_all(fd, record.old_header, 0)
                 os.fsync(fd)
             outcome = "restored"
         else:
