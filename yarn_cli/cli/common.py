@@ -14,8 +14,10 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     TextColumn,
+    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
@@ -93,34 +95,59 @@ def byte_progress(description: str, *, enabled: bool) -> Iterator[Any]:
         yield update
 
 
-class LogProgress:
-    """Progress for a log file: when stderr is not a terminal, one plain line per tenth of the work.
+class WorkProgress:
+    """Progress of a long evaluation: on a terminal a bar with ETA; in a log, one plain line per tenth.
 
-    Long evaluations run under nohup, CI or a pipe; a redrawn bar would be invisible there.
+    Long evaluations run under nohup, CI or a pipe, where a redrawn bar would be invisible.
     """
 
     def __init__(self, unit: str) -> None:
-        self.enabled = not err.is_terminal
         self.unit = unit
         self.total = 0
         self.done = 0
         self.start = time.monotonic()
         self._next = 0.1
+        self._bar: Progress | None = None
+        self._task: Any = None
+
+    def __enter__(self) -> WorkProgress:
+        if err.is_terminal:
+            columns = (
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[note]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
+            self._bar = Progress(*columns, console=err, transient=True)
+            self._bar.start()
+            self._task = self._bar.add_task("", total=None, note=self.unit)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
     def begin(self, total: int) -> None:
         self.total = total
         self.start = time.monotonic()
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
 
-    def advance(self, n: int, label: str) -> None:
+    def advance(self, n: int, label: str, note: str | None = None) -> None:
         self.done += n
-        if not self.enabled or not self.total:
+        if self._bar is not None:
+            self._bar.update(self._task, advance=n, description=label, note=note or self.unit)
+            return
+        if not self.total:
             return
         fraction = self.done / self.total
         if fraction + 1e-9 >= self._next:
             elapsed = time.monotonic() - self.start
             left = elapsed / fraction * (1 - fraction)
             err.print(
-                f"{fraction:4.0%}  {self.done:,}/{self.total:,} {self.unit}  {label}  "
+                f"{fraction:4.0%}  {self.done:,}/{self.total:,} {self.unit}  {label}{f': {note}' if note else ''}  "
                 f"{elapsed:,.0f} s elapsed, about {left:,.0f} s left",
                 soft_wrap=True,
             )

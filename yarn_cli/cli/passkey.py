@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from yarn_cli.cli.common import LogProgress, err, out, require_matplotlib
+from yarn_cli.cli.common import WorkProgress, err, out, require_matplotlib
 from yarn_cli.default_model import resolve_model
 from yarn_cli.gguf_file import read_header
 from yarn_cli.inplace import check_not_pending
@@ -95,39 +94,19 @@ def passkey_command(
         err.print(f"Resuming {json_path}: {len(done)} trials already done.")
     results: list[TrialResult] = list(done.values())
     interrupted = False
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[accuracy]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    log = LogProgress("trials")
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task("passkey", total=None, accuracy="")
-
-        def on_start(total: int) -> None:
-            progress.update(task, total=total)
-            log.begin(total)
+    with WorkProgress("trials") as progress:
 
         def on_trial(result: TrialResult) -> None:
             results.append(result)
             correct = sum(r.correct for r in results)
-            progress.update(
-                task,
-                advance=1,
-                description=f"{result.variant} @ {result.length}",
-                accuracy=f"{correct}/{len(results)} found",
-            )
-            log.advance(1, f"{result.variant} @ {result.length}: {correct}/{len(results)} found")
+            progress.advance(1, f"{result.variant} @ {result.length}", f"{correct}/{len(results)} found")
             if json_path:
                 write_json(json_path, build_record(info, settings, results))
 
         from yarn_cli.passkey import run_passkey
 
         try:
-            run_passkey(path, settings, done=done, on_start=on_start, on_trial=on_trial, info=info)
+            run_passkey(path, settings, done=done, on_start=progress.begin, on_trial=on_trial, info=info)
         except KeyboardInterrupt:
             interrupted = True
     if json_path:

@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from yarn_cli.cli.common import LogProgress, err, out, require_matplotlib
+from yarn_cli.cli.common import WorkProgress, err, out, require_matplotlib
 from yarn_cli.default_model import resolve_model
 from yarn_cli.gguf_file import read_header
 from yarn_cli.inplace import check_not_pending
@@ -87,26 +86,7 @@ def perplexity_command(
 
     from yarn_cli.perplexity import run_perplexity
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("tokens"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    log = LogProgress("tokens")
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
-        task = progress.add_task("perplexity", total=None)
-
-        def on_start(total: int) -> None:
-            progress.update(task, total=total)
-            log.begin(total)
-
-        def on_tokens(n: int, label: str) -> None:
-            progress.update(task, advance=n, description=label)
-            log.advance(n, label)
-
+    with WorkProgress("tokens") as progress:
         try:
             run = run_perplexity(
                 path,
@@ -114,8 +94,8 @@ def perplexity_command(
                 settings,
                 info,
                 variants,
-                on_start=on_start,
-                on_tokens=on_tokens,
+                on_start=progress.begin,
+                on_tokens=progress.advance,
             )
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
