@@ -1,7 +1,8 @@
 """``yarn-cli convert`` against ``cp`` on a synthetic GGUF: time and peak memory.
 
 Writes a real (non-sparse) GGUF of --size-gib with llama metadata, then times, alternating,
-``cp IN OUT`` and ``yarn-cli convert IN OUT --factor 4`` (median of --runs each). The page
+``cp IN OUT`` and ``yarn-cli convert IN OUT --factor 4`` (median of --runs each; the order
+rotates every round, and each run starts after --settle seconds of rest). The page
 cache is emptied of the model before every run, so both read it from the disk. cp's
 copy is not durable when it returns; convert fsyncs before renaming, so ``cp && sync`` is
 timed too, as the like-for-like comparison. Peak RSS comes from wait4(). Also times gguf's
@@ -152,6 +153,7 @@ def main() -> None:
     parser.add_argument("--size-gib", type=float, default=1.5)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=None, help="folder on the disk to test (default: a temp dir)")
+    parser.add_argument("--settle", type=float, default=3.0, help="seconds of rest after evicting (default 3)")
     parser.add_argument("--skip-split", action="store_true")
     parser.add_argument("--breakdown", type=int, default=0, metavar="N", help="also time convert's steps N times")
     args = parser.parse_args()
@@ -167,12 +169,17 @@ def main() -> None:
         # Outputs are kept until the end: deleting a 1.5 GiB file makes the filesystem free (and,
         # mounted with discard, trim) its blocks, which would slow down whichever run comes next.
         for i in range(args.runs):
-            for name, cmd, then_sync in (
+            commands = [
                 ("cp", ["cp", str(model), str(folder / f"cp-{i}.gguf")], False),
                 ("cp && sync", ["cp", str(model), str(folder / f"cps-{i}.gguf")], True),
                 ("yarn-cli convert", yarn_cli(str(model), str(folder / f"out-{i}.gguf")), False),
-            ):
+            ]
+            # Rotate the order each round: the disk is slower just after a big write, and no
+            # command should always be the one that follows another's.
+            shift = i % len(commands)
+            for name, cmd, then_sync in commands[shift:] + commands[:shift]:
                 evict(model)
+                time.sleep(args.settle)
                 results[name].append(timed(cmd, then_sync=then_sync))
                 if fstype == "tmpfs":  # memory: nothing to trim, and no room to keep them
                     Path(cmd[-5] if name == "yarn-cli convert" else cmd[-1]).unlink()

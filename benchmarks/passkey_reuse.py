@@ -1,10 +1,15 @@
 """Passkey with and without KV-cache reuse: evaluated tokens, wall time, identical answers.
 
-Runs the same seeded trials (default: 10 at each of 1k, 2k, 4k tokens) twice per round,
-reuse first then --no-reuse, alternating over --rounds, and prints the medians and ratios.
+Runs the same seeded trials (default: 10 at each of 1k, 2k, 4k tokens) twice per seed,
+reuse first then --no-reuse, one round per seed in --seeds, and prints each seed's ratios and
+their medians.
 Targets: >= 1.7x fewer evaluated tokens and >= 1.5x less wall time with reuse.
 
-    python benchmarks/passkey_reuse.py [--model M.gguf] [--lengths 1k,2k,4k] [--trials 10] [--rounds 1]
+    python benchmarks/passkey_reuse.py [--model M.gguf] [--lengths 1k,2k,4k] [--trials 10] [--seeds 0,1,2,3,4]
+
+How much a prompt can reuse depends on where the keys were drawn (only the filler before a
+key is shared), so --simulate-seeds N also prints, from the tokenizer alone, the prompt
+tokens that reuse would evaluate for seeds 0..N-1: the spread of the ratio over draws.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import statistics
 import time
 
 from yarn_cli.lengths import parse_lengths
-from yarn_cli.passkey import PasskeySettings, run_passkey
+from yarn_cli.passkey import PasskeySettings, PromptBuilder, plan_trials, reuse_order, run_passkey
 
 
 def main() -> None:
@@ -24,34 +29,78 @@ def main() -> None:
     parser.add_argument("--model", help="GGUF model (default: the embedded SmolLM2-135M)")
     parser.add_argument("--lengths", default="1k,2k,4k")
     parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated: one round per seed (default 0)")
+    parser.add_argument("--simulate-seeds", type=int, default=0, metavar="N")
+    parser.add_argument("--simulate-only", action="store_true")
     args = parser.parse_args()
     if args.model is None:
         from yarn_cli.default_model import default_model_path
 
         args.model = str(default_model_path())
     lengths = parse_lengths(args.lengths)
-    runs: dict[bool, list[tuple[float, int, dict]]] = {True: [], False: []}
-    for r in range(args.rounds):
+    if args.simulate_seeds:
+        simulate(args.model, lengths, args.trials, args.simulate_seeds)
+    if args.simulate_only:
+        return
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = []  # per seed: tokens and seconds without and with reuse, identical answers, correct
+    for seed in seeds:
+        runs = {}
         for reuse in (True, False):
-            settings = PasskeySettings(lengths=lengths, trials=args.trials, seed=args.seed, reuse=reuse)
+            settings = PasskeySettings(lengths=lengths, trials=args.trials, seed=seed, reuse=reuse)
             start = time.perf_counter()
             results = run_passkey(args.model, settings)
             seconds = time.perf_counter() - start
             answers = {(t.length, t.index): (t.output, t.correct) for t in results}
-            runs[reuse].append((seconds, sum(t.evaluated_tokens for t in results), answers))
+            runs[reuse] = (seconds, sum(t.evaluated_tokens for t in results), answers)
             label = "reuse" if reuse else "no-reuse"
-            print(f"round {r + 1}: {label:9} {seconds:8.1f} s, {runs[reuse][-1][1]:,} tokens evaluated", flush=True)
-    same = all(a[2] == b[2] for a, b in zip(runs[True], runs[False], strict=True))
-    accuracy = sum(ok for _, ok in runs[True][0][2].values()) / len(runs[True][0][2])
-    wall = {k: statistics.median(s for s, _, _ in v) for k, v in runs.items()}
-    tokens = {k: statistics.median(n for _, n, _ in v) for k, v in runs.items()}
+            print(f"seed {seed}: {label:9} {seconds:8.1f} s, {runs[reuse][1]:,} tokens evaluated", flush=True)
+        (s_on, n_on, a_on), (s_off, n_off, a_off) = runs[True], runs[False]
+        rows.append((seed, n_off, n_on, s_off, s_on, a_on == a_off, sum(ok for _, ok in a_on.values()), len(a_on)))
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}")
-    print(f"lengths {args.lengths}, {args.trials} trials each, seed {args.seed}, {args.rounds} round(s)")
-    print(f"identical answers with and without reuse: {same}; accuracy {accuracy:.0%}")
-    print(f"evaluated tokens: {tokens[False]:,.0f} -> {tokens[True]:,.0f} ({tokens[False] / tokens[True]:.2f}x fewer)")
-    print(f"wall time: {wall[False]:.1f} s -> {wall[True]:.1f} s ({wall[False] / wall[True]:.2f}x less)")
+    print(f"lengths {args.lengths}, {args.trials} trials each, one round per seed\n")
+    print("| seed | tokens --no-reuse | tokens reuse | fewer | wall --no-reuse | wall reuse | less | answers |", end="")
+    print(" correct |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for seed, n_off, n_on, s_off, s_on, same, correct, total in rows:
+        print(
+            f"| {seed} | {n_off:,} | {n_on:,} | {n_off / n_on:.2f}x | {s_off:.1f} s | {s_on:.1f} s | "
+            f"{s_off / s_on:.2f}x | {'identical' if same else 'DIFFERENT'} | {correct}/{total} |"
+        )
+    token_ratio = statistics.median(r[1] / r[2] for r in rows)
+    wall_ratio = statistics.median(r[3] / r[4] for r in rows)
+    print(f"\nmedian over {len(rows)} seeds: {token_ratio:.2f}x fewer tokens, {wall_ratio:.2f}x less wall time")
+    print(f"identical answers in every seed: {all(r[5] for r in rows)}")
+
+
+def simulate(model: str, lengths: list[int], trials: int, seeds: int) -> None:
+    """Prompt tokens evaluated with and without reuse, per seed, as llama-cpp-python's prefix match does it."""
+    import llama_cpp
+
+    vocab = llama_cpp.Llama(model_path=model, vocab_only=True, verbose=False)
+    builder = PromptBuilder(lambda text: vocab.tokenize(text.encode("utf-8"), add_bos=True, special=False))
+    ratios = []
+    for seed in range(seeds):
+        specs = plan_trials(lengths, trials, None, seed)
+        ordered = reuse_order([(spec, builder.build(spec)) for spec in specs])
+        scratch = sum(len(p.tokens) for _, p in ordered)
+        reused, previous = 0, []
+        for _, prompt in ordered:
+            shared = next((i for i, (a, b) in enumerate(zip(previous, prompt.tokens, strict=False)) if a != b), None)
+            if shared is None:  # one is a prefix of the other
+                shared = min(len(previous), len(prompt.tokens))
+            # The last prompt token is always evaluated again, for its logits.
+            reused += len(prompt.tokens) - min(shared, len(prompt.tokens) - 1)
+            previous = prompt.tokens
+        ratios.append(scratch / reused)
+        print(f"seed {seed:3}: prompt tokens {scratch:,} -> {reused:,} ({ratios[-1]:.2f}x fewer)", flush=True)
+    vocab.close()
+    ratios.sort()
+    print(
+        f"\n{seeds} seeds: ratio min {ratios[0]:.2f}, median {statistics.median(ratios):.2f}, "
+        f"mean {statistics.mean(ratios):.2f}, max {ratios[-1]:.2f}; "
+        f">= 1.7x in {sum(r >= 1.7 for r in ratios)} of {seeds}\n"
+    )
 
 
 if __name__ == "__main__":

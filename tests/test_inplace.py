@@ -31,9 +31,11 @@ from yarn_cli.inplace import (
     UNDO_SUFFIX,
     RecoveryError,
     UndoRecord,
+    check_not_pending,
     plan_shift,
     undo_path,
 )
+from yarn_cli.runtime import LoadOptions, load_model
 from yarn_cli.scaling import Method
 
 
@@ -182,6 +184,13 @@ def test_other_commands_refuse_a_file_with_a_pending_change(run_cli, tiny_model:
     result = run_cli(command, tiny_model, *extra)
     assert result.returncode == 1
     assert "--recover" in error_line(result)
+
+
+def test_library_callers_may_pass_a_string_path(tiny_model: Path) -> None:
+    check_not_pending(str(tiny_model))
+    undo_path(tiny_model).write_bytes(b"")
+    with pytest.raises(RecoveryError, match="--recover"):
+        load_model(str(tiny_model), LoadOptions(n_ctx=256))
 
 
 def test_undo_record_round_trip_and_checksum(tmp_path: Path) -> None:

@@ -88,7 +88,8 @@ class UndoRecord:
             raise RecoveryError(f"{where} is damaged ({exc}); it was left in place, nothing was changed") from None
 
 
-def undo_path(path: Path) -> Path:
+def undo_path(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
     return path.with_name(path.name + UNDO_SUFFIX)
 
 
@@ -194,7 +195,7 @@ def _restore(fd: int, record: UndoRecord) -> None:
     os.fsync(fd)
 
 
-def check_not_pending(path: Path) -> None:
+def check_not_pending(path: str | os.PathLike[str]) -> None:
     """Refuse to read a file whose in-place change was cut short: its header may be half-written."""
     if undo_path(path).exists():
         raise RecoveryError(

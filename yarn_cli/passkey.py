@@ -8,6 +8,7 @@ and llama.cpp's KV cache is reused for it.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import time
@@ -223,7 +224,7 @@ def trial_key(r: TrialResult) -> TrialKey:
 
 
 def run_passkey(
-    path: Any,
+    path: str | os.PathLike[str],
     settings: PasskeySettings,
     *,
     done: dict[TrialKey, TrialResult] | None = None,

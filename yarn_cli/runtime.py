@@ -19,6 +19,7 @@ from pathlib import Path
 
 import llama_cpp
 
+from yarn_cli.cpu import default_threads
 from yarn_cli.errors import InputError, UnsupportedModelError, YarnCliError
 from yarn_cli.gguf_file import read_header
 from yarn_cli.inplace import check_not_pending
@@ -236,7 +237,7 @@ def default_gpu_layers() -> int:
 
 
 def load_model(
-    path: Path, options: LoadOptions, info: ModelInfo | None = None
+    path: str | os.PathLike[str], options: LoadOptions, info: ModelInfo | None = None
 ) -> tuple[llama_cpp.Llama, Effective, ModelInfo]:
     """Load ``path`` with ``options``; every failure becomes one clear YarnCliError.
 
@@ -267,6 +268,8 @@ def load_model(
             raise InputError(f"-t/--threads must be at least 1, got {options.n_threads}")
         kwargs["n_threads"] = options.n_threads
         kwargs["n_threads_batch"] = options.n_threads
+    else:
+        kwargs["n_threads"], kwargs["n_threads_batch"] = default_threads()
     if options.seed is not None:
         kwargs["seed"] = options.seed
     if options.scaling is not None:
@@ -281,7 +284,7 @@ def load_model(
     return llm, effective, info
 
 
-def _load_error(path: Path, lines: list[str], exc: Exception) -> str:
+def _load_error(path: str | os.PathLike[str], lines: list[str], exc: Exception) -> str:
     reasons = [
         line.split(":", 1)[-1].strip()
         for line in "".join(lines).splitlines()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from yarn_cli.cli.common import err, print_json, warn
+from yarn_cli.cli.common import THREADS_HELP, err, print_json, warn
 from yarn_cli.default_model import resolve_model
 from yarn_cli.errors import InputError, YarnCliError
 from yarn_cli.inplace import check_not_pending
@@ -89,7 +89,7 @@ def chat_command(
             "--gpu-layers", "-ngl", help="Layers to offload to the GPU. Default: all if llama.cpp has GPU support."
         ),
     ] = None,
-    threads: Annotated[int | None, typer.Option("--threads", "-t", help="CPU threads.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", "-t", help=THREADS_HELP)] = None,
     flash_attn: Annotated[bool, typer.Option("--flash-attn", "-fa", help="Use flash attention.")] = False,
     temp: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = DEFAULT_TEMP,
     top_p: Annotated[float, typer.Option(help="Top-p sampling.")] = DEFAULT_TOP_P,

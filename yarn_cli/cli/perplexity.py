@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from yarn_cli.cli.common import WorkProgress, err, out, require_matplotlib
+from yarn_cli.cli.common import THREADS_HELP, WorkProgress, err, out, require_matplotlib
 from yarn_cli.default_model import resolve_model
 from yarn_cli.gguf_file import read_header
 from yarn_cli.inplace import check_not_pending
@@ -56,7 +56,7 @@ def perplexity_command(
     gpu_layers: Annotated[
         int | None, typer.Option("--gpu-layers", "-ngl", help="Layers to offload to the GPU.")
     ] = None,
-    threads: Annotated[int | None, typer.Option("--threads", "-t", help="CPU threads.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", "-t", help=THREADS_HELP)] = None,
     flash_attn: Annotated[bool, typer.Option("--flash-attn", "-fa", help="Use flash attention.")] = False,
 ) -> None:
     """Score a long text at several context lengths, under several RoPE scalings.
