@@ -14,17 +14,11 @@ import multiprocessing
 import os
 import platform
 import statistics
-from pathlib import Path
 
 import llama_cpp
+from chat_speed import prompt_text  # the same prompt as the chat benchmark
 
 from yarn_cli.cpu import default_threads, physical_cores, usable_cpus
-
-
-def prompt_text(words: int) -> str:
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "pride-and-prejudice.txt"
-    source = shared.read_text() if shared.exists() else "It is a truth universally acknowledged. " * 200
-    return "Summarise: " + " ".join(source.split()[2000 : 2000 + words])
 
 
 def measure(model: str, prompt: str, n_predict: int, threads: tuple[int, int]) -> tuple[float, float, str]:

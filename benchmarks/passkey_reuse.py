@@ -59,9 +59,10 @@ def main() -> None:
         rows.append((seed, n_off, n_on, s_off, s_on, a_on == a_off, sum(ok for _, ok in a_on.values()), len(a_on)))
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}")
     print(f"lengths {args.lengths}, {args.trials} trials each, one round per seed\n")
-    print("| seed | tokens --no-reuse | tokens reuse | fewer | wall --no-reuse | wall reuse | less | answers |", end="")
-    print(" correct |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    columns = ["seed", "tokens --no-reuse", "tokens reuse", "fewer", "wall --no-reuse", "wall reuse", "less"]
+    columns += ["answers", "correct"]
+    print("| " + " | ".join(columns) + " |")
+    print("|---" * len(columns) + "|")
     for seed, n_off, n_on, s_off, s_on, same, correct, total in rows:
         print(
             f"| {seed} | {n_off:,} | {n_on:,} | {n_off / n_on:.2f}x | {s_off:.1f} s | {s_on:.1f} s | "
@@ -86,11 +87,8 @@ def simulate(model: str, lengths: list[int], trials: int, seeds: int) -> None:
         scratch = sum(len(p.tokens) for _, p in ordered)
         reused, previous = 0, []
         for _, prompt in ordered:
-            shared = next((i for i, (a, b) in enumerate(zip(previous, prompt.tokens, strict=False)) if a != b), None)
-            if shared is None:  # one is a prefix of the other
-                shared = min(len(previous), len(prompt.tokens))
-            # The last prompt token is always evaluated again, for its logits.
-            reused += len(prompt.tokens) - min(shared, len(prompt.tokens) - 1)
+            # generate() matches all but the last prompt token, which it evaluates again for its logits.
+            reused += len(prompt.tokens) - llama_cpp.Llama.longest_token_prefix(previous, prompt.tokens[:-1])
             previous = prompt.tokens
         ratios.append(scratch / reused)
         print(f"seed {seed:3}: prompt tokens {scratch:,} -> {reused:,} ({ratios[-1]:.2f}x fewer)", flush=True)
