@@ -26,8 +26,8 @@ from pathlib import Path
 
 from convert_speed import evict, machine, write_synthetic
 
-from yarn_cli.convert import ConvertRequest, convert_file
-from yarn_cli.scaling import Method
+from yarn_cli.conversion import ConvertRequest, convert_file
+from yarn_cli.rope.scaling import Method
 
 
 def wall(cmd: list[str]) -> float:

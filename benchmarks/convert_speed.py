@@ -103,9 +103,11 @@ def timed(cmd: list[str], *, then_sync: bool = False) -> tuple[float, int]:
 
 def breakdown(model: Path, folder: Path, rounds: int) -> None:
     """Time convert's steps in this process against cp and sync, to see where any gap is."""
-    from yarn_cli.convert import ConvertRequest, plan_conversion, verify_output
-    from yarn_cli.fileops import atomic_output, copy_range
-    from yarn_cli.gguf_file import build_header, read_header
+    from yarn_cli.conversion import ConvertRequest, plan_conversion
+    from yarn_cli.gguf.fileops import atomic_output, copy_range
+    from yarn_cli.gguf.header import build_header
+    from yarn_cli.gguf.rewrite import verify_output
+    from yarn_cli.model import open_model
 
     print("\nstep by step, in this process (s):")
     for i in range(rounds):
@@ -117,11 +119,12 @@ def breakdown(model: Path, folder: Path, rounds: int) -> None:
         t2 = time.perf_counter()
         evict(model)
         t3 = time.perf_counter()
-        header = read_header(model)
-        plan = plan_conversion(header, ConvertRequest(factor=4.0))
+        opened = open_model(model)
+        header = opened.header
+        plan = plan_conversion(opened, ConvertRequest(factor=4.0))
         new_header = build_header(header, plan.edits)
         t4 = time.perf_counter()
-        with atomic_output(folder / f"b-out-{i}.gguf") as (fd, tmp), model.open("rb") as src:
+        with atomic_output(folder / f"b-out-{i}.gguf", mode=0o644) as (fd, tmp), model.open("rb") as src:
             os.write(fd, new_header)
             copy_range(src.fileno(), fd, header.data_offset, len(new_header), header.data_size)
             t5 = time.perf_counter()

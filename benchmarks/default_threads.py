@@ -18,7 +18,7 @@ import statistics
 import llama_cpp
 from chat_speed import prompt_text  # the same prompt as the chat benchmark
 
-from yarn_cli.cpu import default_threads, physical_cores, usable_cpus
+from yarn_cli.llama.threads import default_threads, physical_cores, usable_cpus
 
 
 def measure(model: str, prompt: str, n_predict: int, threads: tuple[int, int]) -> tuple[float, float, str]:

@@ -20,8 +20,10 @@ import platform
 import statistics
 import time
 
-from yarn_cli.lengths import parse_lengths
-from yarn_cli.passkey import PasskeySettings, PromptBuilder, plan_trials, reuse_order, run_passkey
+from yarn_cli.evals.lengths import parse_lengths
+from yarn_cli.evals.passkey import PasskeySettings, PromptBuilder, plan_trials, reuse_order, run_passkey
+from yarn_cli.llama.evaluation import vocabulary
+from yarn_cli.model import open_model
 
 
 def main() -> None:
@@ -49,7 +51,7 @@ def main() -> None:
         for reuse in (True, False):
             settings = PasskeySettings(lengths=lengths, trials=args.trials, seed=seed, reuse=reuse)
             start = time.perf_counter()
-            results = run_passkey(args.model, settings)
+            results = run_passkey(open_model(args.model), settings)
             seconds = time.perf_counter() - start
             answers = {(t.length, t.index): (t.output, t.correct) for t in results}
             runs[reuse] = (seconds, sum(t.evaluated_tokens for t in results), answers)
@@ -78,12 +80,13 @@ def simulate(model: str, lengths: list[int], trials: int, seeds: int) -> None:
     """Prompt tokens evaluated with and without reuse, per seed, as llama-cpp-python's prefix match does it."""
     import llama_cpp
 
-    vocab = llama_cpp.Llama(model_path=model, vocab_only=True, verbose=False)
-    builder = PromptBuilder(lambda text: vocab.tokenize(text.encode("utf-8"), add_bos=True, special=False))
+    with vocabulary(open_model(model)) as vocab:
+        builder = PromptBuilder(lambda text: vocab.tokenize(text, add_bos=True))
+        prompts = {seed: [(spec, builder.build(spec)) for spec in plan_trials(lengths, trials, None, seed)]
+                   for seed in range(seeds)}  # fmt: skip
     ratios = []
     for seed in range(seeds):
-        specs = plan_trials(lengths, trials, None, seed)
-        ordered = reuse_order([(spec, builder.build(spec)) for spec in specs])
+        ordered = reuse_order(prompts[seed])
         scratch = sum(len(p.tokens) for _, p in ordered)
         reused, previous = 0, []
         for _, prompt in ordered:
@@ -92,7 +95,6 @@ def simulate(model: str, lengths: list[int], trials: int, seeds: int) -> None:
             previous = prompt.tokens
         ratios.append(scratch / reused)
         print(f"seed {seed:3}: prompt tokens {scratch:,} -> {reused:,} ({ratios[-1]:.2f}x fewer)", flush=True)
-    vocab.close()
     ratios.sort()
     print(
         f"\n{seeds} seeds: ratio min {ratios[0]:.2f}, median {statistics.median(ratios):.2f}, "

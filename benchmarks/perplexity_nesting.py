@@ -17,11 +17,10 @@ import statistics
 import time
 from pathlib import Path
 
-from yarn_cli.gguf_file import read_header
-from yarn_cli.lengths import parse_lengths
-from yarn_cli.model_info import model_info
-from yarn_cli.perplexity import PerplexitySettings, read_text, run_perplexity
-from yarn_cli.variants import parse_variants
+from yarn_cli.evals.lengths import parse_lengths
+from yarn_cli.evals.perplexity import PerplexitySettings, read_text, run_perplexity
+from yarn_cli.model import open_model
+from yarn_cli.rope.variants import parse_variants
 
 
 def main() -> None:
@@ -37,9 +36,8 @@ def main() -> None:
         from yarn_cli.default_model import default_model_path
 
         args.model = str(default_model_path())
-    path = Path(args.model)
-    info = model_info(read_header(path))
-    variants = parse_variants(args.compare, info)
+    model = open_model(args.model)
+    variants = parse_variants(args.compare, model.rope)
     contexts = parse_lengths(args.contexts, "--contexts")
     text = read_text(args.text)
     seconds: dict[bool, list[float]] = {True: [], False: []}
@@ -50,7 +48,7 @@ def main() -> None:
                 contexts=contexts, variants=[v.name for v in variants], nested=nested, n_threads=args.threads
             )
             start = time.perf_counter()
-            run = run_perplexity(path, text, settings, info, variants)
+            run = run_perplexity(model, text, settings, variants)
             seconds[nested].append(time.perf_counter() - start)
             figures[nested] = {(x.variant, x.context): x.ppl for x in run.results}
             label = "nested" if nested else "separate"
@@ -61,7 +59,7 @@ def main() -> None:
     worst = max(abs(figures[True][k] / figures[False][k] - 1) for k in figures[True])
     median = {k: statistics.median(v) for k, v in seconds.items()}
     print(f"\nmachine: {platform.machine()}, {os.cpu_count()} cores, Linux {platform.release()}")
-    print(f"model {path.name}, contexts {args.contexts}, variants {args.compare}, {args.rounds} round(s)")
+    print(f"model {model.path.name}, contexts {args.contexts}, variants {args.compare}, {args.rounds} round(s)")
     for key, ppl in figures[True].items():
         print(f"  {key[0]} @ {key[1]:>6}: nested {ppl:.4f}, separate {figures[False][key]:.4f}")
     print(f"largest relative difference between the two: {worst:.2e}")

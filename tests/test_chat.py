@@ -16,11 +16,13 @@ import pytest
 from ggufs import write_tiny_llama
 from helpers import error_line
 
-from yarn_cli.chat import ChatSession, ContextOverflowError, Conversation
-from yarn_cli.convert import ConvertRequest, convert_file
+from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.errors import InputError
-from yarn_cli.runtime import LoadOptions, ScalingOverride, load_model
-from yarn_cli.sampling import Sampling
+from yarn_cli.llama.loader import LoadOptions, load_model
+from yarn_cli.llama.sampling import Sampling
+from yarn_cli.llama.session import ChatSession, ContextOverflowError, Conversation
+from yarn_cli.model import open_model
+from yarn_cli.rope.scaling import ScalingOverride
 
 QUESTION = "What is the capital of France? Answer in one word."
 # the settings line printed once the model is loaded, before any later error
@@ -115,7 +117,7 @@ def test_prompt_longer_than_the_context(run_cli) -> None:
 
 
 def test_old_turns_dropped_to_fit_system_prompt_kept(smollm2: Path) -> None:
-    llm, effective, _ = load_model(smollm2, LoadOptions(n_ctx=512))
+    llm, effective = load_model(open_model(smollm2), LoadOptions(n_ctx=512))
     assert effective.n_ctx == 512
     session = ChatSession(llm, Sampling(temp=0, max_tokens=8), system="You are terse.")
     filler = "Please remember this sentence about nothing in particular. " * 12
@@ -143,7 +145,7 @@ def test_conversation_save_and_load(tmp_path: Path) -> None:
 
 def test_effective_settings_are_read_back(tiny_model: Path) -> None:
     scaling = ScalingOverride(rope_scaling="yarn", rope_scale=4.0, yarn_orig_ctx=256).to_runtime()
-    llm, effective, _ = load_model(tiny_model, LoadOptions(n_ctx=512, scaling=scaling, n_threads=1))
+    llm, effective = load_model(open_model(tiny_model), LoadOptions(n_ctx=512, scaling=scaling, n_threads=1))
     assert effective.n_ctx == 512
     assert effective.freq_scale == 0.25 and effective.factor == 4.0
     assert effective.scaling_type == "yarn" and effective.original_context == 256
@@ -293,7 +295,7 @@ def test_repl_ctrl_c_stops_a_reply_and_keeps_the_session(tmp_path: Path) -> None
 )
 def test_backend_named_from_llama_cpp_buffer_lines(line: str, backend: str) -> None:
     """The device names llama.cpp gives its model buffers (the CPU line is this machine's own log)."""
-    from yarn_cli.runtime import _backend
+    from yarn_cli.llama.loader import _backend
 
     assert _backend(["load_tensors: loading model tensors\n", line]) == backend
 

@@ -13,10 +13,12 @@ from gguf import GGUFReader, GGUFValueType
 from ggufs import CONTEXT, FREQ_BASE, HEAD_DIM, write_tiny_llama
 from helpers import interrupt_on_call
 
-from yarn_cli.convert import RECORD_KEY, VERSION_KEY, ConvertRequest, convert_file, plan_conversion
+from yarn_cli.conversion import ConvertRequest, convert_file, plan_conversion
 from yarn_cli.errors import InputError, OutputError, UnsupportedModelError
-from yarn_cli.gguf_file import read_header
-from yarn_cli.scaling import Method
+from yarn_cli.gguf.header import read_header
+from yarn_cli.model import open_model
+from yarn_cli.rope.keys import RECORD_KEY, VERSION_KEY
+from yarn_cli.rope.scaling import Method
 
 
 def sha256(path: Path) -> str:
@@ -94,9 +96,8 @@ def test_original_context_override(tiny_model: Path) -> None:
 
 
 def test_yarn_options_written_with_llama_cpp_types(tiny_model: Path) -> None:
-    header = read_header(tiny_model)
     request = ConvertRequest(factor=4.0, attn_factor=1.5, beta_fast=16.0, beta_slow=2.0, finetuned=True)
-    plan = plan_conversion(header, request)
+    plan = plan_conversion(open_model(tiny_model), request)
     assert any("yarn_beta_fast" in w for w in plan.warnings)  # llama ignores the beta keys
     assert any("informational" in w for w in plan.warnings)
     f = fields(convert(tiny_model, factor=4.0, attn_factor=1.5, beta_fast=16.0, beta_slow=2.0, finetuned=True))
@@ -135,8 +136,7 @@ def test_none_restores_the_original_file_byte_for_byte(tiny_model: Path, request
 
 def test_reconversion_is_relative_to_the_original(tiny_model: Path) -> None:
     x4 = convert(tiny_model, factor=4.0)
-    header = read_header(x4)
-    plan = plan_conversion(header, ConvertRequest(factor=2.0))
+    plan = plan_conversion(open_model(x4), ConvertRequest(factor=2.0))
     assert plan.replaced == f"yarn x4 (original context {CONTEXT})"
     x2 = convert(x4, factor=2.0, output=tiny_model.parent / "x2.gguf")
     f = fields(x2)
@@ -151,7 +151,7 @@ def test_ntk_after_ntk_does_not_compound_the_base(tiny_model: Path) -> None:
     first = convert(tiny_model, method=Method.NTK, factor=2.0)
     second = convert(first, method=Method.NTK, factor=2.0, output=tiny_model.parent / "again.gguf")
     assert fields(second)["llama.rope.freq_base"] == fields(first)["llama.rope.freq_base"]
-    plan = plan_conversion(read_header(first), ConvertRequest(method=Method.YARN, factor=2.0))
+    plan = plan_conversion(open_model(first), ConvertRequest(method=Method.YARN, factor=2.0))
     assert plan.replaced is not None and plan.replaced.startswith("ntk")
     assert plan.freq_base == FREQ_BASE  # YaRN starts from the original base, not the NTK one
 
@@ -188,8 +188,8 @@ def test_trained_linear_factor_refused_without_force(tmp_path: Path) -> None:
         },
     )
     with pytest.raises(UnsupportedModelError, match=r"trained with linear RoPE scaling x8.*--force"):
-        plan_conversion(read_header(gemma_like), ConvertRequest(factor=2.0))
-    plan = plan_conversion(read_header(gemma_like), ConvertRequest(factor=2.0, force=True))
+        plan_conversion(open_model(gemma_like), ConvertRequest(factor=2.0))
+    plan = plan_conversion(open_model(gemma_like), ConvertRequest(factor=2.0, force=True))
     assert plan.replaced == "linear x8"
 
 
@@ -198,27 +198,27 @@ def test_longrope_refused_without_force(tmp_path: Path) -> None:
         tmp_path / "p.gguf", extra={"llama.rope.scaling.type": ("longrope", GGUFValueType.STRING)}
     )
     with pytest.raises(UnsupportedModelError, match="longrope"):
-        plan_conversion(read_header(phi_like), ConvertRequest(factor=2.0))
+        plan_conversion(open_model(phi_like), ConvertRequest(factor=2.0))
 
 
 @pytest.mark.parametrize("arch", ["bloom", "mpt", "t5", "mamba", "rwkv6"])
 def test_architectures_without_rope_are_refused(tmp_path: Path, arch: str) -> None:
     path = write_tiny_llama(tmp_path / f"{arch}.gguf", arch=arch)
     with pytest.raises(UnsupportedModelError, match="not RoPE: there is nothing to scale"):
-        plan_conversion(read_header(path), ConvertRequest(factor=2.0))
+        plan_conversion(open_model(path), ConvertRequest(factor=2.0))
 
 
 def test_missing_context_length_needs_original_context(tmp_path: Path) -> None:
     path = write_tiny_llama(tmp_path / "noctx.gguf", context_length=None)
     with pytest.raises(UnsupportedModelError, match="--original-context"):
-        plan_conversion(read_header(path), ConvertRequest(factor=2.0))
-    plan = plan_conversion(read_header(path), ConvertRequest(factor=2.0, original_context=512))
+        plan_conversion(open_model(path), ConvertRequest(factor=2.0))
+    plan = plan_conversion(open_model(path), ConvertRequest(factor=2.0, original_context=512))
     assert plan.context_length == 1024
 
 
 def test_missing_freq_base_uses_llama_cpp_default(tmp_path: Path) -> None:
     path = write_tiny_llama(tmp_path / "nobase.gguf", freq_base=None)
-    plan = plan_conversion(read_header(path), ConvertRequest(method=Method.NTK, factor=2.0))
+    plan = plan_conversion(open_model(path), ConvertRequest(method=Method.NTK, factor=2.0))
     assert plan.freq_base == pytest.approx(10000.0 * 2.0 ** (HEAD_DIM / (HEAD_DIM - 2)), rel=1e-6)
 
 
@@ -242,7 +242,7 @@ def test_missing_freq_base_uses_llama_cpp_default(tmp_path: Path) -> None:
 )
 def test_bad_requests(tiny_model: Path, request_kwargs: dict, message: str) -> None:
     with pytest.raises(InputError, match=message.replace("(", r"\(")):
-        plan_conversion(read_header(tiny_model), ConvertRequest(**request_kwargs))
+        plan_conversion(open_model(tiny_model), ConvertRequest(**request_kwargs))
 
 
 # --- output handling -------------------------------------------------------------------------

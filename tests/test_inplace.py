@@ -21,13 +21,11 @@ from helpers import error_line, interrupt_on_call
 from test_convert import sha256
 from test_llama_cpp import TINY_TOKENS, YARN, logits, trained
 
-from yarn_cli.convert import ConvertRequest, convert_file
-from yarn_cli.fileops import Unsupported
-from yarn_cli.gguf_file import read_header
-from yarn_cli.inplace import (
-    CRASH_ENV,
-    CRASH_EXIT,
-    CRASH_STEPS,
+from yarn_cli.conversion import ConvertRequest, convert_file
+from yarn_cli.gguf.faults import CRASH_ENV, CRASH_EXIT, CRASH_STEPS
+from yarn_cli.gguf.fileops import Unsupported
+from yarn_cli.gguf.header import read_header
+from yarn_cli.gguf.inplace import (
     UNDO_SUFFIX,
     RecoveryError,
     UndoRecord,
@@ -35,8 +33,8 @@ from yarn_cli.inplace import (
     plan_shift,
     undo_path,
 )
-from yarn_cli.runtime import LoadOptions, load_model
-from yarn_cli.scaling import Method
+from yarn_cli.model import open_model
+from yarn_cli.rope.scaling import Method
 
 
 def fs_type(path: Path) -> str:
@@ -190,7 +188,7 @@ def test_library_callers_may_pass_a_string_path(tiny_model: Path) -> None:
     check_not_pending(str(tiny_model))
     undo_path(tiny_model).write_bytes(b"")
     with pytest.raises(RecoveryError, match="--recover"):
-        load_model(str(tiny_model), LoadOptions(n_ctx=256))
+        open_model(str(tiny_model))
 
 
 def test_undo_record_round_trip_and_checksum(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from ggufs import CONTEXT, FREQ_BASE, HEAD_DIM
 
-from yarn_cli.convert import ConvertRequest, convert_file
-from yarn_cli.scaling import Method
+from yarn_cli.conversion import ConvertRequest, convert_file
+from yarn_cli.rope.scaling import Method
 
 YARN = llama_cpp.LLAMA_ROPE_SCALING_TYPE_YARN
 LINEAR = llama_cpp.LLAMA_ROPE_SCALING_TYPE_LINEAR

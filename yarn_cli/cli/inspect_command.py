@@ -7,14 +7,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from yarn_cli.cli.common import mib, out, print_json
-from yarn_cli.default_model import resolve_model
+from yarn_cli.cli.render import mib, out, print_json
 from yarn_cli.errors import InputError
-from yarn_cli.gguf_file import read_header
-from yarn_cli.inplace import check_not_pending
-from yarn_cli.model_info import ModelInfo, info_dict, model_info
-from yarn_cli.rope import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, YarnView, yarn_view
-from yarn_cli.scaling import check_factor
+from yarn_cli.model import Model, open_model, summary
+from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, YarnView, yarn_view
+from yarn_cli.rope.keys import VERSION_KEY
+from yarn_cli.rope.scaling import check_factor
+
+EPILOG = "Example: yarn-cli inspect model.gguf --factor 4"
 
 
 def inspect_command(
@@ -38,59 +38,61 @@ def inspect_command(
 
     Example:  yarn-cli inspect model.gguf --factor 4
     """
-    path = resolve_model(model)
-    check_not_pending(path)
-    info = model_info(read_header(path))
-    view = _yarn_view(info, factor, beta_fast, beta_slow) if factor is not None else None
+    opened = open_model(model)
+    view = _yarn_view(opened, factor, beta_fast, beta_slow) if factor is not None else None
     if json_output:
-        data = info_dict(info)
+        data = summary(opened)
         if view is not None:
             data["yarn"] = _view_dict(view)
         print_json(data)
         return
-    _render_info(info)
+    _render_info(opened)
     if view is not None:
         _render_view(view)
 
 
-def _yarn_view(info: ModelInfo, factor: float, beta_fast: float, beta_slow: float) -> YarnView:
+def _yarn_view(model: Model, factor: float, beta_fast: float, beta_slow: float) -> YarnView:
+    """YaRN over the model's original state: a converted file shows what its own conversion did."""
     check_factor(factor)
-    if not info.uses_rope:
-        raise InputError(f"{info.architecture} does not use RoPE ({info.no_rope_reason}); --factor has no meaning")
-    if not info.rope_dims or not info.original_context:
+    rope = model.rope
+    if not rope.uses_rope:
+        raise InputError(f"{rope.architecture} does not use RoPE ({rope.no_rope_reason}); --factor has no meaning")
+    if not rope.dims or not rope.trained_context:
         raise InputError("the file lacks the rotary dimension count or context length that YaRN needs")
     return yarn_view(
-        info.rope_dims, info.freq_base, info.original_context, factor, beta_fast=beta_fast, beta_slow=beta_slow
+        rope.dims, rope.original.freq_base, rope.trained_context, factor, beta_fast=beta_fast, beta_slow=beta_slow
     )
 
 
-def _render_info(info: ModelInfo) -> None:
-    h = info.header
+def _render_info(model: Model) -> None:
+    h = model.header
+    rope = model.rope
+    shape = model.shape
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
-    split = f", split {info.split.number} of {info.split.count}" if info.split else ""
+    split = f", split {model.split.number} of {model.split.count}" if model.split else ""
     table.add_row("File", f"{h.path}")
     table.add_row("", f"{mib(h.file_size)}, GGUF v{h.version}, {h.endianness}-endian, {len(h.tensors)} tensors{split}")
-    table.add_row("Architecture", info.architecture)
-    table.add_row("Context length", _ctx_text(info))
-    if info.uses_rope:
-        table.add_row("RoPE", f"freq_base {info.freq_base:g}, {info.rope_dims} rotary dims")
+    table.add_row("Architecture", model.architecture)
+    table.add_row("Context length", _ctx_text(model))
+    if rope.uses_rope:
+        table.add_row("RoPE", f"freq_base {rope.current.freq_base:g}, {rope.dims} rotary dims")
     else:
-        table.add_row("RoPE", f"not used: {info.no_rope_reason}; nothing to scale")
-    kv = max(info.n_kv_heads) if info.n_kv_heads else "?"
-    table.add_row("Shape", f"{info.n_layers} layers, {info.n_heads} heads, {kv} KV heads, head size {info.head_dim_k}")
-    table.add_row("Scaling", info.scaling.describe())
-    for key in info.keys.scaling:
+        table.add_row("RoPE", f"not used: {rope.no_rope_reason}; nothing to scale")
+    kv = max(shape.n_kv_heads) if shape.n_kv_heads else "?"
+    table.add_row(
+        "Shape", f"{shape.n_layers} layers, {shape.n_heads} heads, {kv} KV heads, head size {shape.head_dim_k}"
+    )
+    table.add_row("Scaling", rope.current.scaling.describe())
+    for key in rope.keys.scaling:
         value = h.get(key)
         if value is not None:
             table.add_row("", f"{key} = {value!r}")
-    if info.yarn_cli_keys:
-        table.add_row(
-            "Converted by", f"yarn-cli {info.yarn_cli_keys.get('yarn_cli.version', '?')} (undo: convert --method none)"
-        )
+    if rope.converted:
+        table.add_row("Converted by", f"yarn-cli {h.get(VERSION_KEY, '?')} (undo: convert --method none)")
     out.print(table)
-    rows = info.kv_cache_table()
+    rows = model.kv_cache_table()
     if rows:
         kv_table = Table(title="KV cache, f16", title_justify="left")
         kv_table.add_column("context", justify="right")
@@ -101,10 +103,10 @@ def _render_info(info: ModelInfo) -> None:
         out.print(kv_table)
 
 
-def _ctx_text(info: ModelInfo) -> str:
-    text = f"{info.context_length}"
-    if info.scaling.original_context and info.scaling.original_context != info.context_length:
-        text += f" (trained: {info.scaling.original_context})"
+def _ctx_text(model: Model) -> str:
+    text = f"{model.context_length}"
+    if model.original_context and model.original_context != model.context_length:
+        text += f" (trained: {model.original_context})"
     return text
 
 

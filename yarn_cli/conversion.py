@@ -1,14 +1,13 @@
-"""Planning and writing a RoPE-scaling change to a GGUF file.
+"""The conversion use case: plan a RoPE-scaling change to a GGUF model, and write it.
 
 A conversion never compounds: the state the file had before yarn-cli first
-touched it is recorded as JSON under ``yarn_cli.original``, every later
-conversion starts from that state, and ``--method none`` restores it exactly
-(the header, and so the whole file, becomes byte-identical to the original).
+touched it is recorded as JSON under ``yarn_cli.original`` (see ``rope.state``),
+every later conversion starts from that state, and ``--method none`` restores it
+exactly (the header, and so the whole file, becomes byte-identical to the original).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -18,43 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from yarn_cli import __version__
-from yarn_cli.errors import InputError, OutputError, UnsupportedModelError, VerificationError
-from yarn_cli.fileops import (
-    Unsupported,
-    atomic_output,
-    block_size,
-    check_free_space,
-    clone_range,
-    copy_range,
-    link_or_copy,
-    write_all,
-)
-from yarn_cli.gguf_file import GGUFHeader, Value, build_header, edited_keys, read_header, unpadded_header
-from yarn_cli.inplace import recover, rewrite_header
-from yarn_cli.model_info import BETA_ARCHS, SWA_ARCHS, ModelInfo, model_info
-from yarn_cli.rope import ntk_freq_base
-from yarn_cli.scaling import (
-    DEFAULT_FREQ_BASE,
-    FileScaling,
-    Method,
-    RuntimeScaling,
-    boolean,
-    check_factor,
-    float32,
-    runtime_linear,
-    runtime_ntk,
-    runtime_yarn,
-    scaling_from,
-    string,
-    uint32,
-)
-from yarn_cli.splits import parse_split_name, split_name, split_paths, split_prefix_for
+from yarn_cli.errors import InputError, OutputError, UnsupportedModelError
+from yarn_cli.gguf.fileops import Unsupported, check_free_space, link_or_copy
+from yarn_cli.gguf.header import GGUFHeader, unpadded_header
+from yarn_cli.gguf.inplace import recover
+from yarn_cli.gguf.rewrite import patch_in_place, write_patched
+from yarn_cli.gguf.splits import parse_split_name, split_name, split_paths, split_prefix_for
+from yarn_cli.gguf.values import Value, boolean, float32, string, uint32
+from yarn_cli.model import Model, open_model
+from yarn_cli.rope.architectures import BETA_ARCHS, SWA_ARCHS
+from yarn_cli.rope.keys import RECORD_KEY, VERSION_KEY
+from yarn_cli.rope.scaling import FileScaling, Method, RuntimeScaling, check_factor
+from yarn_cli.rope.state import RopeState, Values, record_json, rope_params
 
-RECORD_KEY = "yarn_cli.original"
 PAGE = 4096
-VERSION_KEY = "yarn_cli.version"
-
-Values = dict[str, Value | None]
 
 
 @dataclass(frozen=True)
@@ -83,7 +59,7 @@ class KeyChange:
 class ConversionPlan:
     """The metadata edits a conversion makes, and what they mean."""
 
-    info: ModelInfo
+    model: Model
     method: Method
     factor: float | None
     original_context: int
@@ -97,49 +73,27 @@ class ConversionPlan:
     @property
     def runtime(self) -> RuntimeScaling | None:
         """The llama.cpp load parameters that reproduce this conversion on the unconverted file."""
-        if self.method == Method.YARN and self.factor:
-            return runtime_yarn(self.factor, self.original_context)
-        if self.method == Method.LINEAR and self.factor:
-            return runtime_linear(self.factor)
-        if self.method == Method.NTK:
-            return runtime_ntk(self.freq_base)
-        return None
+        if self.method == Method.NONE or self.factor is None:
+            return None
+        return self.model.rope.unconverted().runtime(self.method, self.factor, original_context=self.original_context)
 
 
-def read_record(header: GGUFHeader) -> Values | None:
-    raw = header.get(RECORD_KEY)
-    if raw is None:
-        return None
-    try:
-        data = json.loads(raw)
-        return {k: None if v is None else Value.from_json(v) for k, v in data.items()}
-    except (ValueError, KeyError, TypeError) as exc:
+def _check_convertible(rope: RopeState, original_scaling: FileScaling, force: bool) -> None:
+    if not rope.uses_rope:
         raise UnsupportedModelError(
-            f"{header.path}: the {RECORD_KEY} key is damaged ({exc}); yarn-cli cannot tell what the "
-            "file had before it was converted"
-        ) from exc
-
-
-def _record_json(values: Values) -> str:
-    return json.dumps({k: None if v is None else v.to_json() for k, v in values.items()}, sort_keys=False)
-
-
-def _check_convertible(info: ModelInfo, original_scaling_type: str, factor: float, force: bool) -> None:
-    if not info.uses_rope:
-        raise UnsupportedModelError(
-            f"{info.architecture} models use {info.no_rope_reason}, not RoPE: there is nothing to scale"
+            f"{rope.architecture} models use {rope.no_rope_reason}, not RoPE: there is nothing to scale"
         )
     if force:
         return
-    if original_scaling_type == "longrope":
+    if original_scaling.type == "longrope":
         raise UnsupportedModelError(
             "the model uses longrope scaling (per-dimension factors it was trained with); replacing it "
             "would discard them. Use --force to replace it anyway"
         )
-    if original_scaling_type == "linear" and factor != 1.0:
+    if original_scaling.type == "linear" and original_scaling.factor != 1.0:
         raise UnsupportedModelError(
-            f"the model was trained with linear RoPE scaling x{factor:g} (as Gemma 3 is); a new scaling "
-            "would replace that trained factor. Use --force to replace it anyway"
+            f"the model was trained with linear RoPE scaling x{original_scaling.factor:g} (as Gemma 3 is); a new "
+            "scaling would replace that trained factor. Use --force to replace it anyway"
         )
 
 
@@ -159,31 +113,19 @@ def _target_factor(request: ConvertRequest, original_context: int) -> tuple[floa
     return factor, round(factor * original_context)
 
 
-def _describe_current(info: ModelInfo, record: Values | None) -> str | None:
+def _describe_current(rope: RopeState) -> str | None:
     """How the file is scaled now, for "replaced ..." messages."""
-    if info.scaling.is_scaled:
-        return info.scaling.describe()
-    if record is not None:
-        base = record.get(info.keys.freq_base)
-        before = float(base.value) if base is not None else DEFAULT_FREQ_BASE
-        if info.freq_base != before:
-            return f"ntk (freq_base {before:g} -> {info.freq_base:g})"
+    if rope.current.scaling.is_scaled:
+        return rope.current.scaling.describe()
+    if rope.current.freq_base != rope.original.freq_base:
+        return f"ntk (freq_base {rope.original.freq_base:g} -> {rope.current.freq_base:g})"
     return None
 
 
-def plan_conversion(header: GGUFHeader, request: ConvertRequest) -> ConversionPlan:
-    """Decide every key to write. Pure: reads nothing but ``header``, writes nothing."""
-    info = model_info(header)
-    keys = info.keys
-    record = read_record(header)
-    current: Values = {k: header.scalar(k) for k in keys.tracked}
-    original: Values = dict(record) if record is not None else dict(current)
-    for k in keys.tracked:
-        original.setdefault(k, None)
-    orig_scaling = scaling_from(original, keys)
-    warnings: list[str] = []
-    replaced = _describe_current(info, record)
-
+def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
+    """Decide every key to write. Pure: reads nothing but the opened model, writes nothing."""
+    rope = model.rope
+    keys = rope.keys
     yarn_only = {
         "--attn-factor": request.attn_factor,
         "--beta-fast": request.beta_fast,
@@ -194,47 +136,40 @@ def plan_conversion(header: GGUFHeader, request: ConvertRequest) -> ConversionPl
     if used and request.method != Method.YARN:
         raise InputError(f"{', '.join(used)} only apply to --method yarn")
 
+    warnings: list[str] = []
     if request.method == Method.NONE:
         if request.factor is not None or request.context is not None:
             raise InputError("--method none takes no --factor or --context: it restores the original")
-        target = _plan_none(info, record, original, orig_scaling, request.force)
+        target = _plan_none(model, request.force)
         factor = None
-        ctx_value = target.get(keys.context_length)
-        context_length = int(ctx_value.value) if ctx_value is not None else 0
-        base_value = target.get(keys.freq_base)
-        freq_base = float(base_value.value) if base_value is not None else DEFAULT_FREQ_BASE
+        restored = rope_params(target, keys)
+        context_length = restored.context_length or 0
+        freq_base = restored.freq_base
         orig_ctx = context_length
     else:
-        _check_convertible(info, orig_scaling.type, orig_scaling.factor, request.force)
-        orig_ctx_value = original.get(keys.context_length)
-        orig_ctx = (
-            request.original_context
-            or orig_scaling.original_context
-            or (int(orig_ctx_value.value) if orig_ctx_value is not None else 0)
-        )
-        if not orig_ctx or orig_ctx <= 0:
+        _check_convertible(rope, rope.original.scaling, request.force)
+        orig_ctx = request.original_context or rope.trained_context or 0
+        if orig_ctx <= 0:
             raise UnsupportedModelError(
                 f"the file has no {keys.context_length}; give the trained context with --original-context L"
             )
         factor, context_length = _target_factor(request, orig_ctx)
-        base_value = original.get(keys.freq_base)
-        base = float(base_value.value) if base_value is not None else DEFAULT_FREQ_BASE
-        target = _plan_scaled(info, original, request, factor, orig_ctx, context_length, base)
-        freq_value = target.get(keys.freq_base)
-        freq_base = float(freq_value.value) if freq_value is not None else DEFAULT_FREQ_BASE
-        warnings += _option_warnings(info, request)
+        target = _plan_scaled(rope, request, factor, orig_ctx, context_length)
+        freq_base = rope.ntk_base(factor) if request.method == Method.NTK else rope.original.freq_base
+        warnings += _option_warnings(rope, request)
 
+    current = rope.current_values
     edits: dict[str, Value | None] = {k: target.get(k) for k in keys.tracked if target.get(k) != current[k]}
-    if request.method == Method.NONE and record is not None:
+    if request.method == Method.NONE and rope.converted:
         edits[RECORD_KEY] = None
         edits[VERSION_KEY] = None
-    elif record is None:
-        edits[RECORD_KEY] = string(_record_json({k: original[k] for k in keys.tracked}))
+    elif not rope.converted:
+        edits[RECORD_KEY] = string(record_json({k: rope.original_values[k] for k in keys.tracked}))
         edits[VERSION_KEY] = string(__version__)
-    edits = _keep_page_offset(header, edits)
-    changes = [KeyChange(k, header.scalar(k), v) for k, v in edits.items()]
+    edits = _keep_page_offset(model.header, edits)
+    changes = [KeyChange(k, model.header.scalar(k), v) for k, v in edits.items()]
     return ConversionPlan(
-        info=info,
+        model=model,
         method=request.method,
         factor=factor,
         original_context=orig_ctx,
@@ -242,7 +177,7 @@ def plan_conversion(header: GGUFHeader, request: ConvertRequest) -> ConversionPl
         freq_base=freq_base,
         edits=edits,
         changes=changes,
-        replaced=replaced,
+        replaced=_describe_current(rope),
         warnings=warnings,
     )
 
@@ -267,22 +202,21 @@ def _keep_page_offset(header: GGUFHeader, edits: dict[str, Value | None]) -> dic
     return padded
 
 
-def _plan_none(
-    info: ModelInfo, record: Values | None, original: Values, orig_scaling: FileScaling, force: bool
-) -> Values:
-    keys = info.keys
-    if record is not None:
-        return dict(original)
-    if not info.scaling.is_scaled:
-        raise InputError(f"{info.header.path} carries no RoPE scaling and no yarn-cli record: there is nothing to undo")
-    _check_convertible(info, orig_scaling.type, orig_scaling.factor, force)
+def _plan_none(model: Model, force: bool) -> Values:
+    rope = model.rope
+    keys = rope.keys
+    if rope.converted:
+        return dict(rope.original_values)
+    if not rope.current.scaling.is_scaled:
+        raise InputError(f"{model.path} carries no RoPE scaling and no yarn-cli record: there is nothing to undo")
+    _check_convertible(rope, rope.original.scaling, force)
     # The file's own scaling, removed: back to the trained context; recorded, so it can be restored.
-    target = dict(original)
+    target = dict(rope.original_values)
     for k in keys.scaling:
         target[k] = None
-    native = info.scaling.original_context
+    native = rope.current.scaling.original_context
     if native:
-        target[keys.context_length] = _same_type(original.get(keys.context_length), uint32(native))
+        target[keys.context_length] = _same_type(target.get(keys.context_length), uint32(native))
     return target
 
 
@@ -291,16 +225,9 @@ def _same_type(old: Value | None, new: Value) -> Value:
     return new if old is None else Value(old.type, new.value)
 
 
-def _plan_scaled(
-    info: ModelInfo,
-    original: Values,
-    request: ConvertRequest,
-    factor: float,
-    orig_ctx: int,
-    context_length: int,
-    base: float,
-) -> Values:
-    keys = info.keys
+def _plan_scaled(rope: RopeState, request: ConvertRequest, factor: float, orig_ctx: int, context_length: int) -> Values:
+    keys = rope.keys
+    original = rope.original_values
     target = dict(original)
     for k in keys.scaling:
         target[k] = None
@@ -327,16 +254,13 @@ def _plan_scaled(
         target[keys.scaling_type] = string("linear")
         target[keys.scaling_factor] = float32(factor)
     elif request.method == Method.NTK:
-        if not info.rope_dims or info.rope_dims <= 2:
-            raise UnsupportedModelError("the rotary dimension count is unknown; NTK scaling needs it")
-        new_base = float32(ntk_freq_base(base, factor, info.rope_dims))
-        target[keys.freq_base] = _same_type(original.get(keys.freq_base), new_base)
+        target[keys.freq_base] = _same_type(original.get(keys.freq_base), float32(rope.ntk_base(factor)))
     return target
 
 
-def _option_warnings(info: ModelInfo, request: ConvertRequest) -> list[str]:
+def _option_warnings(rope: RopeState, request: ConvertRequest) -> list[str]:
     warnings = []
-    arch = info.architecture
+    arch = rope.architecture
     if (request.beta_fast is not None or request.beta_slow is not None) and arch not in BETA_ARCHS:
         warnings.append(
             f"llama.cpp ignores yarn_beta_fast/yarn_beta_slow for {arch} (it reads them only for "
@@ -369,15 +293,11 @@ class WrittenFile:
 class ConvertResult:
     plan: ConversionPlan
     input: Path
-    outputs: list[WrittenFile]
+    outputs: list[WrittenFile]  # none for a dry run
     in_place: bool
     seconds: float
-    verified: bool
     recovered: str | None = None  # what an interrupted earlier in-place change became
     fallback: str | None = None  # why an in-place change went through a copy
-
-
-Progress = Callable[[int], None]
 
 
 def method_suffix(method: Method, factor: float | None) -> str:
@@ -392,23 +312,23 @@ def _strip_suffix(stem: str) -> str:
 
 
 def output_paths(
-    header: GGUFHeader, plan: ConversionPlan, output: Path | None, output_dir: Path | None = None
+    plan: ConversionPlan, output: Path | None, output_dir: Path | None = None
 ) -> tuple[list[Path], list[Path]]:
     """(input paths, output paths), one per split; default outputs go beside the input or in ``output_dir``."""
-    info = plan.info
-    path = header.path
+    split = plan.model.split
+    path = plan.model.path
     suffix = method_suffix(plan.method, plan.factor)
     directory = output_dir if output_dir is not None else path.parent
-    if info.split is None:
+    if split is None:
         if output is None:
             stem = path.name[: -len(".gguf")] if path.name.endswith(".gguf") else path.name
             output = directory / f"{_strip_suffix(stem)}.{suffix}.gguf"
         return [path], [output]
     parsed = parse_split_name(path)
-    if info.split.number != 1 or parsed is None or parsed[1] != 1:
+    if split.number != 1 or parsed is None or parsed[1] != 1:
         raise InputError(
-            f"{path} is split {info.split.number} of {info.split.count}; pass the first split "
-            f"(its name ends in -00001-of-{info.split.count:05d}.gguf)"
+            f"{path} is split {split.number} of {split.count}; pass the first split "
+            f"(its name ends in -00001-of-{split.count:05d}.gguf)"
         )
     prefix, _, count = parsed
     inputs = split_paths(path.parent, prefix, count)
@@ -441,98 +361,6 @@ def check_outputs(inputs: list[Path], outputs: list[Path], *, force: bool) -> No
             raise OutputError(f"{dst} already exists; use --force to overwrite it")
 
 
-def verify_output(original: GGUFHeader, edits: dict[str, Value | None], written: Path) -> None:
-    """Re-read the output: every key and tensor record as intended, the data section intact in size."""
-    out = read_header(written)
-    problems: list[str] = []
-    expected_keys = edited_keys(original, edits)
-    if list(out.fields) != expected_keys:
-        problems.append("the key list differs")
-    for key in expected_keys:
-        got = out.fields.get(key)
-        if got is None:
-            continue
-        want = edits.get(key)
-        if want is not None:
-            if got.scalar() != want:
-                problems.append(f"{key} is {got.value!r}, expected {want.value!r}")
-        elif got.raw != original.fields[key].raw:
-            problems.append(f"{key} changed")
-    if [t.raw for t in out.tensors] != [t.raw for t in original.tensors]:
-        problems.append("the tensor records differ")
-    if out.data_size != original.data_size:
-        problems.append(f"the data section is {out.data_size:,} bytes, expected {original.data_size:,}")
-    if (out.version, out.byteorder, out.alignment) != (original.version, original.byteorder, original.alignment):
-        problems.append("the GGUF version, byte order or alignment changed")
-    if problems:
-        raise VerificationError(f"the new file did not verify ({'; '.join(problems)}); nothing was written")
-
-
-def write_patched(
-    header: GGUFHeader,
-    edits: dict[str, Value | None],
-    destination: Path,
-    *,
-    progress: Progress | None = None,
-) -> tuple[str, int]:
-    """Write ``header`` + ``edits`` and the unchanged tensor data to ``destination``, atomically.
-
-    Returns how ("reflink" or "copy") and the bytes copied.
-
-    The new file is verified before it replaces anything, so a file that does not
-    read back as intended never appears under ``destination``.
-    """
-    new_header = build_header(header, edits)
-    mode = header.path.stat().st_mode & 0o777
-    with atomic_output(destination, mode=mode) as (fd, tmp), header.path.open("rb") as src:
-        shared = _clone_data(src.fileno(), fd, header, len(new_header), destination.parent)
-        write_all(fd, new_header, 0)  # over the cloned tail of the old header, when cloned
-        if shared:
-            if progress:
-                progress(len(new_header) + header.data_size)
-        else:
-            if progress:
-                progress(len(new_header))
-            copy_range(src.fileno(), fd, header.data_offset, len(new_header), header.data_size, progress)
-        verify_output(header, edits, tmp)
-    return ("reflink", len(new_header)) if shared else ("copy", len(new_header) + header.data_size)
-
-
-def _clone_data(src_fd: int, dst_fd: int, header: GGUFHeader, new_data_offset: int, directory: Path) -> bool:
-    """Share the tensor data's blocks with the input (reflink) where the filesystem can; False elsewhere.
-
-    Clones start at a block boundary, so the clone takes the old header's last partial
-    block along; the new header is then written over it.
-    """
-    size = block_size(directory)
-    shift = new_data_offset - header.data_offset
-    base = header.data_offset // size * size
-    if shift % size or base + shift < 0:
-        return False
-    try:
-        clone_range(src_fd, dst_fd, base, base + shift)
-    except Unsupported:
-        return False
-    return True
-
-
-def _rewrite_in_place(
-    header: GGUFHeader, plan: ConversionPlan, progress: Callable[[int, int], None] | None
-) -> WrittenFile:
-    """Only the header is written; the filesystem moves the data by whole blocks (Unsupported if it cannot)."""
-    new_header = build_header(header, plan.edits)
-    action = rewrite_header(
-        header.path,
-        header.data_offset,
-        new_header,
-        header.data_size,
-        verify=lambda: verify_output(header, plan.edits, header.path),
-    )
-    if progress:
-        progress(header.file_size, header.file_size)
-    return WrittenFile(header.path, action, len(new_header))
-
-
 def convert_file(
     path: str | os.PathLike[str],
     request: ConvertRequest,
@@ -547,23 +375,26 @@ def convert_file(
     """Convert a GGUF model (all splits of it); ``progress(done, total)`` reports bytes."""
     start = time.perf_counter()
     recovered = recover(Path(path))  # an earlier in-place change cut short: finish or undo it first
-    header = read_header(path)
-    plan = plan_conversion(header, request)
+    model = open_model(path)
+    header = model.header
+    plan = plan_conversion(model, request)
     if in_place and output is not None:
         raise InputError("give an OUTPUT or --in-place, not both")
     if in_place:
         inputs, outputs = [header.path], [header.path]
     else:
-        inputs, outputs = output_paths(header, plan, Path(output) if output is not None else None, output_dir)
+        inputs, outputs = output_paths(plan, Path(output) if output is not None else None, output_dir)
         check_outputs(inputs, outputs, force=overwrite)
     if dry_run:
-        return ConvertResult(plan, header.path, [], in_place, time.perf_counter() - start, False, recovered)
+        return ConvertResult(plan, header.path, [], in_place, time.perf_counter() - start, recovered)
     fallback = None
     if in_place:
         try:
-            done_in_place = _rewrite_in_place(header, plan, progress)
+            action, written_bytes = patch_in_place(header, plan.edits, progress)
             seconds = time.perf_counter() - start
-            return ConvertResult(plan, header.path, [done_in_place], True, seconds, True, recovered)
+            return ConvertResult(
+                plan, header.path, [WrittenFile(header.path, action, written_bytes)], True, seconds, recovered
+            )
         except Unsupported as exc:
             fallback = f"the data cannot be moved in place here ({exc.strerror}); the file was rewritten through a copy"
 
@@ -590,4 +421,4 @@ def convert_file(
             advance(split_size)
         written.append(WrittenFile(dst, action, split_size if action == "copy" else 0))
     seconds = time.perf_counter() - start
-    return ConvertResult(plan, header.path, written, in_place, seconds, True, recovered, fallback)
+    return ConvertResult(plan, header.path, written, in_place, seconds, recovered, fallback)

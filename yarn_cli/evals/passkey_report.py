@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from yarn_cli.errors import InputError
-from yarn_cli.model_info import ModelInfo
-from yarn_cli.passkey import (
+from yarn_cli.evals.passkey import (
     SCHEMA_VERSION,
     PasskeySettings,
     TrialKey,
@@ -22,19 +21,20 @@ from yarn_cli.passkey import (
     summarize,
     trial_key,
 )
-from yarn_cli.records import model_record, software
-from yarn_cli.records import write_csv as write_rows
+from yarn_cli.evals.records import model_record, software
+from yarn_cli.evals.records import write_csv as write_rows
+from yarn_cli.model import Model
 
 DEPTH_BINS = 5
 
 
-def build_record(info: ModelInfo, settings: PasskeySettings, results: list[TrialResult]) -> dict[str, Any]:
+def build_record(model: Model, settings: PasskeySettings, results: list[TrialResult]) -> dict[str, Any]:
     ordered = sorted(results, key=lambda r: (settings.variants.index(r.variant) if r.variant in settings.variants
                                              else 99, r.length, r.index))  # fmt: skip
     summaries = summarize(ordered)
     return {
         "schema": SCHEMA_VERSION,
-        "model": model_record(info),
+        "model": model_record(model),
         "settings": {
             "lengths": settings.lengths,
             "trials": settings.trials,
@@ -51,19 +51,22 @@ def build_record(info: ModelInfo, settings: PasskeySettings, results: list[Trial
     }
 
 
-def load_previous(path: Path, info: ModelInfo, settings: PasskeySettings) -> dict[TrialKey, TrialResult]:
+def load_previous(path: Path, model: Model, settings: PasskeySettings) -> dict[TrialKey, TrialResult]:
     """Trials of an earlier run of the same model and settings, to be kept instead of run again."""
     if not path.exists():
         return {}
     try:
         record = json.loads(path.read_text())
-        model = record["model"]
+        saved_model = record["model"]
         saved = record["settings"]
         names = {f.name for f in fields(TrialResult)}
         trials = [TrialResult(**{k: v for k, v in t.items() if k in names}) for t in record["trials"]]
     except (ValueError, KeyError, TypeError) as exc:
         raise InputError(f"{path} exists but is not a passkey run ({exc}); choose another --json file") from exc
-    same_model = (model.get("size"), model.get("architecture")) == (info.header.file_size, info.architecture)
+    same_model = (saved_model.get("size"), saved_model.get("architecture")) == (
+        model.header.file_size,
+        model.architecture,
+    )
     depths = saved.get("depths")
     same_settings = (saved.get("seed"), None if depths == "random" else depths) == (settings.seed, settings.depths)
     if not (same_model and same_settings):

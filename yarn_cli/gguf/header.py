@@ -24,64 +24,13 @@ from gguf.constants import GGUF_DEFAULT_ALIGNMENT
 from gguf.gguf_reader import ReaderField
 
 from yarn_cli.errors import NotGGUFError
+from yarn_cli.gguf.values import Value, pack_field
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 # Arrays longer than this (tokenizer vocabularies, merges) are not decoded: nothing
 # in yarn-cli needs their items, and decoding them costs time and memory.
 MAX_DECODED_ARRAY = 512
-
-_SCALAR_FORMATS: dict[GGUFValueType, str] = {
-    GGUFValueType.UINT8: "B",
-    GGUFValueType.INT8: "b",
-    GGUFValueType.UINT16: "H",
-    GGUFValueType.INT16: "h",
-    GGUFValueType.UINT32: "I",
-    GGUFValueType.INT32: "i",
-    GGUFValueType.FLOAT32: "f",
-    GGUFValueType.UINT64: "Q",
-    GGUFValueType.INT64: "q",
-    GGUFValueType.FLOAT64: "d",
-    GGUFValueType.BOOL: "?",
-}
-
-Scalar = bool | int | float | str
-
-
-@dataclass(frozen=True)
-class Value:
-    """A typed scalar metadata value. llama.cpp checks types strictly, so the type is explicit."""
-
-    type: GGUFValueType
-    value: Scalar
-
-    def pack(self, byteorder: str) -> bytes:
-        """The value's GGUF encoding (type tag excluded)."""
-        if self.type == GGUFValueType.STRING:
-            data = str(self.value).encode("utf-8")
-            return struct.pack(byteorder + "Q", len(data)) + data
-        fmt = _SCALAR_FORMATS.get(self.type)
-        if fmt is None:
-            raise TypeError(f"cannot pack a {self.type.name} as a scalar value")
-        return struct.pack(byteorder + fmt, self.value)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": self.type.name, "value": self.value}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Value:
-        return cls(GGUFValueType[data["type"]], data["value"])
-
-
-def pack_field(key: str, value: Value, byteorder: str) -> bytes:
-    """A whole key/value record: key string, type tag, value."""
-    key_bytes = key.encode("utf-8")
-    return (
-        struct.pack(byteorder + "Q", len(key_bytes))
-        + key_bytes
-        + struct.pack(byteorder + "I", int(value.type))
-        + value.pack(byteorder)
-    )
 
 
 @dataclass(frozen=True)

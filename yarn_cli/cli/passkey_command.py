@@ -8,22 +8,20 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from yarn_cli.cli.common import THREADS_HELP, WorkProgress, err, out, require_matplotlib
-from yarn_cli.default_model import resolve_model
-from yarn_cli.gguf_file import read_header
-from yarn_cli.inplace import check_not_pending
-from yarn_cli.lengths import default_lengths, parse_lengths
-from yarn_cli.model_info import model_info
-from yarn_cli.passkey import (
+from yarn_cli.cli.render import THREADS_HELP, WorkProgress, err, out, require_matplotlib
+from yarn_cli.evals.lengths import default_lengths, parse_lengths
+from yarn_cli.evals.passkey import (
     PasskeySettings,
     TrialResult,
     parse_depths,
     passkey_context,
+    run_passkey,
     summarize,
 )
-from yarn_cli.passkey_report import DEPTH_BINS, build_record, depth_grid, load_previous, write_csv
-from yarn_cli.records import write_json
-from yarn_cli.variants import parse_variants
+from yarn_cli.evals.passkey_report import DEPTH_BINS, build_record, depth_grid, load_previous, write_csv
+from yarn_cli.evals.records import write_json
+from yarn_cli.model import open_model
+from yarn_cli.rope.variants import parse_variants
 
 EPILOG = """\
 Examples:
@@ -71,11 +69,9 @@ def passkey_command(
 
     Lengths are counted in the model's own tokens; each prompt lands at or just below its target.
     """
-    path = resolve_model(model)
-    check_not_pending(path)
-    info = model_info(read_header(path))
-    wanted = parse_lengths(lengths) if lengths else default_lengths(info.context_length or 8192)
-    variants = [v.name for v in parse_variants(compare, info)]
+    opened = open_model(model)
+    wanted = parse_lengths(lengths) if lengths else default_lengths(opened.context_length or 8192)
+    variants = [v.name for v in parse_variants(compare, opened.rope)]
     if plot is not None:
         require_matplotlib()
     settings = PasskeySettings(
@@ -89,7 +85,7 @@ def passkey_command(
         n_threads=threads,
         flash_attn=flash_attn,
     )
-    done = load_previous(json_path, info, settings) if json_path else {}
+    done = load_previous(json_path, opened, settings) if json_path else {}
     if done:
         err.print(f"Resuming {json_path}: {len(done)} trials already done.")
     results: list[TrialResult] = list(done.values())
@@ -101,16 +97,14 @@ def passkey_command(
             correct = sum(r.correct for r in results)
             progress.advance(1, f"{result.variant} @ {result.length}", f"{correct}/{len(results)} found")
             if json_path:
-                write_json(json_path, build_record(info, settings, results))
-
-        from yarn_cli.passkey import run_passkey
+                write_json(json_path, build_record(opened, settings, results))
 
         try:
-            run_passkey(path, settings, done=done, on_start=progress.begin, on_trial=on_trial, info=info)
+            run_passkey(opened, settings, done=done, on_start=progress.begin, on_trial=on_trial)
         except KeyboardInterrupt:
             interrupted = True
     if json_path:
-        write_json(json_path, build_record(info, settings, results))
+        write_json(json_path, build_record(opened, settings, results))
     if csv_path:
         write_csv(csv_path, results)
     _render(results, settings)

@@ -8,15 +8,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from yarn_cli.cli.common import THREADS_HELP, WorkProgress, err, out, require_matplotlib
-from yarn_cli.default_model import resolve_model
-from yarn_cli.gguf_file import read_header
-from yarn_cli.inplace import check_not_pending
-from yarn_cli.lengths import default_lengths, parse_lengths
-from yarn_cli.model_info import ModelInfo, model_info
-from yarn_cli.perplexity import SCHEMA_VERSION, PerplexityResult, PerplexityRun, PerplexitySettings, read_text
-from yarn_cli.records import model_record, software, write_csv, write_json
-from yarn_cli.variants import parse_variants
+from yarn_cli.cli.render import THREADS_HELP, WorkProgress, err, out, require_matplotlib
+from yarn_cli.evals.lengths import default_lengths, parse_lengths
+from yarn_cli.evals.perplexity import PerplexityResult, PerplexitySettings, read_text, run_perplexity
+from yarn_cli.evals.perplexity_report import build_record, write_csv
+from yarn_cli.evals.records import write_json
+from yarn_cli.model import Model, open_model
+from yarn_cli.rope.variants import parse_variants
 
 EPILOG = """\
 Examples:
@@ -64,11 +62,9 @@ def perplexity_command(
     The paper's protocol: perplexity at context c = exp(mean negative log-likelihood of the first c tokens
     of each chunk); one pass over the longest context gives every shorter one.
     """
-    path = resolve_model(model)
-    check_not_pending(path)
-    info = model_info(read_header(path))
-    wanted = parse_lengths(contexts, "--contexts") if contexts else default_lengths(info.context_length or 8192)
-    variants = parse_variants(compare, info)
+    opened = open_model(model)
+    wanted = parse_lengths(contexts, "--contexts") if contexts else default_lengths(opened.context_length or 8192)
+    variants = parse_variants(compare, opened.rope)
     settings = PerplexitySettings(
         contexts=wanted,
         variants=[v.name for v in variants],
@@ -84,15 +80,12 @@ def perplexity_command(
     if plot is not None:
         require_matplotlib()
 
-    from yarn_cli.perplexity import run_perplexity
-
     with WorkProgress("tokens") as progress:
         try:
             run = run_perplexity(
-                path,
+                opened,
                 source,
                 settings,
-                info,
                 variants,
                 on_start=progress.begin,
                 on_tokens=progress.advance,
@@ -100,43 +93,21 @@ def perplexity_command(
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
     if json_path:
-        write_json(json_path, _record(info, settings, text, source, run))
+        write_json(json_path, build_record(opened, settings, text, source, run))
     if csv_path:
-        write_csv(csv_path, ["variant", "context", "ppl", "tokens", "nll"], (r.to_dict() for r in run.results))
-    out.print(_table(run.results, settings, info))
+        write_csv(csv_path, run)
+    out.print(_table(run.results, settings, opened))
     err.print(
         f"{settings.protocol} protocol, {settings.chunks} chunk(s); {run.evaluated_tokens:,} tokens evaluated "
         f"in {run.seconds:.1f} s ({run.evaluated_tokens / max(run.seconds, 1e-9):,.0f} tokens/s)"
     )
     if plot is not None:
-        _plot(plot, run.results, settings, info)
+        _plot(plot, run.results, settings, opened)
 
 
-def _record(
-    info: ModelInfo, settings: PerplexitySettings, text: Path, source: str, run: PerplexityRun
-) -> dict[str, object]:
-    return {
-        "schema": SCHEMA_VERSION,
-        "model": model_record(info),
-        "settings": {
-            "contexts": settings.contexts,
-            "variants": settings.variants,
-            "chunks": settings.chunks,
-            "stride": settings.stride,
-            "protocol": settings.protocol,
-            "bos": run.bos,
-            "text": {"path": str(text), "characters": len(source), "tokens": run.text_tokens},
-        },
-        "software": software(),
-        "results": [r.to_dict() for r in run.results],
-        "evaluated_tokens": run.evaluated_tokens,
-        "seconds": round(run.seconds, 3),
-    }
-
-
-def _table(results: list[PerplexityResult], settings: PerplexitySettings, info: ModelInfo) -> Table:
+def _table(results: list[PerplexityResult], settings: PerplexitySettings, model: Model) -> Table:
     """The layout of the paper's Table 1: one row per method, one column per evaluation context."""
-    native = info.original_context or info.context_length
+    native = model.original_context
     table = Table(title="Perplexity (lower is better)", title_justify="left", caption_justify="left")
     if native:
         table.caption = f"* beyond the native context ({native:,})"
@@ -154,7 +125,7 @@ def _table(results: list[PerplexityResult], settings: PerplexitySettings, info: 
     return table
 
 
-def _plot(path: Path, results: list[PerplexityResult], settings: PerplexitySettings, info: ModelInfo) -> None:
+def _plot(path: Path, results: list[PerplexityResult], settings: PerplexitySettings, model: Model) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -164,7 +135,7 @@ def _plot(path: Path, results: list[PerplexityResult], settings: PerplexitySetti
     for variant in settings.variants:
         points = sorted((r.context, r.ppl) for r in results if r.variant == variant)
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=variant)
-    native = info.original_context or info.context_length
+    native = model.original_context
     if native:
         ax.axvline(native, color="grey", linestyle=":", linewidth=1, label=f"native context ({native:,})")
     ax.set_yscale("log")
@@ -173,7 +144,7 @@ def _plot(path: Path, results: list[PerplexityResult], settings: PerplexitySetti
     ax.yaxis.set_minor_formatter(plain)
     ax.set_xlabel("context (tokens)")
     ax.set_ylabel("perplexity")
-    ax.set_title(f"{info.header.path.name}: perplexity against context")
+    ax.set_title(f"{model.path.name}: perplexity against context")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

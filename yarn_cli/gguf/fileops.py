@@ -31,15 +31,13 @@ def copy_range(
     dst_offset: int,
     length: int,
     progress: Progress | None = None,
-) -> str:
+) -> None:
     """Copy ``length`` bytes between open files without passing them through Python.
 
     Uses ``copy_file_range`` (in-kernel, and block sharing on reflink filesystems),
-    then ``pread``/``pwrite`` if the kernel or filesystem refuses. Returns the
-    mechanism used.
+    then ``pread``/``pwrite`` if the kernel or filesystem refuses.
     """
     done = 0
-    method = "copy_file_range"
     if hasattr(os, "copy_file_range"):
         try:
             while done < length:
@@ -53,9 +51,6 @@ def copy_range(
         except OSError as exc:
             if exc.errno not in _NO_FAST_COPY:
                 raise
-            method = "read/write"
-    else:
-        method = "read/write"
     buf = bytearray(min(CHUNK, 16 * 1024 * 1024))
     view = memoryview(buf)
     while done < length:
@@ -70,7 +65,6 @@ def copy_range(
         done += n
         if progress:
             progress(n)
-    return method
 
 
 _SYNC_FILE_RANGE_WRITE = 2
@@ -176,15 +170,9 @@ def fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def _default_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 @contextlib.contextmanager
-def atomic_output(path: Path, *, mode: int | None = None) -> Iterator[tuple[int, Path]]:
-    """Yield (fd, temporary path) to write ``path`` through a temporary file beside it.
+def atomic_output(path: Path, *, mode: int) -> Iterator[tuple[int, Path]]:
+    """Yield (fd, temporary path) to write ``path`` (permissions ``mode``) through a temporary file beside it.
 
     On success the data is fsynced and the temporary file renamed over ``path``;
     on any error, Ctrl-C included, it is removed and ``path`` is left untouched.
@@ -192,7 +180,7 @@ def atomic_output(path: Path, *, mode: int | None = None) -> Iterator[tuple[int,
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     tmp = Path(tmp_name)
     try:
-        os.fchmod(fd, _default_mode() if mode is None else mode)
+        os.fchmod(fd, mode)
         yield fd, tmp
         os.fsync(fd)
         os.close(fd)

@@ -11,11 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from yarn_cli.cli.common import THREADS_HELP, err, print_json, warn
-from yarn_cli.default_model import resolve_model
+from yarn_cli.cli.render import THREADS_HELP, err, print_json, warn
 from yarn_cli.errors import InputError, YarnCliError
-from yarn_cli.inplace import check_not_pending
-from yarn_cli.sampling import (
+from yarn_cli.llama.sampling import (
     DEFAULT_MIN_P,
     DEFAULT_REPEAT_PENALTY,
     DEFAULT_TEMP,
@@ -23,12 +21,12 @@ from yarn_cli.sampling import (
     DEFAULT_TOP_P,
     Sampling,
 )
-from yarn_cli.scaling import runtime_yarn
+from yarn_cli.model import open_model
+from yarn_cli.rope.scaling import Method, ScalingOverride
 
 if TYPE_CHECKING:  # llama.cpp is loaded by the chat command itself, not by every command
-    from yarn_cli.chat import ChatSession, TurnStats
-    from yarn_cli.model_info import ModelInfo
-    from yarn_cli.runtime import Effective
+    from yarn_cli.llama.loader import Effective
+    from yarn_cli.llama.session import ChatSession, TurnStats
 
 EPILOG = """\
 Examples:
@@ -110,15 +108,12 @@ def chat_command(
 
     The first line (on stderr) shows the context, scaling and backend that llama.cpp really set up.
     """
-    from yarn_cli.chat import ChatSession
-    from yarn_cli.gguf_file import read_header
-    from yarn_cli.model_info import model_info
-    from yarn_cli.runtime import LoadOptions, ScalingOverride, load_model
+    from yarn_cli.llama.loader import LoadOptions, load_model
+    from yarn_cli.llama.session import ChatSession
 
     if yarn not in ("off", "auto"):
         raise InputError(f"--yarn must be auto or off, got {yarn!r}")
-    path = resolve_model(model)
-    check_not_pending(path)
+    opened = open_model(model)
     sampling = Sampling(
         temp=temp,
         top_p=top_p,
@@ -137,12 +132,14 @@ def chat_command(
         prompt = sys.stdin.read() if sys.stdin is not None else ""
         if not prompt.strip():
             raise InputError("no prompt: stdin was empty (give -p TEXT, or run on a terminal to chat)")
-    info = model_info(read_header(path))
     auto_note = None
     if yarn == "auto" and scaling is None and ctx_size is not None:
-        scaling, auto_note = _auto_yarn(info, ctx_size)
-    llm, effective, _info = load_model(
-        path,
+        factor = opened.rope.auto_factor(ctx_size)
+        if factor is not None:
+            scaling = opened.rope.runtime(Method.YARN, factor)
+            auto_note = f"--yarn auto: YaRN x{factor:g} (original context {opened.original_context}) for -c {ctx_size}"
+    llm, effective = load_model(
+        opened,
         LoadOptions(
             n_ctx=ctx_size,
             scaling=scaling,
@@ -152,7 +149,6 @@ def chat_command(
             seed=seed,
             verbose=verbose,
         ),
-        info,
     )
     for note in (auto_note, *effective.notes):
         if note:
@@ -165,14 +161,6 @@ def chat_command(
         _one_shot(session, prompt, effective, json_output=json_output, stream=not no_stream)
     else:
         _repl(session, stream=not no_stream)
-
-
-def _auto_yarn(info: ModelInfo, ctx_size: int) -> tuple[Any, str | None]:
-    native = info.context_length
-    if info.scaling.is_scaled or not native or ctx_size <= native or not info.uses_rope:
-        return None, None
-    factor = ctx_size / native
-    return runtime_yarn(factor, native), f"--yarn auto: YaRN x{factor:g} (original context {native}) for -c {ctx_size}"
 
 
 def _write(text: str) -> None:
@@ -306,7 +294,7 @@ def _command(session: ChatSession, command: str, arg: str, last: TurnStats | Non
             session.conversation.save(Path(arg))
             err.print(f"[dim]Saved {len(session.conversation.turns)} messages to {escape(arg)}.[/]")
         else:
-            from yarn_cli.chat import Conversation
+            from yarn_cli.llama.session import Conversation
 
             session.conversation = Conversation.load(Path(arg))
             err.print(f"[dim]Loaded {len(session.conversation.turns)} messages from {escape(arg)}.[/]")

@@ -1,4 +1,4 @@
-"""yarn_cli.gguf_file on real GGUF files: the tiny test model, the real SmolLM2, broken copies.
+"""yarn_cli.gguf.header on real GGUF files: the tiny test model, the real SmolLM2, broken copies.
 
 Every expectation about a file's content is checked against gguf-py's own GGUFReader.
 """
@@ -20,7 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from yarn_cli.errors import NotGGUFError, YarnCliError
-from yarn_cli.gguf_file import MAX_DECODED_ARRAY, GGUFHeader, Value, build_header, edited_keys, read_header
+from yarn_cli.gguf.header import MAX_DECODED_ARRAY, GGUFHeader, build_header, edited_keys, read_header
+from yarn_cli.gguf.values import Value
 
 # --------------------------------------------------------------------------------------
 # helpers

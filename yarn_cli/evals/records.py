@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from yarn_cli import __version__
-from yarn_cli.model_info import ModelInfo
+from yarn_cli.model import Model
 
 
 def software() -> dict[str, str]:
@@ -29,13 +29,13 @@ def software() -> dict[str, str]:
     return versions
 
 
-def model_record(info: ModelInfo) -> dict[str, Any]:
+def model_record(model: Model) -> dict[str, Any]:
     return {
-        "path": str(info.header.path),
-        "size": info.header.file_size,
-        "architecture": info.architecture,
-        "context_length": info.context_length,
-        "original_context": info.original_context,
+        "path": str(model.path),
+        "size": model.header.file_size,
+        "architecture": model.architecture,
+        "context_length": model.context_length,
+        "original_context": model.original_context,
     }
 
 

@@ -20,7 +20,7 @@ import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from yarn_cli.errors import InputError
-from yarn_cli.sampling import Sampling
+from yarn_cli.llama.sampling import Sampling
 
 # Room kept free for the reply when older turns must be dropped to fit a new one.
 MIN_REPLY_ROOM = 64

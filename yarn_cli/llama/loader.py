@@ -19,61 +19,15 @@ from pathlib import Path
 
 import llama_cpp
 
-from yarn_cli.cpu import default_threads
 from yarn_cli.errors import InputError, UnsupportedModelError, YarnCliError
-from yarn_cli.gguf_file import read_header
-from yarn_cli.inplace import check_not_pending
-from yarn_cli.model_info import ModelInfo, model_info
-from yarn_cli.scaling import (
-    LLAMA_ROPE_SCALING_LINEAR,
-    LLAMA_ROPE_SCALING_NONE,
-    LLAMA_ROPE_SCALING_YARN,
-    RuntimeScaling,
-)
-
-SCALING_NAMES = {
-    LLAMA_ROPE_SCALING_NONE: "none",
-    LLAMA_ROPE_SCALING_LINEAR: "linear",
-    LLAMA_ROPE_SCALING_YARN: "yarn",
-}
-# Share of the available memory the KV cache may take when the context is chosen for the user.
-KV_MEMORY_SHARE = 0.5
+from yarn_cli.llama.memory import choose_context
+from yarn_cli.llama.threads import default_threads
+from yarn_cli.model import Model
+from yarn_cli.rope.scaling import SCALING_NAMES, RuntimeScaling
 
 
 class ModelLoadError(YarnCliError):
     """llama.cpp could not load the model or create its context."""
-
-
-@dataclass(frozen=True)
-class ScalingOverride:
-    """Run-time scaling flags, named as llama.cpp's (``--rope-scaling``, ``--rope-scale``...)."""
-
-    rope_scaling: str | None = None  # none, linear, yarn
-    rope_scale: float | None = None
-    yarn_orig_ctx: int | None = None
-    rope_freq_base: float | None = None
-
-    def to_runtime(self) -> RuntimeScaling | None:
-        if self == ScalingOverride():
-            return None
-        kinds = {v: k for k, v in SCALING_NAMES.items()}
-        if self.rope_scaling is not None and self.rope_scaling not in kinds:
-            raise InputError(f"--rope-scaling must be one of none, linear, yarn; got {self.rope_scaling!r}")
-        if self.rope_scale is not None and not (self.rope_scale > 0 and self.rope_scale < float("inf")):
-            raise InputError(f"--rope-scale must be a positive number, got {self.rope_scale:g}")
-        if self.yarn_orig_ctx is not None and self.yarn_orig_ctx <= 0:
-            raise InputError(f"--yarn-orig-ctx must be a positive number of tokens, got {self.yarn_orig_ctx}")
-        if self.rope_freq_base is not None and not (self.rope_freq_base > 0 and self.rope_freq_base < float("inf")):
-            raise InputError(f"--rope-freq-base must be a positive number, got {self.rope_freq_base:g}")
-        kind = (
-            kinds[self.rope_scaling] if self.rope_scaling is not None else llama_cpp.LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED
-        )
-        return RuntimeScaling(
-            rope_scaling_type=kind,
-            rope_freq_scale=1.0 / self.rope_scale if self.rope_scale else 0.0,
-            rope_freq_base=self.rope_freq_base or 0.0,
-            yarn_orig_ctx=self.yarn_orig_ctx or 0,
-        )
 
 
 @dataclass(frozen=True)
@@ -155,7 +109,7 @@ llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
 
 
 @contextlib.contextmanager
-def _captured_log(echo: bool) -> Iterator[list[str]]:
+def captured_log(echo: bool) -> Iterator[list[str]]:
     """Collect llama.cpp's log while loading; ``echo`` keeps printing it afterwards too."""
     global _log_capture, _log_echo
     with _log_lock:
@@ -191,70 +145,18 @@ def _backend(lines: list[str]) -> str:
     return "CPU"
 
 
-def available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux MemAvailable), None where unknown."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return None
-
-
-def check_kv_memory(info: ModelInfo, n_tokens: int, advice: str) -> None:
-    """Refuse before loading when an f16 KV cache for ``n_tokens`` cannot fit in available memory."""
-    need = info.kv_cache_bytes(n_tokens)
-    free = available_memory()
-    if need and free and need > free:
-        raise InputError(
-            f"the KV cache for {n_tokens} tokens needs {need / 2**30:.1f} GiB but {free / 2**30:.1f} GiB "
-            f"of memory are available; {advice}"
-        )
-
-
-def choose_context(info: ModelInfo, requested: int | None) -> tuple[int, str | None]:
-    """The context to create: what was asked, else the model's, capped so the KV cache fits in memory."""
-    if requested is not None:
-        if requested <= 0:
-            raise InputError(f"-c/--ctx-size must be a positive number of tokens, got {requested}")
-        return requested, None
-    native = info.context_length or 4096
-    per_token = info.kv_cache_bytes(1)
-    free = available_memory()
-    if not per_token or not free:
-        return native, None
-    limit = int(free * KV_MEMORY_SHARE / per_token) // 256 * 256
-    if limit >= native:
-        return native, None
-    limit = max(limit, 256)
-    return limit, (
-        f"context capped at {limit} tokens (the model's {native} needs "
-        f"{per_token * native / 2**30:.1f} GiB of KV cache); set -c to choose"
-    )
-
-
 def default_gpu_layers() -> int:
     return -1 if llama_cpp.llama_supports_gpu_offload() else 0
 
 
-def load_model(
-    path: str | os.PathLike[str], options: LoadOptions, info: ModelInfo | None = None
-) -> tuple[llama_cpp.Llama, Effective, ModelInfo]:
-    """Load ``path`` with ``options``; every failure becomes one clear YarnCliError.
-
-    ``info``, when the caller has already read the header, saves reading it again.
-    """
-    check_not_pending(path)
-    if info is None:
-        info = model_info(read_header(path))
-    n_ctx, note = choose_context(info, options.n_ctx)
-    scaled = options.scaling is not None and options.scaling.rope_scaling_type in (
-        LLAMA_ROPE_SCALING_LINEAR,
-        LLAMA_ROPE_SCALING_YARN,
-    )
-    if scaled and not info.uses_rope:
+def load_model(model: Model, options: LoadOptions) -> tuple[llama_cpp.Llama, Effective]:
+    """Load an opened model with ``options``; every failure becomes one clear YarnCliError."""
+    n_ctx, note = choose_context(model, options.n_ctx)
+    if options.scaling is not None and options.scaling.scales and not model.rope.uses_rope:
         raise UnsupportedModelError(
-            f"{info.architecture} models use {info.no_rope_reason}, not RoPE: a RoPE scaling has no effect"
+            f"{model.architecture} models use {model.rope.no_rope_reason}, not RoPE: a RoPE scaling has no effect"
         )
+    path = model.path
     n_gpu_layers = default_gpu_layers() if options.n_gpu_layers is None else options.n_gpu_layers
     kwargs: dict[str, object] = {
         "model_path": str(path),
@@ -274,17 +176,17 @@ def load_model(
         kwargs["seed"] = options.seed
     if options.scaling is not None:
         kwargs.update(options.scaling.as_kwargs())
-    with _captured_log(options.verbose) as lines:
+    with captured_log(options.verbose) as lines:
         try:
             llm = llama_cpp.Llama(**kwargs)  # type: ignore[arg-type]
         except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelLoadError(_load_error(path, lines, exc)) from exc
+            raise ModelLoadError(load_error(path, lines, exc)) from exc
         log = list(lines)
-    effective = _effective(llm, info, options, log, note)
-    return llm, effective, info
+    effective = _effective(llm, model, options, log, note)
+    return llm, effective
 
 
-def _load_error(path: str | os.PathLike[str], lines: list[str], exc: Exception) -> str:
+def load_error(path: Path, lines: list[str], exc: Exception) -> str:
     reasons = [
         line.split(":", 1)[-1].strip()
         for line in "".join(lines).splitlines()
@@ -294,11 +196,9 @@ def _load_error(path: str | os.PathLike[str], lines: list[str], exc: Exception) 
     return f"llama.cpp could not load {path}: {detail}"
 
 
-def _effective(
-    llm: llama_cpp.Llama, info: ModelInfo, options: LoadOptions, log: list[str], note: str | None
-) -> Effective:
-    model = llm.model
-    n_layers = llama_cpp.llama_model_n_layer(model)
+def _effective(llm: llama_cpp.Llama, model: Model, options: LoadOptions, log: list[str], note: str | None) -> Effective:
+    loaded = llm.model
+    n_layers = llama_cpp.llama_model_n_layer(loaded)
     gpu_layers = 0
     offloaded = re.search(r"offloaded (\d+)/(\d+) layers to GPU", "".join(log))
     if offloaded:
@@ -310,13 +210,13 @@ def _effective(
     orig_yarn = _log_value(log, "print_info", "n_ctx_orig_yarn")
     scaling = options.scaling
     scaling_type = train_type
-    original = int(orig_yarn) if orig_yarn else info.original_context or 0
+    original = int(orig_yarn) if orig_yarn else model.original_context or 0
     if scaling is not None:
         if scaling.rope_scaling_type in SCALING_NAMES:
             scaling_type = SCALING_NAMES[scaling.rope_scaling_type]
         if scaling.yarn_orig_ctx:
             original = scaling.yarn_orig_ctx
-    scale = float(freq_scale) if freq_scale else llama_cpp.llama_model_rope_freq_scale_train(model)
+    scale = float(freq_scale) if freq_scale else llama_cpp.llama_model_rope_freq_scale_train(loaded)
     if scaling_type == "linear" and scale == 1.0:
         scaling_type = "none"
     # The model's own figure as llama.cpp loaded it; llama_model_n_ctx_train() reports it rescaled
@@ -324,11 +224,11 @@ def _effective(
     n_ctx_train = _log_value(log, "print_info", "n_ctx_train")
     return Effective(
         n_ctx=llama_cpp.llama_n_ctx(llm.ctx),
-        n_ctx_train=int(n_ctx_train) if n_ctx_train else llama_cpp.llama_model_n_ctx_train(model),
+        n_ctx_train=int(n_ctx_train) if n_ctx_train else llama_cpp.llama_model_n_ctx_train(loaded),
         scaling_type=scaling_type,
         freq_scale=scale,
         original_context=original,
-        freq_base=float(freq_base) if freq_base else info.freq_base,
+        freq_base=float(freq_base) if freq_base else model.rope.current.freq_base,
         backend=_backend(log),
         gpu_layers=gpu_layers,
         n_layers=n_layers,

@@ -21,17 +21,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from yarn_cli.errors import InputError, YarnCliError
-from yarn_cli.model_info import ModelInfo
-from yarn_cli.variants import Variant
+from yarn_cli.errors import InputError
+from yarn_cli.model import Model
+from yarn_cli.rope.state import RopeState
+from yarn_cli.rope.variants import Variant
 
 SCHEMA_VERSION = 1
-
-
-class EvaluationError(YarnCliError):
-    """llama.cpp refused a batch (out of memory, context too small)."""
 
 
 @dataclass(frozen=True)
@@ -100,24 +95,24 @@ def stream_span(settings: PerplexitySettings, bos: bool) -> int:
     return settings.chunks * (max(settings.contexts) - int(bos))
 
 
-def _scale_groups(variant: Variant, contexts: Sequence[int], info: ModelInfo) -> list[list[int]]:
+def _scale_groups(variant: Variant, contexts: Sequence[int], rope: RopeState) -> list[list[int]]:
     """Contexts that share a scaling, so that one pass can serve them all."""
     if variant.method != "dynamic-yarn":
         return [list(contexts)]
     groups: dict[Any, list[int]] = {}
     for c in contexts:
-        groups.setdefault(variant.runtime(c, info), []).append(c)
+        groups.setdefault(variant.runtime(c, rope), []).append(c)
     return list(groups.values())
 
 
-def plan_passes(settings: PerplexitySettings, variants: Sequence[Variant], info: ModelInfo, bos: bool) -> list[Pass]:
+def plan_passes(settings: PerplexitySettings, variants: Sequence[Variant], rope: RopeState, bos: bool) -> list[Pass]:
     """Every pass of the run, grouped by variant and scaling so each group shares one model load."""
     w = int(bos)
     contexts = sorted(settings.contexts)
     chunk = max(contexts) - w  # text tokens per chunk
     passes: list[Pass] = []
     for variant in variants:
-        for group in _scale_groups(variant, contexts, info):
+        for group in _scale_groups(variant, contexts, rope):
             scale = max(group)
             if settings.stride is not None:
                 for c in group:
@@ -152,50 +147,6 @@ def _sliding(variant: Variant, scale: int, context: int, stride: int, span: int,
         begin += stride
 
 
-def negative_log_likelihoods(llm: Any, tokens: Sequence[int], on_batch: Callable[[int], None] | None = None) -> Any:
-    """``nll[i] = -log p(tokens[i + 1] | tokens[: i + 1])``, from a fresh KV cache, batch by batch.
-
-    Only one batch of logits (n_batch x n_vocab floats) is alive at a time, so a 64k-token pass
-    does not need gigabytes for logits.
-    """
-    import llama_cpp
-
-    ctx = llm.ctx
-    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
-    n_batch = int(llama_cpp.llama_n_batch(ctx))
-    n_vocab = int(llm.n_vocab())
-    targets = np.asarray(tokens[1:], dtype=np.int64)
-    nll = np.empty(len(tokens) - 1, dtype=np.float64)
-    batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
-    try:
-        for start in range(0, len(tokens), n_batch):
-            part = tokens[start : start + n_batch]
-            batch.n_tokens = len(part)
-            for i, token in enumerate(part):
-                batch.token[i] = token
-                batch.pos[i] = start + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = 0
-                batch.logits[i] = True
-            code = llama_cpp.llama_decode(ctx, batch)
-            if code != 0:
-                raise EvaluationError(
-                    f"llama.cpp could not evaluate tokens {start}..{start + len(part)} (llama_decode returned {code})"
-                )
-            rows = min(len(part), len(targets) - start)
-            if rows > 0:
-                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx), shape=(len(part), n_vocab))[:rows]
-                top = logits.max(axis=1)
-                log_z = top + np.log(np.exp(logits - top[:, None]).sum(axis=1, dtype=np.float64))
-                picked = logits[np.arange(rows), targets[start : start + rows]]
-                nll[start : start + rows] = log_z - picked
-            if on_batch:
-                on_batch(len(part))
-    finally:
-        llama_cpp.llama_batch_free(batch)
-    return nll
-
-
 def _reporter(on_tokens: Callable[[int, str], None] | None, label: str) -> Callable[[int], None] | None:
     if on_tokens is None:
         return None
@@ -228,37 +179,31 @@ def read_text(path: Path) -> str:
 
 
 def run_perplexity(
-    path: Path,
+    model: Model,
     text: str,
     settings: PerplexitySettings,
-    info: ModelInfo,
     variants: Sequence[Variant],
     *,
     on_start: Callable[[int], None] | None = None,
     on_tokens: Callable[[int, str], None] | None = None,
 ) -> PerplexityRun:
     """Score ``text`` at every context under every variant; KeyboardInterrupt propagates."""
-    import llama_cpp
-
-    from yarn_cli.runtime import LoadOptions, check_kv_memory, load_model
+    from yarn_cli.llama.evaluation import negative_log_likelihoods, vocabulary
+    from yarn_cli.llama.loader import LoadOptions, load_model
+    from yarn_cli.llama.memory import check_kv_memory
 
     settings.check()
-    check_kv_memory(info, max(settings.contexts), "score shorter contexts")
-    vocab = llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
-    try:
-        model_vocab = llama_cpp.llama_model_get_vocab(vocab.model)
-        bos = bool(llama_cpp.llama_vocab_get_add_bos(model_vocab))
-        bos_token = int(llama_cpp.llama_vocab_bos(model_vocab))
-        stream = vocab.tokenize(text.encode("utf-8"), add_bos=False, special=False)
-    finally:
-        vocab.close()
+    check_kv_memory(model, max(settings.contexts), "score shorter contexts")
+    with vocabulary(model) as vocab:
+        bos, bos_token = vocab.add_bos, vocab.bos_token
+        stream = vocab.tokenize(text, add_bos=False)
     span = stream_span(settings, bos)
     if len(stream) < span:
         raise InputError(
             f"the text has {len(stream):,} tokens but {settings.chunks} chunk(s) of {max(settings.contexts):,} "
             f"need {span:,}: give a longer text, fewer --chunks or shorter --contexts"
         )
-    passes = plan_passes(settings, variants, info, bos)
+    passes = plan_passes(settings, variants, model.rope, bos)
     if on_start:
         on_start(sum(p.length for p in passes))
     sums: dict[tuple[str, int], float] = {}
@@ -277,12 +222,12 @@ def run_perplexity(
         variant = group[0].variant
         options = LoadOptions(
             n_ctx=max(p.length for p in group),
-            scaling=variant.runtime(group[0].scale_length, info),
+            scaling=variant.runtime(group[0].scale_length, model.rope),
             n_gpu_layers=settings.n_gpu_layers,
             n_threads=settings.n_threads,
             flash_attn=settings.flash_attn,
         )
-        llm, _, _ = load_model(path, options, info)
+        llm, _ = load_model(model, options)
         try:
             for p in group:
                 window = ([bos_token] if bos else []) + stream[p.offset : p.offset + p.length - int(bos)]

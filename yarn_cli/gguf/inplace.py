@@ -25,15 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from yarn_cli.errors import YarnCliError
-from yarn_cli.fileops import Unsupported, block_size, fsync_dir, shift_blocks, write_all
+from yarn_cli.gguf.faults import crash_point
+from yarn_cli.gguf.fileops import Unsupported, block_size, fsync_dir, shift_blocks, write_all
 
 UNDO_SUFFIX = ".yarn-cli-undo"
 MAGIC = b"YARN-CLI-UNDO 1\n"
 PROBE_BYTES = 64 * 1024
-# Fault injection for the crash tests: the process dies (no clean-up runs) at this step.
-CRASH_ENV = "_YARN_CLI_CRASH_AT"
-CRASH_STEPS = ("after-undo-record", "after-shift", "mid-header")
-CRASH_EXIT = 86
 
 
 class RecoveryError(YarnCliError):
@@ -93,21 +90,17 @@ def undo_path(path: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + UNDO_SUFFIX)
 
 
-def _crash_point(step: str) -> None:
-    if os.environ.get(CRASH_ENV) == step:
-        os._exit(CRASH_EXIT)
-
-
 def _probe(fd: int, offset: int) -> str:
     return hashlib.sha256(os.pread(fd, PROBE_BYTES, offset)).hexdigest()
 
 
 def _write_header(fd: int, header: bytes) -> None:
-    if os.environ.get(CRASH_ENV) == "mid-header":
-        write_all(fd, header[: len(header) // 2], 0)
-        os.fsync(fd)
-        os._exit(CRASH_EXIT)
-    write_all(fd, header, 0)
+    crash_point("mid-header", lambda: _write_durably(fd, header[: len(header) // 2]))
+    _write_durably(fd, header)
+
+
+def _write_durably(fd: int, data: bytes) -> None:
+    write_all(fd, data, 0)
     os.fsync(fd)
 
 
@@ -164,7 +157,7 @@ def rewrite_header(
             probe=_probe(fd, old_data_offset),
         )
         _save_record(path, record)
-        _crash_point("after-undo-record")
+        crash_point("after-undo-record")
         if shift:
             try:
                 shift_blocks(fd, offset, shift)
@@ -173,7 +166,7 @@ def rewrite_header(
                     _drop_record(path)
                 raise
             os.fsync(fd)
-        _crash_point("after-shift")
+        crash_point("after-shift")
         _write_header(fd, new_header)
         try:
             verify()
@@ -191,8 +184,7 @@ def _restore(fd: int, record: UndoRecord) -> None:
     if record.shift and os.fstat(fd).st_size == record.new_size:
         shift_blocks(fd, record.offset, -record.shift)
         os.fsync(fd)
-    write_all(fd, record.old_header, 0)
-    os.fsync(fd)
+    _write_durably(fd, record.old_header)
 
 
 def check_not_pending(path: str | os.PathLike[str]) -> None:
@@ -221,13 +213,11 @@ def recover(path: Path) -> str | None:
         if moved or (record.shift == 0 and in_place and not head.startswith(record.old_header)):
             # The data is where the new header expects it: finishing is writing that header.
             if not head.startswith(record.new_header):
-                write_all(fd, record.new_header, 0)
-                os.fsync(fd)
+                _write_durably(fd, record.new_header)
             outcome = "completed"
         elif in_place:
             if not head.startswith(record.old_header):
-                write_all(fd, record.old_header, 0)
-                os.fsync(fd)
+                _write_durably(fd, record.old_header)
             outcome = "restored"
         else:
             raise RecoveryError(

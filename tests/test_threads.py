@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from yarn_cli.cpu import default_threads, linux_cores, physical_cores, usable_cpus
-from yarn_cli.runtime import LoadOptions, load_model
+from yarn_cli.llama.loader import LoadOptions, load_model
+from yarn_cli.llama.threads import default_threads, linux_cores, physical_cores, usable_cpus
+from yarn_cli.model import open_model
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads Linux sysfs")
 
@@ -62,12 +63,12 @@ def test_defaults_fit_the_usable_cpus() -> None:
 
 def test_llama_cpp_gets_the_defaults_and_t_overrides_them(tiny_model: Path) -> None:
     generation, batch = default_threads()
-    llm, _, _ = load_model(tiny_model, LoadOptions(n_ctx=256))
+    llm, _ = load_model(open_model(tiny_model), LoadOptions(n_ctx=256))
     try:
         assert (llm.context_params.n_threads, llm.context_params.n_threads_batch) == (generation, batch)
     finally:
         llm.close()
-    llm, _, _ = load_model(tiny_model, LoadOptions(n_ctx=256, n_threads=1))
+    llm, _ = load_model(open_model(tiny_model), LoadOptions(n_ctx=256, n_threads=1))
     try:
         assert (llm.context_params.n_threads, llm.context_params.n_threads_batch) == (1, 1)
     finally:

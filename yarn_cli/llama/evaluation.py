@@ -1,0 +1,105 @@
+"""Running a loaded model over given tokens, for the evaluations: its vocabulary, scores, greedy answers.
+
+Counts come from llama.cpp's own performance counters, so an evaluation reports the tokens
+llama.cpp really evaluated (a prefix reused from the KV cache is not counted again).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import llama_cpp
+import numpy as np
+
+from yarn_cli.errors import YarnCliError
+from yarn_cli.llama.loader import ModelLoadError, captured_log, load_error
+from yarn_cli.model import Model
+
+
+class EvaluationError(YarnCliError):
+    """llama.cpp refused a batch (out of memory, context too small)."""
+
+
+class Vocabulary:
+    """The model's tokenizer alone (no weights loaded), for sizing prompts and reading texts."""
+
+    def __init__(self, vocab_only: llama_cpp.Llama) -> None:
+        self._llm = vocab_only
+        model_vocab = llama_cpp.llama_model_get_vocab(vocab_only.model)
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(model_vocab))
+        self.bos_token = int(llama_cpp.llama_vocab_bos(model_vocab))
+
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
+
+
+@contextlib.contextmanager
+def vocabulary(model: Model) -> Iterator[Vocabulary]:
+    with captured_log(echo=False) as lines:
+        try:
+            vocab_only = llama_cpp.Llama(model_path=str(model.path), vocab_only=True, verbose=False)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(load_error(model.path, lines, exc)) from exc
+    try:
+        yield Vocabulary(vocab_only)
+    finally:
+        vocab_only.close()
+
+
+def greedy_completion(llm: llama_cpp.Llama, tokens: Sequence[int], max_tokens: int, *, reuse: bool) -> tuple[str, int]:
+    """The greedy continuation of ``tokens``, and the tokens llama.cpp evaluated for it.
+
+    With ``reuse``, the prefix this prompt shares with the previous one stays in the KV cache.
+    """
+    if not reuse:
+        llm.reset()
+    llama_cpp.llama_perf_context_reset(llm.ctx)
+    completion: Any = llm.create_completion(list(tokens), max_tokens=max_tokens, temperature=0.0, top_k=1)
+    perf = llama_cpp.llama_perf_context(llm.ctx)
+    return completion["choices"][0]["text"], int(perf.n_p_eval) + int(perf.n_eval)
+
+
+def negative_log_likelihoods(
+    llm: llama_cpp.Llama, tokens: Sequence[int], on_batch: Callable[[int], None] | None = None
+) -> Any:
+    """``nll[i] = -log p(tokens[i + 1] | tokens[: i + 1])``, from a fresh KV cache, batch by batch.
+
+    Only one batch of logits (n_batch x n_vocab floats) is alive at a time, so a 64k-token pass
+    does not need gigabytes for logits.
+    """
+    ctx = llm.ctx
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+    n_batch = int(llama_cpp.llama_n_batch(ctx))
+    n_vocab = int(llm.n_vocab())
+    targets = np.asarray(tokens[1:], dtype=np.int64)
+    nll = np.empty(len(tokens) - 1, dtype=np.float64)
+    batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+    try:
+        for start in range(0, len(tokens), n_batch):
+            part = tokens[start : start + n_batch]
+            batch.n_tokens = len(part)
+            for i, token in enumerate(part):
+                batch.token[i] = token
+                batch.pos[i] = start + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = True
+            code = llama_cpp.llama_decode(ctx, batch)
+            if code != 0:
+                raise EvaluationError(
+                    f"llama.cpp could not evaluate tokens {start}..{start + len(part)} (llama_decode returned {code})"
+                )
+            rows = min(len(part), len(targets) - start)
+            if rows > 0:
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx), shape=(len(part), n_vocab))[:rows]
+                top = logits.max(axis=1)
+                log_z = top + np.log(np.exp(logits - top[:, None]).sum(axis=1, dtype=np.float64))
+                picked = logits[np.arange(rows), targets[start : start + rows]]
+                nll[start : start + rows] = log_z - picked
+            if on_batch:
+                on_batch(len(part))
+    finally:
+        llama_cpp.llama_batch_free(batch)
+    return nll

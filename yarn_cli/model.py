@@ -1,0 +1,179 @@
+"""Opening a model: the one step every command takes before it does anything with a GGUF file.
+
+Resolve the name (``default`` is the embedded SmolLM2), refuse a file whose in-place change
+was cut short, read the header once, and derive the model's shape and RoPE state from it.
+Defaults mirror llama.cpp's loader (``llama_model::load_hparams``), so the figures are the
+ones llama.cpp will use, not just what the file spells out.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gguf import Keys
+
+from yarn_cli.default_model import resolve_model
+from yarn_cli.errors import InputError, NotGGUFError
+from yarn_cli.gguf.header import GGUFHeader, read_header
+from yarn_cli.gguf.inplace import check_not_pending
+from yarn_cli.rope.keys import arch_key
+from yarn_cli.rope.state import RopeState, rope_state
+
+KV_CACHE_MULTIPLES = (1, 2, 4, 8)
+F16_BYTES = 2
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    number: int  # 1-based, as in the file name
+    count: int
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What sizes the KV cache: layers, heads and head sizes."""
+
+    n_layers: int | None
+    n_heads: int | None
+    n_kv_heads: list[int] | None  # per layer
+    head_dim_k: int | None
+    head_dim_v: int | None
+
+    def kv_cache_bytes(self, n_ctx: int) -> int | None:
+        """f16 K and V cache for ``n_ctx`` positions (llama.cpp's default cache type)."""
+        if self.n_kv_heads is None or self.head_dim_k is None or self.head_dim_v is None:
+            return None
+        per_token = sum(h * (self.head_dim_k + self.head_dim_v) for h in self.n_kv_heads)
+        return per_token * n_ctx * F16_BYTES
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model file, its header read once: shape and RoPE state as llama.cpp will see them."""
+
+    header: GGUFHeader
+    architecture: str
+    shape: Shape
+    rope: RopeState
+    split: SplitInfo | None
+
+    @property
+    def path(self) -> Path:
+        return self.header.path
+
+    @property
+    def context_length(self) -> int | None:
+        return self.rope.current.context_length
+
+    @property
+    def original_context(self) -> int | None:
+        """The context the model was trained with, before any scaling (yarn-cli's or its own)."""
+        return self.rope.trained_context
+
+    def kv_cache_table(self) -> list[tuple[int, int, int | None]]:
+        """(multiple, context, bytes) at 1x/2x/4x/8x the native context."""
+        base = self.original_context
+        if not base:
+            return []
+        return [(m, base * m, self.shape.kv_cache_bytes(base * m)) for m in KV_CACHE_MULTIPLES]
+
+
+def open_model(model: str | os.PathLike[str] | None) -> Model:
+    """A user's MODEL argument (a path, or None / ``default`` for the embedded model), opened."""
+    path = resolve_model(model)
+    check_not_pending(path)
+    return describe(read_header(path))
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, list):
+        return int(max(value)) if value else None
+    return int(value)
+
+
+def describe(header: GGUFHeader) -> Model:
+    """The model a header describes; a file that is no model (or a later split) is one clear error."""
+    arch = header.architecture
+    if arch is None and header.get(Keys.Split.LLM_KV_SPLIT_COUNT) is not None:
+        number = int(header.get(Keys.Split.LLM_KV_SPLIT_NO, 0)) + 1
+        count = int(header.get(Keys.Split.LLM_KV_SPLIT_COUNT))
+        raise InputError(
+            f"{header.path} is split {number} of {count} and holds no model metadata; "
+            f"pass the first split (its name ends in -00001-of-{count:05d}.gguf)"
+        )
+    if arch is None:
+        raise NotGGUFError(f"{header.path} has no general.architecture key; it is not a model file")
+
+    def get(template: str) -> Any:
+        return header.get(arch_key(template, arch))
+
+    n_layers = _int(get(Keys.LLM.BLOCK_COUNT))
+    raw_heads = get(Keys.Attention.HEAD_COUNT)
+    n_heads = _int(raw_heads)
+    raw_kv = get(Keys.Attention.HEAD_COUNT_KV)
+    if raw_kv is None:
+        raw_kv = raw_heads  # llama.cpp: n_head_kv defaults to n_head
+    if isinstance(raw_kv, list):
+        n_kv: list[int] | None = [int(h) for h in raw_kv]
+    elif raw_kv is not None and n_layers is not None:
+        n_kv = [int(raw_kv)] * n_layers
+    else:
+        n_kv = None
+    n_embd = _int(get(Keys.LLM.EMBEDDING_LENGTH))
+    default_head = n_embd // n_heads if n_embd and n_heads else None
+    head_k = _int(get(Keys.Attention.KEY_LENGTH)) or default_head
+    head_v = _int(get(Keys.Attention.VALUE_LENGTH)) or default_head
+    split = None
+    count = header.get(Keys.Split.LLM_KV_SPLIT_COUNT)
+    if count is not None and int(count) > 1:
+        split = SplitInfo(number=int(header.get(Keys.Split.LLM_KV_SPLIT_NO, 0)) + 1, count=int(count))
+    return Model(
+        header=header,
+        architecture=arch,
+        shape=Shape(n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv, head_dim_k=head_k, head_dim_v=head_v),
+        rope=rope_state(header, arch, _int(get(Keys.Rope.DIMENSION_COUNT)) or head_k),
+        split=split,
+    )
+
+
+def summary(model: Model) -> dict[str, Any]:
+    """A JSON-ready summary (``inspect --json``)."""
+    header = model.header
+    rope = model.rope
+    scaling = rope.current.scaling
+    yarn_cli_keys = {k: f.value for k, f in header.fields.items() if k.startswith("yarn_cli.")}
+    return {
+        "file": {
+            "path": str(header.path),
+            "size": header.file_size,
+            "gguf_version": header.version,
+            "endianness": header.endianness,
+            "alignment": header.alignment,
+            "tensors": len(header.tensors),
+            "split": None if model.split is None else {"number": model.split.number, "count": model.split.count},
+        },
+        "architecture": model.architecture,
+        "uses_rope": rope.uses_rope,
+        "no_rope_reason": rope.no_rope_reason,
+        "context_length": model.context_length,
+        "original_context": model.original_context,
+        "rope": {"freq_base": rope.current.freq_base, "dimension_count": rope.dims},
+        "layers": model.shape.n_layers,
+        "heads": model.shape.n_heads,
+        "kv_heads": max(model.shape.n_kv_heads) if model.shape.n_kv_heads else None,
+        "head_size": model.shape.head_dim_k,
+        "scaling": {
+            "type": scaling.type,
+            "factor": scaling.factor,
+            "original_context": scaling.original_context,
+            "attn_factor": scaling.attn_factor,
+            "keys": {k: header.get(k) for k in rope.keys.scaling if header.get(k) is not None},
+        },
+        "kv_cache_f16": [{"multiple": m, "context": ctx, "bytes": size} for m, ctx, size in model.kv_cache_table()],
+        "yarn_cli": yarn_cli_keys or None,
+    }

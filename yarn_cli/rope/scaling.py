@@ -1,0 +1,144 @@
+"""What "a RoPE scaling" is, in the two places it lives: GGUF keys and llama.cpp parameters.
+
+``FileScaling`` is what a set of keys says, as llama.cpp's loader reads them;
+``RuntimeScaling`` is the llama-cpp-python ``Llama(...)`` arguments that apply a
+scaling when a context is created; ``ScalingOverride`` is llama.cpp's own run-time
+flags (``--rope-scaling``, ``--rope-scale``...) on their way to those arguments.
+Which scaling to apply to a given model is decided by its ``RopeState``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from yarn_cli.errors import InputError
+from yarn_cli.gguf.values import Value
+from yarn_cli.rope.keys import RopeKeys
+
+
+class Method(str, Enum):
+    """Scaling methods ``convert`` can write."""
+
+    YARN = "yarn"
+    LINEAR = "linear"
+    NTK = "ntk"
+    NONE = "none"
+
+
+# llama.cpp's ``llama_rope_scaling_type`` values (llama.h).
+LLAMA_ROPE_SCALING_UNSPECIFIED = -1
+LLAMA_ROPE_SCALING_NONE = 0
+LLAMA_ROPE_SCALING_LINEAR = 1
+LLAMA_ROPE_SCALING_YARN = 2
+SCALING_NAMES = {
+    LLAMA_ROPE_SCALING_NONE: "none",
+    LLAMA_ROPE_SCALING_LINEAR: "linear",
+    LLAMA_ROPE_SCALING_YARN: "yarn",
+}
+
+
+@dataclass(frozen=True)
+class FileScaling:
+    """The scaling a set of keys describes, as llama.cpp will interpret it."""
+
+    type: str
+    factor: float
+    original_context: int | None
+    attn_factor: float | None = None
+
+    @property
+    def is_scaled(self) -> bool:
+        return self.type not in ("none", "") and not (self.type == "linear" and self.factor == 1.0)
+
+    def describe(self) -> str:
+        if not self.is_scaled:
+            return "none"
+        text = f"{self.type} x{self.factor:g}"
+        if self.original_context:
+            text += f" (original context {self.original_context})"
+        return text
+
+
+def scaling_from(values: Mapping[str, Value | None], keys: RopeKeys) -> FileScaling:
+    def get(key: str) -> object:
+        found = values.get(key)
+        return None if found is None else found.value
+
+    stype = get(keys.scaling_type)
+    factor = get(keys.scaling_factor)
+    orig = get(keys.original_context)
+    attn = get(keys.attn_factor)
+    return FileScaling(
+        # llama.cpp: an absent type means linear, which with factor 1 (or absent) is no scaling
+        type=str(stype) if stype is not None else ("linear" if factor not in (None, 0.0, 1.0) else "none"),
+        factor=float(factor) if factor not in (None, 0.0) else 1.0,  # type: ignore[arg-type]
+        original_context=int(orig) if orig else None,  # type: ignore[call-overload]
+        attn_factor=float(attn) if attn is not None else None,  # type: ignore[arg-type]
+    )
+
+
+@dataclass(frozen=True)
+class RuntimeScaling:
+    """llama-cpp-python ``Llama(...)`` keyword arguments that apply a scaling at load time."""
+
+    rope_scaling_type: int
+    rope_freq_scale: float = 0.0  # 0 = from the model
+    rope_freq_base: float = 0.0  # 0 = from the model
+    yarn_orig_ctx: int = 0  # 0 = from the model
+
+    @property
+    def scales(self) -> bool:
+        """Whether it asks llama.cpp to interpolate positions (a RoPE-less model cannot)."""
+        return self.rope_scaling_type in (LLAMA_ROPE_SCALING_LINEAR, LLAMA_ROPE_SCALING_YARN)
+
+    def as_kwargs(self) -> dict[str, float | int]:
+        return {
+            "rope_scaling_type": self.rope_scaling_type,
+            "rope_freq_scale": self.rope_freq_scale,
+            "rope_freq_base": self.rope_freq_base,
+            "yarn_orig_ctx": self.yarn_orig_ctx,
+        }
+
+
+@dataclass(frozen=True)
+class ScalingOverride:
+    """Run-time scaling flags, named as llama.cpp's (``--rope-scaling``, ``--rope-scale``...)."""
+
+    rope_scaling: str | None = None  # none, linear, yarn
+    rope_scale: float | None = None
+    yarn_orig_ctx: int | None = None
+    rope_freq_base: float | None = None
+
+    def to_runtime(self) -> RuntimeScaling | None:
+        """The llama.cpp arguments; None when no flag was given (the file's own scaling applies)."""
+        if self == ScalingOverride():
+            return None
+        kinds = {v: k for k, v in SCALING_NAMES.items()}
+        if self.rope_scaling is not None and self.rope_scaling not in kinds:
+            raise InputError(f"--rope-scaling must be one of none, linear, yarn; got {self.rope_scaling!r}")
+        if self.rope_scale is not None and not (self.rope_scale > 0 and self.rope_scale < float("inf")):
+            raise InputError(f"--rope-scale must be a positive number, got {self.rope_scale:g}")
+        if self.yarn_orig_ctx is not None and self.yarn_orig_ctx <= 0:
+            raise InputError(f"--yarn-orig-ctx must be a positive number of tokens, got {self.yarn_orig_ctx}")
+        if self.rope_freq_base is not None and not (self.rope_freq_base > 0 and self.rope_freq_base < float("inf")):
+            raise InputError(f"--rope-freq-base must be a positive number, got {self.rope_freq_base:g}")
+        return RuntimeScaling(
+            rope_scaling_type=kinds[self.rope_scaling]
+            if self.rope_scaling is not None
+            else LLAMA_ROPE_SCALING_UNSPECIFIED,
+            rope_freq_scale=1.0 / self.rope_scale if self.rope_scale else 0.0,
+            rope_freq_base=self.rope_freq_base or 0.0,
+            yarn_orig_ctx=self.yarn_orig_ctx or 0,
+        )
+
+
+def check_factor(factor: float) -> float:
+    """A scale factor must be a finite number above 1 (1 would be no scaling)."""
+    if not math.isfinite(factor) or factor <= 1.0:
+        raise InputError(
+            f"the scale factor must be a finite number above 1, got {factor:g} (to remove a scaling use --method none)"
+        )
+    return float(factor)
