@@ -26,20 +26,76 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
     assert "pytest" in commands[1] and "[test]" in commands[1]
 
 
-def test_library_never_imports_the_cli_stack() -> None:
-    for module in sorted((ROOT / "yarn_cli").glob("*.py")):
-        if module.name == "__main__.py":  # the entry point, which starts the CLI
-            continue
-        tree = ast.parse(module.read_text())
-        imported = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Import):
-                imported |= {alias.name.split(".")[0] for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module:
-                imported.add(node.module.split(".")[0] if node.level == 0 else "")
-                if node.module.startswith("yarn_cli.cli"):
-                    imported.add("yarn_cli.cli")
-        assert not imported & {"typer", "rich", "click", "yarn_cli.cli"}, module.name
+# The layers, bottom to top: what each part of the package may import from the others. A part is a
+# subpackage (gguf, rope, llama, evals, cli) or a top-level module; "version" is the package root.
+LAYERS: dict[str, set[str]] = {
+    "errors": set(),
+    "gguf": {"errors"},
+    "rope": {"errors", "gguf"},
+    "default_model": {"errors"},
+    "model": {"errors", "gguf", "rope", "default_model"},
+    "llama": {"errors", "gguf", "rope", "model"},
+    "conversion": {"errors", "gguf", "rope", "model", "version"},
+    "evals": {"errors", "rope", "model", "llama", "version"},
+    "cli": {"errors", "gguf", "rope", "default_model", "model", "llama", "conversion", "evals", "version"},
+    "__main__": {"cli"},
+    "version": set(),
+}
+# Third-party packages only one part may import.
+OWNED = {"llama_cpp": {"llama"}, "typer": {"cli"}, "rich": {"cli"}, "click": {"cli"}}
+
+
+def part_of(module: Path) -> str:
+    relative = module.relative_to(ROOT / "yarn_cli")
+    if len(relative.parts) > 1:
+        return relative.parts[0]
+    return "version" if relative.name == "__init__.py" else relative.stem
+
+
+def imports_of(module: Path) -> set[str]:
+    """Every module name an import statement names, at the top or inside functions alike."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(module.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, f"{module}: relative import"
+            if node.module == "yarn_cli":
+                names |= {f"yarn_cli.{alias.name}" for alias in node.names}
+            elif node.module:
+                names.add(node.module)
+    return names
+
+
+def target_part(name: str) -> str | None:
+    """The part of yarn_cli that an imported name belongs to, None for other packages."""
+    parts = name.split(".")
+    if parts[0] != "yarn_cli":
+        return None
+    if len(parts) == 1 or parts[1] == "__version__":
+        return "version"
+    return parts[1]
+
+
+def test_every_part_imports_only_the_layers_below_it() -> None:
+    modules = sorted((ROOT / "yarn_cli").rglob("*.py"))
+    assert {part_of(m) for m in modules} == set(LAYERS), "a new part of the package needs its place in LAYERS"
+    for module in modules:
+        part = part_of(module)
+        for name in imports_of(module):
+            target = target_part(name)
+            top = name.split(".")[0]
+            if target is not None and target != part:
+                assert target in LAYERS[part], f"{module.relative_to(ROOT)} ({part}) imports {name} ({target})"
+            if top in OWNED:
+                assert part in OWNED[top], f"{module.relative_to(ROOT)} ({part}) imports {top}"
+
+
+def test_the_layers_test_sees_lazy_imports(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("def f():\n    import llama_cpp\n    from yarn_cli.cli import app\n")
+    assert imports_of(sample) == {"llama_cpp", "yarn_cli.cli"}
+    assert target_part("yarn_cli.cli") == "cli" and target_part("yarn_cli.__version__") == "version"
 
 
 @pytest.mark.parametrize("args", [["check", "."], ["format", "--check", "."]])
