@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from yarn_cli.cli.render import THREADS_HELP, err, print_json, warn
+from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ThreadsOption
+from yarn_cli.cli.render import err, print_json, warn
 from yarn_cli.errors import InputError, YarnCliError
 from yarn_cli.llama.sampling import (
     DEFAULT_MIN_P,
@@ -57,10 +58,7 @@ End a line with \\ to continue on the next line; Ctrl-C stops a reply and keeps 
 
 
 def chat_command(
-    model: Annotated[
-        str | None,
-        typer.Argument(help="GGUF model; default: the embedded SmolLM2-135M-Instruct.", metavar="MODEL"),
-    ] = None,
+    model: ModelArgument = None,
     prompt: Annotated[
         str | None, typer.Option("--prompt", "-p", help="One-shot: answer this prompt, print the reply, exit.")
     ] = None,
@@ -81,14 +79,9 @@ def chat_command(
         str,
         typer.Option(help="auto: when -c exceeds an unscaled model's context, apply YaRN with S = c / context."),
     ] = "off",
-    gpu_layers: Annotated[
-        int | None,
-        typer.Option(
-            "--gpu-layers", "-ngl", help="Layers to offload to the GPU. Default: all if llama.cpp has GPU support."
-        ),
-    ] = None,
-    threads: Annotated[int | None, typer.Option("--threads", "-t", help=THREADS_HELP)] = None,
-    flash_attn: Annotated[bool, typer.Option("--flash-attn", "-fa", help="Use flash attention.")] = False,
+    gpu_layers: GpuLayersOption = None,
+    threads: ThreadsOption = None,
+    flash_attn: FlashAttnOption = False,
     temp: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy.")] = DEFAULT_TEMP,
     top_p: Annotated[float, typer.Option(help="Top-p sampling.")] = DEFAULT_TOP_P,
     top_k: Annotated[int, typer.Option(help="Top-k sampling; 0 = off.")] = DEFAULT_TOP_K,

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from yarn_cli.cli.options import ModelArgument
 from yarn_cli.cli.render import mib, out, print_json
 from yarn_cli.errors import InputError
 from yarn_cli.model import Model, open_model, summary
@@ -18,10 +19,7 @@ EPILOG = "Example: yarn-cli inspect model.gguf --factor 4"
 
 
 def inspect_command(
-    model: Annotated[
-        str | None,
-        typer.Argument(help="GGUF model file; default: the embedded SmolLM2-135M.", metavar="MODEL"),
-    ] = None,
+    model: ModelArgument = None,
     factor: Annotated[
         float | None,
         typer.Option("--factor", "-f", help="Add the YaRN view for this scale factor: ramp bounds and per-pair table."),

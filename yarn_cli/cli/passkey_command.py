@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from yarn_cli.cli.render import THREADS_HELP, WorkProgress, err, out, require_matplotlib
+from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ThreadsOption
+from yarn_cli.cli.render import WorkProgress, err, out, require_matplotlib
 from yarn_cli.evals.lengths import default_lengths, parse_lengths
 from yarn_cli.evals.passkey import (
     PasskeySettings,
@@ -35,9 +36,7 @@ Examples:
 
 
 def passkey_command(
-    model: Annotated[
-        str | None, typer.Argument(help="GGUF model; default: the embedded SmolLM2-135M.", metavar="MODEL")
-    ] = None,
+    model: ModelArgument = None,
     lengths: Annotated[
         str | None,
         typer.Option(
@@ -59,11 +58,9 @@ def passkey_command(
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Write one row per trial here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Draw the heatmap and accuracy curves to this PNG.")] = None,
     no_reuse: Annotated[bool, typer.Option("--no-reuse", help="Evaluate every prompt from scratch.")] = False,
-    gpu_layers: Annotated[
-        int | None, typer.Option("--gpu-layers", "-ngl", help="Layers to offload to the GPU.")
-    ] = None,
-    threads: Annotated[int | None, typer.Option("--threads", "-t", help=THREADS_HELP)] = None,
-    flash_attn: Annotated[bool, typer.Option("--flash-attn", "-fa", help="Use flash attention.")] = False,
+    gpu_layers: GpuLayersOption = None,
+    threads: ThreadsOption = None,
+    flash_attn: FlashAttnOption = False,
 ) -> None:
     """Hide a pass key in filler text and check, per length and variant, that the model finds it.
 

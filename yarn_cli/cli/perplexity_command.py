@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from yarn_cli.cli.render import THREADS_HELP, WorkProgress, err, out, require_matplotlib
+from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ThreadsOption
+from yarn_cli.cli.render import WorkProgress, err, out, require_matplotlib
 from yarn_cli.evals.lengths import default_lengths, parse_lengths
 from yarn_cli.evals.perplexity import PerplexityResult, PerplexitySettings, read_text, run_perplexity
 from yarn_cli.evals.perplexity_report import build_record, write_csv
@@ -29,9 +30,7 @@ Examples:
 
 def perplexity_command(
     text: Annotated[Path, typer.Option(help="UTF-8 text to score, at least K x the longest context in tokens.")],
-    model: Annotated[
-        str | None, typer.Argument(help="GGUF model; default: the embedded SmolLM2-135M.", metavar="MODEL")
-    ] = None,
+    model: ModelArgument = None,
     contexts: Annotated[
         str | None,
         typer.Option(help="Context lengths in tokens: 2k,4k,8192... Default: powers of two up to the model's."),
@@ -51,11 +50,9 @@ def perplexity_command(
     no_nesting: Annotated[
         bool, typer.Option("--no-nesting", help="Score each context in its own pass (slower; same figures).")
     ] = False,
-    gpu_layers: Annotated[
-        int | None, typer.Option("--gpu-layers", "-ngl", help="Layers to offload to the GPU.")
-    ] = None,
-    threads: Annotated[int | None, typer.Option("--threads", "-t", help=THREADS_HELP)] = None,
-    flash_attn: Annotated[bool, typer.Option("--flash-attn", "-fa", help="Use flash attention.")] = False,
+    gpu_layers: GpuLayersOption = None,
+    threads: ThreadsOption = None,
+    flash_attn: FlashAttnOption = False,
 ) -> None:
     """Score a long text at several context lengths, under several RoPE scalings.
 

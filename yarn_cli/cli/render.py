@@ -24,8 +24,6 @@ from rich.progress import (
 from yarn_cli.errors import InputError
 from yarn_cli.gguf.values import Value
 
-THREADS_HELP = "CPU threads (default: the physical cores to generate, every usable CPU for prompts)."
-
 # Data (tables, JSON, replies) goes to stdout; status, warnings and progress to stderr.
 out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
