@@ -27,7 +27,7 @@ from yarn_cli.gguf.values import Value, boolean, float32, string, uint32
 from yarn_cli.model import Model, open_model
 from yarn_cli.rope.architectures import BETA_ARCHS, SWA_ARCHS
 from yarn_cli.rope.keys import RECORD_KEY, VERSION_KEY
-from yarn_cli.rope.scaling import FileScaling, Method, RuntimeScaling, check_factor
+from yarn_cli.rope.scaling import Method, RuntimeScaling, check_factor
 from yarn_cli.rope.state import RopeState, Values, record_json, rope_params
 
 PAGE = 4096
@@ -78,7 +78,9 @@ class ConversionPlan:
         return self.model.rope.unconverted().runtime(self.method, self.factor, original_context=self.original_context)
 
 
-def _check_convertible(rope: RopeState, original_scaling: FileScaling, force: bool) -> None:
+def _check_convertible(rope: RopeState, force: bool) -> None:
+    """A model without RoPE has nothing to scale; a scaling it was trained with is replaced only with --force."""
+    original_scaling = rope.original.scaling
     if not rope.uses_rope:
         raise UnsupportedModelError(
             f"{rope.architecture} models use {rope.no_rope_reason}, not RoPE: there is nothing to scale"
@@ -142,12 +144,9 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
             raise InputError("--method none takes no --factor or --context: it restores the original")
         target = _plan_none(model, request.force)
         factor = None
-        restored = rope_params(target, keys)
-        context_length = restored.context_length or 0
-        freq_base = restored.freq_base
-        orig_ctx = context_length
+        context_length = orig_ctx = rope_params(target, keys).context_length or 0
     else:
-        _check_convertible(rope, rope.original.scaling, request.force)
+        _check_convertible(rope, request.force)
         orig_ctx = request.original_context or rope.trained_context or 0
         if orig_ctx <= 0:
             raise UnsupportedModelError(
@@ -155,7 +154,6 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
             )
         factor, context_length = _target_factor(request, orig_ctx)
         target = _plan_scaled(rope, request, factor, orig_ctx, context_length)
-        freq_base = rope.ntk_base(factor) if request.method == Method.NTK else rope.original.freq_base
         warnings += _option_warnings(rope, request)
 
     current = rope.current_values
@@ -174,7 +172,7 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
         factor=factor,
         original_context=orig_ctx,
         context_length=context_length,
-        freq_base=freq_base,
+        freq_base=rope_params(target, keys).freq_base,
         edits=edits,
         changes=changes,
         replaced=_describe_current(rope),
@@ -209,7 +207,7 @@ def _plan_none(model: Model, force: bool) -> Values:
         return dict(rope.original_values)
     if not rope.current.scaling.is_scaled:
         raise InputError(f"{model.path} carries no RoPE scaling and no yarn-cli record: there is nothing to undo")
-    _check_convertible(rope, rope.original.scaling, force)
+    _check_convertible(rope, force)
     # The file's own scaling, removed: back to the trained context; recorded, so it can be restored.
     target = dict(rope.original_values)
     for k in keys.scaling:
