@@ -13,12 +13,10 @@ import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from yarn_cli.errors import InputError
-
-if TYPE_CHECKING:  # llama.cpp is loaded when trials run, not when a record is read
-    from yarn_cli.model import Model
+from yarn_cli.model import Model
 
 TASK = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
@@ -231,6 +229,7 @@ def run_passkey(
     on_trial: Callable[[TrialResult], None] | None = None,
 ) -> list[TrialResult]:
     """Run every trial not in ``done``; KeyboardInterrupt stops after the trial in progress."""
+    # llama.cpp is imported here, when a run starts: every command imports this module.
     from yarn_cli.llama.evaluation import greedy_completion, vocabulary
     from yarn_cli.llama.loader import LoadOptions, load_model
     from yarn_cli.llama.memory import check_kv_memory

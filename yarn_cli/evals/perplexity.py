@@ -188,6 +188,7 @@ def run_perplexity(
     on_tokens: Callable[[int, str], None] | None = None,
 ) -> PerplexityRun:
     """Score ``text`` at every context under every variant; KeyboardInterrupt propagates."""
+    # llama.cpp is imported here, when a run starts: every command imports this module.
     from yarn_cli.llama.evaluation import negative_log_likelihoods, vocabulary
     from yarn_cli.llama.loader import LoadOptions, load_model
     from yarn_cli.llama.memory import check_kv_memory
