@@ -39,8 +39,8 @@ def run_cli(tmp_path: Path) -> CliRunner:
         timeout: float = 300,
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        env = dict(os.environ, COLUMNS="200", NO_COLOR="1", **(env or {}))
-        env.pop("YARN_CLI_DEBUG", None)
+        base = {k: v for k, v in os.environ.items() if k != "YARN_CLI_DEBUG"}  # tracebacks only when a test asks
+        env = dict(base, COLUMNS="200", NO_COLOR="1", **(env or {}))
         return subprocess.run(
             [sys.executable, "-m", "yarn_cli", *map(str, args)],
             capture_output=True,

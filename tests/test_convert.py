@@ -234,7 +234,7 @@ def test_missing_freq_base_uses_llama_cpp_default(tmp_path: Path) -> None:
         ({"context": 100}, "not above the original context"),
         ({"factor": 2.0, "context": 1024}, "not both"),
         ({}, "--factor S or the target context"),
-        ({"method": Method.LINEAR, "factor": 2.0, "attn_factor": 1.2}, "only apply to --method yarn"),
+        ({"method": Method.LINEAR, "factor": 2.0, "attn_factor": 1.2}, "--attn-factor applies only to --method yarn"),
         ({"factor": 2.0, "attn_factor": 0.0}, "--attn-factor must be a positive"),
         ({"factor": 2.0, "beta_fast": float("nan")}, "--beta-fast must be a positive"),
         ({"method": Method.NONE, "factor": 2.0}, "takes no --factor"),

@@ -148,7 +148,9 @@ def test_smollm2_finds_the_key_at_1k_and_2k(run_cli, tmp_path: Path) -> None:
     assert record["model"]["architecture"] == "llama" and record["model"]["context_length"] == 8192
     assert record["settings"] == {
         "lengths": [1024, 2048], "trials": 4, "depths": "random", "seed": 1, "variants": ["as-is"], "reuse": True,
+        "protocol": {"seed": 1, "depths": None, "answer_tokens": 10},
     }  # fmt: skip
+    assert len(record["model"]["header_sha256"]) == 64
     assert set(record["software"]) == {"yarn-cli", "llama-cpp-python", "gguf"}
     assert len(record["trials"]) == 8
     trial = record["trials"][0]
@@ -178,7 +180,7 @@ def test_resume_runs_only_the_missing_trials(run_cli, tiny_model: Path, tmp_path
     assert len((tmp_path / "t.csv").read_text().strip().splitlines()) == 7
     other_seed = run_cli("passkey", tiny_model, "--lengths", "600", "--seed", "9", "--json", record_path)
     assert other_seed.returncode == 1
-    assert "holds a run of another model or other --seed/--depths" in error_line(other_seed)
+    assert "holds a run with other --seed, --depths or answer length" in error_line(other_seed)
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ LAYERS: dict[str, set[str]] = {
     "model": {"errors", "gguf", "rope", "default_model"},
     "llama": {"errors", "gguf", "rope", "model"},
     "conversion": {"errors", "gguf", "rope", "model", "version"},
-    "evals": {"errors", "rope", "model", "llama", "version"},
+    "evals": {"errors", "gguf", "rope", "model", "llama", "version"},
     "cli": {"errors", "gguf", "rope", "default_model", "model", "llama", "conversion", "evals", "version"},
     "__main__": {"cli"},
     "version": set(),

@@ -18,16 +18,17 @@ from pathlib import Path
 
 from yarn_cli import __version__
 from yarn_cli.errors import InputError, OutputError, UnsupportedModelError
-from yarn_cli.gguf.fileops import Unsupported, check_free_space, link_or_copy
+from yarn_cli.gguf.fileops import Unsupported, check_free_space, link_or_copy, staging
 from yarn_cli.gguf.header import GGUFHeader, unpadded_header
-from yarn_cli.gguf.inplace import recover
+from yarn_cli.gguf.inplace import locked, recover, undo_path
 from yarn_cli.gguf.rewrite import patch_in_place, write_patched
 from yarn_cli.gguf.splits import parse_split_name, split_name, split_paths, split_prefix_for
 from yarn_cli.gguf.values import Value, boolean, float32, string, uint32
 from yarn_cli.model import Model, open_model
 from yarn_cli.rope.architectures import BETA_ARCHS, SWA_ARCHS
+from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW
 from yarn_cli.rope.keys import RECORD_KEY, VERSION_KEY
-from yarn_cli.rope.scaling import Method, RuntimeScaling, check_factor
+from yarn_cli.rope.scaling import MAX_CONTEXT, Method, RuntimeScaling, check_betas, check_context, check_factor
 from yarn_cli.rope.state import RopeState, Values, record_json, rope_params
 
 PAGE = 4096
@@ -136,7 +137,7 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
     }
     used = [name for name, value in yarn_only.items() if value is not None]
     if used and request.method != Method.YARN:
-        raise InputError(f"{', '.join(used)} only apply to --method yarn")
+        raise InputError(f"{', '.join(used)} {'applies' if len(used) == 1 else 'apply'} only to --method yarn")
 
     warnings: list[str] = []
     if request.method == Method.NONE:
@@ -147,12 +148,19 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
         context_length = orig_ctx = rope_params(target, keys).context_length or 0
     else:
         _check_convertible(rope, request.force)
+        if request.original_context is not None:
+            check_context(request.original_context, "--original-context")
         orig_ctx = request.original_context or rope.trained_context or 0
         if orig_ctx <= 0:
             raise UnsupportedModelError(
                 f"the file has no {keys.context_length}; give the trained context with --original-context L"
             )
         factor, context_length = _target_factor(request, orig_ctx)
+        if context_length > MAX_CONTEXT:
+            raise InputError(
+                f"the target context, {context_length:,} tokens, is more than a GGUF file can state "
+                f"({MAX_CONTEXT:,}); choose a smaller --factor or --context"
+            )
         target = _plan_scaled(rope, request, factor, orig_ctx, context_length)
         warnings += _option_warnings(rope, request)
 
@@ -240,13 +248,13 @@ def _plan_scaled(rope: RopeState, request: ConvertRequest, factor: float, orig_c
             target[keys.attn_factor] = float32(request.attn_factor)
         if request.finetuned is not None:
             target[keys.finetuned] = boolean(request.finetuned)
-        for key, beta, name in (
-            (keys.beta_fast, request.beta_fast, "--beta-fast"),
-            (keys.beta_slow, request.beta_slow, "--beta-slow"),
-        ):
+        if request.beta_fast is not None or request.beta_slow is not None:
+            check_betas(
+                DEFAULT_BETA_FAST if request.beta_fast is None else request.beta_fast,
+                DEFAULT_BETA_SLOW if request.beta_slow is None else request.beta_slow,
+            )
+        for key, beta in ((keys.beta_fast, request.beta_fast), (keys.beta_slow, request.beta_slow)):
             if beta is not None:
-                if not math.isfinite(beta) or beta <= 0:
-                    raise InputError(f"{name} must be a positive number, got {beta:g}")
                 target[key] = float32(beta)
     elif request.method == Method.LINEAR:
         target[keys.scaling_type] = string("linear")
@@ -355,6 +363,8 @@ def check_outputs(inputs: list[Path], outputs: list[Path], *, force: bool) -> No
         same = _same_file(src, dst) if i == 0 else src.resolve() == dst.resolve()
         if same:
             raise OutputError(f"the output {dst} is the input file; use --in-place to replace the input")
+        if dst.is_dir():
+            raise OutputError(f"the output {dst} is a folder; choose another name")
         if dst.exists() and not force:
             raise OutputError(f"{dst} already exists; use --force to overwrite it")
 
@@ -370,10 +380,45 @@ def convert_file(
     progress: Callable[[int, int], None] | None = None,
     dry_run: bool = False,
 ) -> ConvertResult:
-    """Convert a GGUF model (all splits of it); ``progress(done, total)`` reports bytes."""
+    """Convert a GGUF model (all splits of it); ``progress(done, total)`` reports bytes.
+
+    The input is held against other processes' in-place changes throughout: exclusively when
+    this one changes it (``in_place``, or finishing an interrupted change first), shared when it
+    only reads it. A dry run changes nothing, not even an interrupted change's file.
+    """
     start = time.perf_counter()
-    recovered = recover(Path(path))  # an earlier in-place change cut short: finish or undo it first
-    model = open_model(path)
+    path = Path(path)
+    changes_input = (in_place or undo_path(path).exists()) and not dry_run
+    with locked(path, exclusive=changes_input):
+        # an earlier in-place change cut short: finish or undo it first
+        recovered = None if dry_run else recover(path)
+        return _convert(
+            open_model(path), request, start, recovered, output, in_place, overwrite, output_dir, progress, dry_run
+        )
+
+
+def recover_file(path: str | os.PathLike[str]) -> str | None:
+    """``convert --recover``: finish or undo an interrupted in-place change, holding the file meanwhile.
+
+    Returns "completed", "restored" or None (nothing to recover).
+    """
+    path = Path(path)
+    with locked(path, exclusive=True):
+        return recover(path)
+
+
+def _convert(
+    model: Model,
+    request: ConvertRequest,
+    start: float,
+    recovered: str | None,
+    output: str | os.PathLike[str] | None,
+    in_place: bool,
+    overwrite: bool,
+    output_dir: Path | None,
+    progress: Callable[[int, int], None] | None,
+    dry_run: bool,
+) -> ConvertResult:
     header = model.header
     plan = plan_conversion(model, request)
     if in_place and output is not None:
@@ -410,13 +455,14 @@ def convert_file(
             progress(done, total)
 
     written: list[WrittenFile] = []
-    action, copied = write_patched(header, plan.edits, outputs[0], progress=advance)
-    written.append(WrittenFile(outputs[0], action, copied))
-    for src, dst in zip(inputs[1:], outputs[1:], strict=True):
-        split_size = src.stat().st_size
-        action = link_or_copy(src, dst, advance)
-        if action == "hardlink":
-            advance(split_size)
-        written.append(WrittenFile(dst, action, split_size if action == "copy" else 0))
+    with staging() as stage:  # every split in place together, or none of them
+        action, copied = write_patched(header, plan.edits, outputs[0], stage, progress=advance)
+        written.append(WrittenFile(outputs[0], action, copied))
+        for src, dst in zip(inputs[1:], outputs[1:], strict=True):
+            split_size = src.stat().st_size
+            action = link_or_copy(src, dst, stage, advance)
+            if action == "hardlink":
+                advance(split_size)
+            written.append(WrittenFile(dst, action, split_size if action == "copy" else 0))
     seconds = time.perf_counter() - start
     return ConvertResult(plan, header.path, written, in_place, seconds, recovered, fallback)

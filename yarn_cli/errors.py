@@ -28,3 +28,11 @@ class OutputError(YarnCliError):
 
 class VerificationError(YarnCliError):
     """The written file does not read back as intended; it was removed."""
+
+
+class ModelLoadError(YarnCliError):
+    """llama.cpp could not load the model or create its context."""
+
+
+class EvaluationError(YarnCliError):
+    """llama.cpp refused to evaluate tokens (out of memory, a context too small, a backend error)."""

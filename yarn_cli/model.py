@@ -38,16 +38,16 @@ class Shape:
 
     n_layers: int | None
     n_heads: int | None
-    n_kv_heads: list[int] | None  # per layer
+    n_kv_heads: int | None  # the most any layer has
+    kv_heads_total: int | None  # summed over the layers: what the KV cache holds per position
     head_dim_k: int | None
     head_dim_v: int | None
 
     def kv_cache_bytes(self, n_ctx: int) -> int | None:
         """f16 K and V cache for ``n_ctx`` positions (llama.cpp's default cache type)."""
-        if self.n_kv_heads is None or self.head_dim_k is None or self.head_dim_v is None:
+        if self.kv_heads_total is None or self.head_dim_k is None or self.head_dim_v is None:
             return None
-        per_token = sum(h * (self.head_dim_k + self.head_dim_v) for h in self.n_kv_heads)
-        return per_token * n_ctx * F16_BYTES
+        return self.kv_heads_total * (self.head_dim_k + self.head_dim_v) * n_ctx * F16_BYTES
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,15 @@ class Model:
         return [(m, base * m, self.shape.kv_cache_bytes(base * m)) for m in KV_CACHE_MULTIPLES]
 
 
-def open_model(model: str | os.PathLike[str] | None) -> Model:
-    """A user's MODEL argument (a path, or None / ``default`` for the embedded model), opened."""
+def open_model(model: str | os.PathLike[str] | None, *, pending_ok: bool = False) -> Model:
+    """A user's MODEL argument (a path, or None / ``default`` for the embedded model), opened.
+
+    A file whose in-place change was cut short (or is under way) is refused, unless ``pending_ok``:
+    its header may be half-written.
+    """
     path = resolve_model(model)
-    check_not_pending(path)
+    if not pending_ok:
+        check_not_pending(path)
     return describe(read_header(path))
 
 
@@ -118,12 +123,12 @@ def describe(header: GGUFHeader) -> Model:
     raw_kv = get(Keys.Attention.HEAD_COUNT_KV)
     if raw_kv is None:
         raw_kv = raw_heads  # llama.cpp: n_head_kv defaults to n_head
-    if isinstance(raw_kv, list):
-        n_kv: list[int] | None = [int(h) for h in raw_kv]
-    elif raw_kv is not None and n_layers is not None:
-        n_kv = [int(raw_kv)] * n_layers
+    if isinstance(raw_kv, list):  # per layer (a few architectures)
+        n_kv, kv_total = max((int(h) for h in raw_kv), default=None), sum(int(h) for h in raw_kv)
+    elif raw_kv is not None and n_layers is not None:  # the same in every layer
+        n_kv, kv_total = int(raw_kv), int(raw_kv) * n_layers
     else:
-        n_kv = None
+        n_kv, kv_total = None, None
     n_embd = _int(get(Keys.LLM.EMBEDDING_LENGTH))
     default_head = n_embd // n_heads if n_embd and n_heads else None
     head_k = _int(get(Keys.Attention.KEY_LENGTH)) or default_head
@@ -135,7 +140,7 @@ def describe(header: GGUFHeader) -> Model:
     return Model(
         header=header,
         architecture=arch,
-        shape=Shape(n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv, head_dim_k=head_k, head_dim_v=head_v),
+        shape=Shape(n_layers, n_heads, n_kv, kv_total, head_k, head_v),
         rope=rope_state(header, arch, _int(get(Keys.Rope.DIMENSION_COUNT)) or head_k),
         split=split,
     )
@@ -165,7 +170,7 @@ def summary(model: Model) -> dict[str, Any]:
         "rope": {"freq_base": rope.current.freq_base, "dimension_count": rope.dims},
         "layers": model.shape.n_layers,
         "heads": model.shape.n_heads,
-        "kv_heads": max(model.shape.n_kv_heads) if model.shape.n_kv_heads else None,
+        "kv_heads": model.shape.n_kv_heads,
         "head_size": model.shape.head_dim_k,
         "scaling": {
             "type": scaling.type,

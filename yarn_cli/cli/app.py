@@ -57,41 +57,49 @@ def _terminate(signum: int, frame: object) -> None:
 def main() -> None:
     """Console entry point: every failure becomes one ``Error:`` line and a non-zero exit code.
 
-    1 = the work failed, 2 = the command line was wrong, 130 = interrupted.
-    ``YARN_CLI_DEBUG=1`` shows tracebacks instead.
+    1 = the work failed, 2 = the command line was wrong, 130 = interrupted. Nothing escapes as
+    a traceback: an exception the code did not foresee is still one line, which says how to
+    see the traceback (``YARN_CLI_DEBUG=1``) and report it.
     """
     signal.signal(signal.SIGTERM, _terminate)  # clean up partial output on kill, as on Ctrl-C
-    debug = bool(os.environ.get("YARN_CLI_DEBUG"))
     try:
         code = app(standalone_mode=False)
-    except YarnCliError as exc:
-        if debug:
-            raise
-        err.print(f"[bold red]Error:[/] {escape(str(exc))}", soft_wrap=True)
-        sys.exit(1)
-    except OSError as exc:
-        # The system refused a read or write the code did not anticipate (read-only filesystem,
-        # immutable file, I/O error): still one line, naming the file.
-        if debug:
-            raise
-        where = f" ({exc.filename})" if exc.filename else ""
-        err.print(f"[bold red]Error:[/] {escape(exc.strerror or str(exc))}{escape(where)}", soft_wrap=True)
-        sys.exit(1)
-    except typer.Abort:
-        err.print("Aborted.")
-        sys.exit(1)
+    except typer.Abort:  # Ctrl-C or end of input outside a command's own handling
+        code = 130
     except Exception as exc:
-        # Typer's usage errors (bad option values, missing arguments) carry these two attributes;
-        # typer keeps their class private, so they are recognised by shape.
-        if debug or not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+        if os.environ.get("YARN_CLI_DEBUG"):
             raise
         if type(exc).__name__ == "NoArgsIsHelpError":
-            print(exc.format_message())
+            print(exc.format_message())  # type: ignore[attr-defined]
             sys.exit(0)
-        ctx = getattr(exc, "ctx", None)
-        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-        err.print(f"[bold red]Error:[/] {escape(exc.format_message())}{hint}", soft_wrap=True)
-        sys.exit(exc.exit_code)
+        message, code = error_line(exc)
+        err.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True)
+        sys.exit(code)
     if code == 130:
         err.print("Interrupted; nothing was left half-written.")
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def error_line(exc: Exception) -> tuple[str, int]:
+    """The one line and the exit code for a failure."""
+    if isinstance(exc, YarnCliError):
+        return str(exc), 1
+    if isinstance(exc, OSError):
+        # The system refused a read or write the code did not anticipate (read-only filesystem,
+        # immutable file, I/O error): still one line, naming the file.
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}", 1
+    if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+        # Typer's usage errors (bad option values, missing arguments); typer keeps their class
+        # private, so they are recognised by shape.
+        ctx = getattr(exc, "ctx", None)
+        hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        return f"{exc.format_message()}{hint}", int(exc.exit_code)
+    if isinstance(exc, MemoryError):
+        return "out of memory; try a shorter context or length, or close other programs", 1
+    detail = f": {exc}" if str(exc) else ""
+    return (
+        f"unexpected {type(exc).__name__}{detail}. This is a bug in yarn-cli: run the command again with "
+        "YARN_CLI_DEBUG=1 to see where, and report it",
+        1,
+    )

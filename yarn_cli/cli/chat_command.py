@@ -20,6 +20,7 @@ from yarn_cli.llama.sampling import (
     DEFAULT_TEMP,
     DEFAULT_TOP_K,
     DEFAULT_TOP_P,
+    ONE_SHOT_MAX_TOKENS,
     Sampling,
 )
 from yarn_cli.model import open_model
@@ -89,8 +90,19 @@ def chat_command(
     repeat_penalty: Annotated[float, typer.Option(help="Repetition penalty; 1 = off.")] = DEFAULT_REPEAT_PENALTY,
     seed: Annotated[int | None, typer.Option(help="Sampling seed, for reproducible replies.")] = None,
     max_tokens: Annotated[
-        int, typer.Option("--max-tokens", "-n", help="Most tokens per reply; -1 = until the model stops.")
-    ] = -1,
+        int | None,
+        typer.Option(
+            "--max-tokens",
+            "-n",
+            help=f"Most tokens per reply; -1 = until the model stops or the context is full, as llama.cpp. Without "
+            f"-n a reply stops when it repeats itself over and over, and a one-shot reply at {ONE_SHOT_MAX_TOKENS} "
+            "tokens.",
+            show_default=False,
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", "-b", help="Prompt tokens per llama.cpp batch (llama.cpp: 512).")
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="One-shot: print one JSON object.")] = False,
     no_stream: Annotated[bool, typer.Option("--no-stream", help="Print the reply when it is complete.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show llama.cpp's own log.")] = False,
@@ -107,6 +119,8 @@ def chat_command(
     if yarn not in ("off", "auto"):
         raise InputError(f"--yarn must be auto or off, got {yarn!r}")
     opened = open_model(model)
+    interactive = sys.stdin is not None and sys.stdin.isatty()
+    one_shot = prompt is not None or not interactive
     sampling = Sampling(
         temp=temp,
         top_p=top_p,
@@ -114,13 +128,13 @@ def chat_command(
         min_p=min_p,
         repeat_penalty=repeat_penalty,
         seed=seed,
-        max_tokens=max_tokens,
+        # Without -n the user is protected from a reply that never ends; with it, they get what they asked.
+        max_tokens=max_tokens if max_tokens is not None else ONE_SHOT_MAX_TOKENS if one_shot else -1,
+        stop_loops=max_tokens is None,
     )
     sampling.check()
     override = ScalingOverride(rope_scaling, rope_scale, yarn_orig_ctx, rope_freq_base)
     scaling = override.to_runtime()
-    interactive = sys.stdin is not None and sys.stdin.isatty()
-    one_shot = prompt is not None or not interactive
     if one_shot and prompt is None:
         prompt = sys.stdin.read() if sys.stdin is not None else ""
         if not prompt.strip():
@@ -138,6 +152,7 @@ def chat_command(
             scaling=scaling,
             n_gpu_layers=gpu_layers,
             n_threads=threads,
+            n_batch=batch_size,
             flash_attn=flash_attn,
             seed=seed,
             verbose=verbose,
@@ -145,7 +160,7 @@ def chat_command(
     )
     for note in (auto_note, *effective.notes):
         if note:
-            err.print(note, style="yellow", soft_wrap=True)
+            err.print(note, style="yellow", markup=False, soft_wrap=True)
     if not json_output:
         err.print(f"[dim]llama.cpp: {escape(effective.describe())}[/]", soft_wrap=True)
     session = ChatSession(llm, sampling, system=system)
@@ -187,8 +202,25 @@ def _one_shot(session: ChatSession, prompt: str, effective: Effective, *, json_o
     if not live:
         _write(reply)
     _write("\n")
+    note = _stop_note(session, stats)
+    if note:
+        err.print(f"[dim]({note})[/]")
     if stats.stopped == "interrupted":
         raise typer.Exit(130)
+
+
+def _stop_note(session: ChatSession, stats: TurnStats) -> str | None:
+    """Why a reply ended early, and how to get more, when it did not end by itself."""
+    if stats.stopped == "loop":
+        return "stopped: the reply kept repeating itself; -n N lets it run to N tokens"
+    if stats.stopped == "length" and session.sampling.stop_loops:
+        if session.sampling.max_tokens < 0:
+            return "stopped: the context is full"
+        limit = session.sampling.max_tokens
+        return f"stopped at the one-shot limit of {limit} tokens; -n N allows more, -n -1 no limit"
+    if stats.stopped == "interrupted":
+        return "stopped"
+    return None
 
 
 def _stats_line(stats: TurnStats) -> str:
@@ -251,8 +283,9 @@ def _turn(session: ChatSession, run: Any, stream: bool) -> TurnStats | None:
     _write("\n")
     if stats.dropped_turns:
         warn(f"dropped the {stats.dropped_turns} oldest turn(s) to fit the context of {stats.n_ctx} tokens")
-    if stats.stopped == "interrupted":
-        err.print("[dim](stopped)[/]")
+    note = _stop_note(session, stats)
+    if note:
+        err.print(f"[dim]({note})[/]")
     err.print(f"[dim]{_stats_line(stats)}[/]")
     return stats
 

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from yarn_cli.cli.render import byte_progress, err, mib, out, print_json, show_value, warn
-from yarn_cli.conversion import ConversionPlan, ConvertRequest, ConvertResult, convert_file
+from yarn_cli.cli.render import byte_progress, err, mib, out, print_json, say, show_value, warn
+from yarn_cli.conversion import ConversionPlan, ConvertRequest, ConvertResult, convert_file, recover_file
 from yarn_cli.default_model import DEFAULT_NAME, resolve_model
-from yarn_cli.gguf.inplace import recover as recover_file
 from yarn_cli.gguf.inplace import undo_path
 from yarn_cli.rope.keys import RECORD_KEY
 from yarn_cli.rope.scaling import Method
@@ -126,24 +126,24 @@ def convert_command(
         print_json(_result_dict(result, dry_run))
         return
     if result.recovered:
-        err.print(_recovered_line(result.input, result.recovered), soft_wrap=True)
+        say(_recovered_line(result.input, result.recovered))
     for message in plan.warnings:
         warn(message)
     if result.fallback:
         warn(result.fallback)
     if dry_run:
         out.print(_changes_table(plan))
-        out.print(f"Dry run: {_summary(plan)}; nothing written.")
+        out.print(f"Dry run: {_summary(plan)}; nothing written.", markup=False)
         return
     if not quiet:
         if plan.replaced:
-            err.print(f"Replaced the file's previous scaling: {plan.replaced}")
+            say(f"Replaced the file's previous scaling: {plan.replaced}")
         err.print(_changes_table(plan))
         target = "in place" if result.in_place else f"to {result.outputs[0].path}"
         how = _how(result.outputs[0].action, result.outputs[0].bytes_copied)
-        err.print(f"{_summary(plan)}; written {target} ({how}) in {result.seconds:.2f} s, verified.")
+        say(f"{_summary(plan)}; written {target} ({how}) in {result.seconds:.2f} s, verified.")
         for written in result.outputs[1:]:
-            err.print(f"  split {written.path.name}: {written.action}")
+            say(f"  split {written.path.name}: {written.action}")
 
 
 def _how(action: str, copied: int) -> str:
@@ -166,9 +166,9 @@ def _recover(input: str, json_output: bool) -> None:
     if json_output:
         print_json({"input": str(path), "recovered": outcome})
     elif outcome is None:
-        err.print(f"{path}: nothing to recover (no {undo_path(path).name} beside it).")
+        say(f"{path}: nothing to recover (no {undo_path(path).name} beside it).")
     else:
-        err.print(_recovered_line(path, outcome))
+        say(_recovered_line(path, outcome))
 
 
 def _summary(plan: ConversionPlan) -> str:
@@ -188,7 +188,7 @@ def _changes_table(plan: ConversionPlan) -> Table:
             after = "(removed)" if change.after is None else "(undo record)"
         else:
             before, after = show_value(change.before), show_value(change.after)
-        table.add_row(change.key, before, after)
+        table.add_row(Text(change.key), Text(before), Text(after))
     return table
 
 

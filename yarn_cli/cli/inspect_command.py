@@ -6,14 +6,17 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from yarn_cli.cli.options import ModelArgument
-from yarn_cli.cli.render import mib, out, print_json
-from yarn_cli.errors import InputError
+from yarn_cli.cli.render import mib, out, print_json, warn
+from yarn_cli.default_model import resolve_model
+from yarn_cli.errors import InputError, NotGGUFError
+from yarn_cli.gguf.inplace import pending_change
 from yarn_cli.model import Model, open_model, summary
 from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, YarnView, yarn_view
 from yarn_cli.rope.keys import VERSION_KEY
-from yarn_cli.rope.scaling import check_factor
+from yarn_cli.rope.scaling import check_betas, check_factor
 
 EPILOG = "Example: yarn-cli inspect model.gguf --factor 4"
 
@@ -36,7 +39,16 @@ def inspect_command(
 
     Example:  yarn-cli inspect model.gguf --factor 4
     """
-    opened = open_model(model)
+    path = resolve_model(model)
+    pending = pending_change(path)
+    if pending is not None:
+        warn(f"{pending}; what follows is the header as it is now")
+    try:
+        opened = open_model(path, pending_ok=True)
+    except NotGGUFError:
+        if pending is None:
+            raise
+        raise pending from None  # a half-written header: recovering it is the way out
     view = _yarn_view(opened, factor, beta_fast, beta_slow) if factor is not None else None
     if json_output:
         data = summary(opened)
@@ -52,6 +64,7 @@ def inspect_command(
 def _yarn_view(model: Model, factor: float, beta_fast: float, beta_slow: float) -> YarnView:
     """YaRN over the model's original state: a converted file shows what its own conversion did."""
     check_factor(factor)
+    check_betas(beta_fast, beta_slow)
     rope = model.rope
     if not rope.uses_rope:
         raise InputError(f"{rope.architecture} does not use RoPE ({rope.no_rope_reason}); --factor has no meaning")
@@ -70,25 +83,25 @@ def _render_info(model: Model) -> None:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     split = f", split {model.split.number} of {model.split.count}" if model.split else ""
-    table.add_row("File", f"{h.path}")
+    table.add_row("File", Text(str(h.path)))
     table.add_row("", f"{mib(h.file_size)}, GGUF v{h.version}, {h.endianness}-endian, {len(h.tensors)} tensors{split}")
-    table.add_row("Architecture", model.architecture)
+    table.add_row("Architecture", Text(model.architecture))
     table.add_row("Context length", _ctx_text(model))
     if rope.uses_rope:
         table.add_row("RoPE", f"freq_base {rope.current.freq_base:g}, {rope.dims} rotary dims")
     else:
         table.add_row("RoPE", f"not used: {rope.no_rope_reason}; nothing to scale")
-    kv = max(shape.n_kv_heads) if shape.n_kv_heads else "?"
+    kv = shape.n_kv_heads if shape.n_kv_heads is not None else "?"
     table.add_row(
         "Shape", f"{shape.n_layers} layers, {shape.n_heads} heads, {kv} KV heads, head size {shape.head_dim_k}"
     )
-    table.add_row("Scaling", rope.current.scaling.describe())
+    table.add_row("Scaling", Text(rope.current.scaling.describe()))
     for key in rope.keys.scaling:
         value = h.get(key)
         if value is not None:
-            table.add_row("", f"{key} = {value!r}")
+            table.add_row("", Text(f"{key} = {value!r}"))
     if rope.converted:
-        table.add_row("Converted by", f"yarn-cli {h.get(VERSION_KEY, '?')} (undo: convert --method none)")
+        table.add_row("Converted by", Text(f"yarn-cli {h.get(VERSION_KEY, '?')} (undo: convert --method none)"))
     out.print(table)
     rows = model.kv_cache_table()
     if rows:

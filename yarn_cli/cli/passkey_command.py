@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ThreadsOption
-from yarn_cli.cli.render import WorkProgress, err, out, require_matplotlib
+from yarn_cli.cli.render import WorkProgress, check_run_outputs, out, save_figure, say
 from yarn_cli.evals.lengths import default_lengths, parse_lengths
 from yarn_cli.evals.passkey import (
     PasskeySettings,
@@ -69,8 +69,7 @@ def passkey_command(
     opened = open_model(model)
     wanted = parse_lengths(lengths) if lengths else default_lengths(opened.context_length or 8192)
     variants = [v.name for v in parse_variants(compare, opened.rope)]
-    if plot is not None:
-        require_matplotlib()
+    check_run_outputs(json_path, csv_path, plot)
     settings = PasskeySettings(
         lengths=wanted,
         trials=trials,
@@ -84,7 +83,7 @@ def passkey_command(
     )
     done = load_previous(json_path, opened, settings) if json_path else {}
     if done:
-        err.print(f"Resuming {json_path}: {len(done)} trials already done.")
+        say(f"Resuming {json_path}: {len(done)} trials already done.")
     results: list[TrialResult] = list(done.values())
     interrupted = False
     with WorkProgress("trials") as progress:
@@ -109,7 +108,7 @@ def passkey_command(
         _plot(plot, results, settings)
     if interrupted:
         if json_path:
-            err.print(f"The {len(results)} finished trials are in {json_path}; the same command resumes the run.")
+            say(f"The {len(results)} finished trials are in {json_path}; the same command resumes the run.")
         raise typer.Exit(130)
 
 
@@ -188,6 +187,4 @@ def _plot(path: Path, results: list[TrialResult], settings: PasskeySettings) -> 
         ax.set_title(variant)
     fig.colorbar(image, ax=axes[0][-1], fraction=0.05)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    err.print(f"Plot written to {path}")
+    save_figure(fig, path)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ThreadsOption
-from yarn_cli.cli.render import WorkProgress, err, out, require_matplotlib
+from yarn_cli.cli.render import WorkProgress, check_run_outputs, err, out, save_figure
 from yarn_cli.evals.lengths import default_lengths, parse_lengths
 from yarn_cli.evals.perplexity import PerplexityResult, PerplexitySettings, read_text, run_perplexity
 from yarn_cli.evals.perplexity_report import build_record, write_csv
@@ -74,8 +74,7 @@ def perplexity_command(
     )
     settings.check()
     source = read_text(text)
-    if plot is not None:
-        require_matplotlib()
+    check_run_outputs(json_path, csv_path, plot)
 
     with WorkProgress("tokens") as progress:
         try:
@@ -144,6 +143,4 @@ def _plot(path: Path, results: list[PerplexityResult], settings: PerplexitySetti
     ax.set_title(f"{model.path.name}: perplexity against context")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    err.print(f"Plot written to {path}")
+    save_figure(fig, path)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -22,6 +25,7 @@ from rich.progress import (
 )
 
 from yarn_cli.errors import InputError
+from yarn_cli.gguf.fileops import check_writable, write_atomically
 from yarn_cli.gguf.values import Value
 
 # Data (tables, JSON, replies) goes to stdout; status, warnings and progress to stderr.
@@ -29,16 +33,36 @@ out = Console(highlight=False, soft_wrap=False)
 err = Console(stderr=True, highlight=False)
 
 
+def say(text: str) -> None:
+    """A status line on stderr, printed literally: a path or a key with [brackets] is not rich markup."""
+    err.print(text, markup=False, soft_wrap=True)
+
+
 def warn(message: str) -> None:
-    err.print(f"[yellow]Warning:[/] {message}", soft_wrap=True)
+    err.print(f"[yellow]Warning:[/] {escape(message)}", soft_wrap=True)
 
 
-def require_matplotlib() -> None:
-    """Checked before long work starts, so a missing plotting library never costs a finished run."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise InputError("--plot needs matplotlib: pip install matplotlib (or the plot extra)") from None
+def check_run_outputs(json_path: Path | None, csv_path: Path | None, plot: Path | None) -> None:
+    """A long run's output files, checked before it starts: a bad path never costs a finished run."""
+    for option, path in (("--json", json_path), ("--csv", csv_path), ("--plot", plot)):
+        if path is not None:
+            check_writable(path, option)
+    if plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise InputError("--plot needs matplotlib: pip install matplotlib (or the plot extra)") from None
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """A matplotlib figure as a PNG, written whole or not at all, like every other output."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    write_atomically(path, buffer.getvalue())
+    say(f"Plot written to {path}")
 
 
 def mib(n: int | None) -> str:

@@ -42,6 +42,7 @@ def build_record(model: Model, settings: PasskeySettings, results: list[TrialRes
             "seed": settings.seed,
             "variants": settings.variants,
             "reuse": settings.reuse,
+            "protocol": settings.identity(),
         },
         "software": software(),
         "trials": [r.to_dict() for r in ordered],
@@ -56,22 +57,24 @@ def load_previous(path: Path, model: Model, settings: PasskeySettings) -> dict[T
     if not path.exists():
         return {}
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(encoding="utf-8"))
         saved_model = record["model"]
-        saved = record["settings"]
+        protocol = record["settings"].get("protocol")
         names = {f.name for f in fields(TrialResult)}
         trials = [TrialResult(**{k: v for k, v in t.items() if k in names}) for t in record["trials"]]
-    except (ValueError, KeyError, TypeError) as exc:
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}; choose another --json file") from exc
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{path} exists but is not a passkey run ({exc}); choose another --json file") from exc
-    same_model = (saved_model.get("size"), saved_model.get("architecture")) == (
-        model.header.file_size,
-        model.architecture,
-    )
-    depths = saved.get("depths")
-    same_settings = (saved.get("seed"), None if depths == "random" else depths) == (settings.seed, settings.depths)
-    if not (same_model and same_settings):
+    if saved_model.get("header_sha256") != model.header.fingerprint():
         raise InputError(
-            f"{path} holds a run of another model or other --seed/--depths; choose another --json file to keep it"
+            f"{path} holds a run of another model, or of this file before it was converted (their headers "
+            "differ); choose another --json file to keep it"
+        )
+    if protocol != settings.identity():
+        raise InputError(
+            f"{path} holds a run with other --seed, --depths or answer length ({protocol}); choose another "
+            "--json file to keep it, or the same settings to resume it"
         )
     wanted = set(settings.lengths)
     return {

@@ -7,13 +7,14 @@ leaves a half-written file where a finished one was.
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from yarn_cli import __version__
+from yarn_cli.gguf.fileops import write_atomically
 from yarn_cli.model import Model
 
 
@@ -30,30 +31,31 @@ def software() -> dict[str, str]:
 
 
 def model_record(model: Model) -> dict[str, Any]:
+    """The model a run was made with; ``header_sha256`` tells it apart from any other file or state."""
+    rope = model.rope
     return {
         "path": str(model.path),
         "size": model.header.file_size,
         "architecture": model.architecture,
+        "header_sha256": model.header.fingerprint(),
         "context_length": model.context_length,
         "original_context": model.original_context,
+        "rope": {
+            "freq_base": rope.current.freq_base,
+            "scaling": rope.current.scaling.describe(),
+            "converted_by_yarn_cli": rope.converted,
+        },
     }
 
 
-def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
-
-
 def write_json(path: Path, record: dict[str, Any]) -> None:
-    tmp = _partial(path)
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomically(path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
 
 
 def write_csv(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -> None:
-    tmp = _partial(path)
-    with tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(row)
-    os.replace(tmp, path)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+    write_atomically(path, text.getvalue().encode("utf-8"))

@@ -8,6 +8,7 @@ import errno
 import functools
 import os
 import shutil
+import signal
 import struct
 import tempfile
 from collections.abc import Callable, Iterator
@@ -161,6 +162,21 @@ def check_free_space(directory: Path, needed: int) -> None:
         )
 
 
+def check_writable(path: Path, option: str) -> None:
+    """Fail at once, not after hours of work, where ``path`` could not be written."""
+    if path.is_dir():
+        raise OutputError(f"{option} {path} is a folder; give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise OutputError(f"{option} {path}: the folder {folder} does not exist; create it first")
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=folder)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise OutputError(f"{option} {path}: cannot write in {folder} ({exc.strerror}); choose another place") from None
+
+
 def fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):  # not every filesystem lets a directory be fsynced
         fd = os.open(directory, os.O_RDONLY)
@@ -170,6 +186,89 @@ def fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def default_mode() -> int:
+    """Permissions for a new file, as the umask allows: what ``open()`` would give it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+class Staging:
+    """Outputs written under temporary names beside their targets, and renamed into place together.
+
+    Nothing appears under a target name until every output is complete and on disk: a
+    conversion of a split model leaves all its splits or none.
+    """
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[Path, Path]] = []  # (temporary, target)
+
+    def temporary(self, path: Path) -> Path:
+        """A new temporary name beside ``path``, removed again unless committed."""
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        self._staged.append((tmp, path))
+        return tmp
+
+    @contextlib.contextmanager
+    def output(self, path: Path, *, mode: int) -> Iterator[tuple[int, Path]]:
+        """(fd, temporary path) to write ``path`` through; the data is fsynced when the block ends."""
+        tmp = self.temporary(path)
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            os.fchmod(fd, mode)
+            yield fd, tmp
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def link(self, path: Path, source: Path) -> bool:
+        """Stage ``path`` as another name of ``source`` (a hard link: no data copied); False where it cannot be."""
+        with contextlib.suppress(OSError):
+            if os.path.samefile(path, source):  # linked by an earlier run already: nothing to do
+                return True
+        tmp = self.temporary(path)
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError:
+            self._staged.remove((tmp, path))
+            return False
+        return True
+
+    def commit(self) -> None:
+        """Rename every output into place, with Ctrl-C and SIGTERM held back until all are there."""
+        blocked = {signal.SIGINT, signal.SIGTERM}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked) if hasattr(signal, "pthread_sigmask") else None
+        try:
+            for tmp, path in self._staged:
+                os.replace(tmp, path)
+        finally:
+            if previous is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for directory in {path.parent for _, path in self._staged}:
+            fsync_dir(directory)
+        self._staged.clear()
+
+    def discard(self) -> None:
+        for tmp, _ in self._staged:
+            tmp.unlink(missing_ok=True)
+        self._staged.clear()
+
+
+@contextlib.contextmanager
+def staging() -> Iterator[Staging]:
+    """A ``Staging`` committed when the block ends, and discarded on any error, Ctrl-C included."""
+    stage = Staging()
+    try:
+        yield stage
+        stage.commit()
+    except BaseException:
+        stage.discard()
+        raise
+
+
 @contextlib.contextmanager
 def atomic_output(path: Path, *, mode: int) -> Iterator[tuple[int, Path]]:
     """Yield (fd, temporary path) to write ``path`` (permissions ``mode``) through a temporary file beside it.
@@ -177,36 +276,21 @@ def atomic_output(path: Path, *, mode: int) -> Iterator[tuple[int, Path]]:
     On success the data is fsynced and the temporary file renamed over ``path``;
     on any error, Ctrl-C included, it is removed and ``path`` is left untouched.
     """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        os.fchmod(fd, mode)
+    with staging() as stage, stage.output(path, mode=mode) as (fd, tmp):
         yield fd, tmp
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
 
 
-def link_or_copy(src: Path, dst: Path, progress: Progress | None = None) -> str:
-    """Place ``src``'s content at ``dst`` atomically: a hard link where possible, else a copy."""
-    with contextlib.suppress(OSError):
-        if os.path.samefile(src, dst):  # linked by an earlier run already
-            return "hardlink"
-    tmp = dst.parent / f".{dst.name}.{os.getpid()}.link"
-    try:
-        os.link(src, tmp)
-        os.replace(tmp, dst)
+def write_atomically(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """All of ``data`` at ``path``, or nothing: the one way yarn-cli writes a small file."""
+    with atomic_output(path, mode=default_mode() if mode is None else mode) as (fd, _):
+        write_all(fd, data, 0)
+
+
+def link_or_copy(src: Path, dst: Path, stage: Staging, progress: Progress | None = None) -> str:
+    """Stage ``src``'s content for ``dst``: a hard link where possible, else a copy."""
+    if stage.link(dst, src):
         return "hardlink"
-    except OSError:
-        tmp.unlink(missing_ok=True)
     size = src.stat().st_size
-    with atomic_output(dst, mode=src.stat().st_mode & 0o777) as (out_fd, _), src.open("rb") as fin:
+    with stage.output(dst, mode=src.stat().st_mode & 0o777) as (out_fd, _), src.open("rb") as fin:
         copy_range(fin.fileno(), out_fd, 0, 0, size, progress)
     return "copy"

@@ -10,6 +10,7 @@ the start of the data section, so the data can be copied as one block.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import struct
 from collections.abc import Mapping
@@ -94,6 +95,19 @@ class GGUFHeader:
         """Bytes from the data start to the end of the file, copied verbatim on rewrite."""
         return self.file_size - self.data_offset
 
+    def fingerprint(self) -> str:
+        """sha256 of the header as stored (every key and tensor record): which model, and in which state.
+
+        Two conversions of one model have the same size but different fingerprints; a file
+        converted in place changes its fingerprint. No file is read: the bytes are at hand.
+        """
+        digest = hashlib.sha256(f"GGUF{self.version}{self.byteorder}{self.alignment}".encode())
+        for f in self.fields.values():
+            digest.update(f.raw)
+        for t in self.tensors:
+            digest.update(t.raw)
+        return digest.hexdigest()
+
     def get(self, key: str, default: Any = None) -> Any:
         found = self.fields.get(key)
         return default if found is None else found.value
@@ -143,18 +157,26 @@ def read_header(path: str | os.PathLike[str]) -> GGUFHeader:
     try:
         reader = _HeaderReader(path, "r")
     except Exception as exc:  # gguf-py signals a bad header with many exception types
-        raise NotGGUFError(
-            f"{path}: the GGUF header is truncated or corrupt ({type(exc).__name__}: {exc}); "
-            "the file may be an incomplete download"
-        ) from exc
+        raise _corrupt(path, exc) from exc
     try:
         return _snapshot(path, size, reader)
+    except NotGGUFError:
+        raise
+    except Exception as exc:  # a value gguf-py parsed but cannot decode (a key that is not UTF-8...)
+        raise _corrupt(path, exc) from exc
     finally:
         mm = getattr(reader.data, "_mmap", None)
         del reader
         if mm is not None:
             with contextlib.suppress(BufferError):  # a view is still alive; the GC will close it
                 mm.close()
+
+
+def _corrupt(path: Path, exc: Exception) -> NotGGUFError:
+    return NotGGUFError(
+        f"{path}: the GGUF header is truncated or corrupt ({type(exc).__name__}: {exc}); "
+        "the file may be an incomplete download"
+    )
 
 
 class _HeaderReader(GGUFReader):

@@ -16,17 +16,23 @@ restored; either way the result is byte for byte one of the two files, never a m
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # not a POSIX system
+    fcntl = None  # type: ignore[assignment]
+
 from yarn_cli.errors import YarnCliError
 from yarn_cli.gguf.faults import crash_point
-from yarn_cli.gguf.fileops import Unsupported, block_size, fsync_dir, shift_blocks, write_all
+from yarn_cli.gguf.fileops import Unsupported, block_size, fsync_dir, shift_blocks, write_all, write_atomically
 
 UNDO_SUFFIX = ".yarn-cli-undo"
 MAGIC = b"YARN-CLI-UNDO 1\n"
@@ -106,16 +112,7 @@ def _write_durably(fd: int, data: bytes) -> None:
 
 def _save_record(path: Path, record: UndoRecord) -> None:
     """Durably, and whole or not at all: a half-written record is never taken for one."""
-    target = undo_path(path)
-    tmp = target.with_name(target.name + ".partial")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        write_all(fd, record.to_bytes(), 0)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
-    fsync_dir(path.parent)
+    write_atomically(undo_path(path), record.to_bytes(), mode=0o600)
 
 
 def _drop_record(path: Path) -> None:
@@ -187,13 +184,51 @@ def _restore(fd: int, record: UndoRecord) -> None:
     _write_durably(fd, record.old_header)
 
 
+class BusyError(YarnCliError):
+    """Another process is changing the file in place right now."""
+
+
+@contextlib.contextmanager
+def locked(path: Path, *, exclusive: bool) -> Iterator[None]:
+    """Hold ``path`` against other processes' in-place changes: exclusively to change it, shared to read it.
+
+    A second ``convert --in-place`` (or ``--recover``) of the same file refuses at once instead of
+    interleaving its writes with the first. Advisory locks (flock): where the system has none, or
+    the file does not exist, nothing is held.
+    """
+    if fcntl is None or not path.is_file():
+        yield
+        return
+    with path.open("rb") as fh:
+        try:
+            fcntl.flock(fh.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BusyError(
+                f"{path} is being changed in place by another yarn-cli right now; try again when it has finished"
+            ) from None
+        yield
+
+
+def pending_change(path: str | os.PathLike[str]) -> YarnCliError | None:
+    """Why the file's header cannot be trusted now (an in-place change cut short, or under way), else None."""
+    if not undo_path(path).exists():
+        return None
+    try:
+        with locked(Path(path), exclusive=False):
+            pass
+    except BusyError as exc:
+        return exc
+    return RecoveryError(
+        f"an in-place change of {path} was interrupted ({undo_path(path).name} is beside it); "
+        f"run: yarn-cli convert {path} --recover"
+    )
+
+
 def check_not_pending(path: str | os.PathLike[str]) -> None:
-    """Refuse to read a file whose in-place change was cut short: its header may be half-written."""
-    if undo_path(path).exists():
-        raise RecoveryError(
-            f"an in-place change of {path} was interrupted ({undo_path(path).name} is beside it); "
-            f"run: yarn-cli convert {path} --recover"
-        )
+    """Refuse to read a file whose in-place change was cut short or is under way: its header may be half-written."""
+    problem = pending_change(path)
+    if problem is not None:
+        raise problem
 
 
 def recover(path: Path) -> str | None:

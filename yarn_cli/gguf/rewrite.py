@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from yarn_cli.errors import VerificationError
-from yarn_cli.gguf.fileops import Progress, Unsupported, atomic_output, block_size, clone_range, copy_range, write_all
+from yarn_cli.gguf.fileops import Progress, Staging, Unsupported, block_size, clone_range, copy_range, write_all
 from yarn_cli.gguf.header import Edits, GGUFHeader, build_header, edited_keys, read_header
 from yarn_cli.gguf.inplace import rewrite_header
 
@@ -47,16 +47,17 @@ def write_patched(
     header: GGUFHeader,
     edits: Edits,
     destination: Path,
+    stage: Staging,
     *,
     progress: Progress | None = None,
 ) -> tuple[str, int]:
-    """Write ``header`` + ``edits`` and the unchanged tensor data to ``destination``, atomically.
+    """Stage ``header`` + ``edits`` and the unchanged tensor data for ``destination``, verified.
 
     Returns how ("reflink" or "copy") and the bytes written.
     """
     new_header = build_header(header, edits)
     mode = header.path.stat().st_mode & 0o777
-    with atomic_output(destination, mode=mode) as (fd, tmp), header.path.open("rb") as src:
+    with stage.output(destination, mode=mode) as (fd, tmp), header.path.open("rb") as src:
         shared = _clone_data(src.fileno(), fd, header, len(new_header), destination.parent)
         write_all(fd, new_header, 0)  # over the cloned tail of the old header, when cloned
         if shared:

@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from gguf import GGUFValueType
 
+from yarn_cli.errors import InputError
+
 _SCALAR_FORMATS: dict[GGUFValueType, str] = {
     GGUFValueType.UINT8: "B",
     GGUFValueType.INT8: "b",
@@ -69,6 +71,8 @@ def f32(x: float) -> float:
 
 
 def uint32(x: int) -> Value:
+    if not 0 <= int(x) < 2**32:
+        raise InputError(f"{x:,} does not fit a GGUF uint32 (0 to {2**32 - 1:,})")
     return Value(GGUFValueType.UINT32, int(x))
 
 

@@ -13,13 +13,9 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-from yarn_cli.errors import YarnCliError
-from yarn_cli.llama.loader import ModelLoadError, captured_log, load_error
+from yarn_cli.errors import EvaluationError, ModelLoadError
+from yarn_cli.llama.loader import captured_log, load_error
 from yarn_cli.model import Model
-
-
-class EvaluationError(YarnCliError):
-    """llama.cpp refused a batch (out of memory, context too small)."""
 
 
 class Vocabulary:
@@ -56,7 +52,10 @@ def greedy_completion(llm: llama_cpp.Llama, tokens: Sequence[int], max_tokens: i
     if not reuse:
         llm.reset()
     llama_cpp.llama_perf_context_reset(llm.ctx)
-    completion: Any = llm.create_completion(list(tokens), max_tokens=max_tokens, temperature=0.0, top_k=1)
+    try:
+        completion: Any = llm.create_completion(list(tokens), max_tokens=max_tokens, temperature=0.0, top_k=1)
+    except (RuntimeError, ValueError) as exc:
+        raise EvaluationError(f"llama.cpp could not answer a {len(tokens)}-token prompt: {exc}") from exc
     perf = llama_cpp.llama_perf_context(llm.ctx)
     return completion["choices"][0]["text"], int(perf.n_p_eval) + int(perf.n_eval)
 

@@ -19,15 +19,11 @@ from pathlib import Path
 
 import llama_cpp
 
-from yarn_cli.errors import InputError, UnsupportedModelError, YarnCliError
+from yarn_cli.errors import InputError, ModelLoadError, UnsupportedModelError
 from yarn_cli.llama.memory import choose_context
 from yarn_cli.llama.threads import default_threads
 from yarn_cli.model import Model
 from yarn_cli.rope.scaling import SCALING_NAMES, RuntimeScaling
-
-
-class ModelLoadError(YarnCliError):
-    """llama.cpp could not load the model or create its context."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +32,7 @@ class LoadOptions:
     scaling: RuntimeScaling | None = None
     n_gpu_layers: int | None = None  # None: all layers when llama.cpp can offload, else 0
     n_threads: int | None = None
+    n_batch: int | None = None  # None: llama.cpp's 512
     flash_attn: bool = False
     seed: int | None = None
     verbose: bool = False
@@ -172,6 +169,10 @@ def load_model(model: Model, options: LoadOptions) -> tuple[llama_cpp.Llama, Eff
         kwargs["n_threads_batch"] = options.n_threads
     else:
         kwargs["n_threads"], kwargs["n_threads_batch"] = default_threads()
+    if options.n_batch is not None:
+        if options.n_batch <= 0:
+            raise InputError(f"-b/--batch-size must be at least 1, got {options.n_batch}")
+        kwargs["n_batch"] = options.n_batch
     if options.seed is not None:
         kwargs["seed"] = options.seed
     if options.scaling is not None:

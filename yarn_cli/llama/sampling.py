@@ -15,6 +15,8 @@ DEFAULT_TOP_P = 0.95
 DEFAULT_TOP_K = 40
 DEFAULT_MIN_P = 0.05
 DEFAULT_REPEAT_PENALTY = 1.0
+# A one-shot reply without -n stops here: a small model can loop until its context is full.
+ONE_SHOT_MAX_TOKENS = 512
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Sampling:
     repeat_penalty: float = DEFAULT_REPEAT_PENALTY
     seed: int | None = None
     max_tokens: int = -1  # -1: until the end-of-turn token or the context is full
+    stop_loops: bool = False  # end a reply that keeps repeating the same text
 
     def check(self) -> None:
         if self.temp < 0:

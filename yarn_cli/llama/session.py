@@ -9,7 +9,6 @@ performance counters.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -19,11 +18,16 @@ from typing import Any
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from yarn_cli.errors import InputError
+from yarn_cli.errors import EvaluationError, InputError, OutputError
+from yarn_cli.gguf.fileops import write_atomically
 from yarn_cli.llama.sampling import Sampling
 
 # Room kept free for the reply when older turns must be dropped to fit a new one.
 MIN_REPLY_ROOM = 64
+# A reply that ends in the same text this many times over, and this long at least, is a loop.
+LOOP_REPEATS = 8
+LOOP_MIN_CHARS = 64
+LOOP_MAX_PERIOD = 256
 
 # A plain ChatML template for models whose GGUF carries none.
 CHATML_TEMPLATE = (
@@ -44,7 +48,7 @@ class TurnStats:
     first_token_ms: float = 0.0
     context_used: int = 0
     n_ctx: int = 0
-    stopped: str = "eos"  # eos, length, interrupted
+    stopped: str = "eos"  # eos, length, loop, interrupted
     dropped_turns: int = 0
 
     @property
@@ -66,6 +70,21 @@ class ContextOverflowError(InputError):
     """A single message does not fit in the context at all."""
 
 
+def ends_in_loop(text: str) -> bool:
+    """The text ends with one block of up to 256 characters said 8 times in a row (64 characters at least).
+
+    Small models fall into such loops under greedy decoding ("la France, la France, ...") and
+    would go on until the context is full.
+    """
+    tail = text[-LOOP_MAX_PERIOD * LOOP_REPEATS :]
+    for period in range(max(1, -(-LOOP_MIN_CHARS // LOOP_REPEATS)), LOOP_MAX_PERIOD + 1):
+        if period * LOOP_REPEATS > len(tail):
+            return False
+        if tail.endswith(tail[-period:] * LOOP_REPEATS):
+            return True
+    return False
+
+
 @dataclass
 class Conversation:
     system: str | None = None
@@ -77,17 +96,20 @@ class Conversation:
 
     def save(self, path: Path) -> None:
         data = {"system": self.system, "messages": self.turns}
-        tmp = path.with_name(f".{path.name}.partial")
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
+        try:
+            write_atomically(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+        except OSError as exc:
+            raise OutputError(f"cannot save the conversation to {path}: {exc.strerror or exc}") from exc
 
     @classmethod
     def load(cls, path: Path) -> Conversation:
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
             turns = [{"role": str(m["role"]), "content": str(m["content"])} for m in data["messages"]]
         except FileNotFoundError as exc:
             raise InputError(f"{path} does not exist") from exc
+        except OSError as exc:
+            raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
         except (ValueError, KeyError, TypeError) as exc:
             raise InputError(f"{path} is not a conversation saved by /save ({exc})") from exc
         if any(t["role"] not in ("user", "assistant") for t in turns):
@@ -180,6 +202,7 @@ class ChatSession:
         pieces: list[str] = []
         first_token_ms = 0.0
         start = time.perf_counter()
+        text = ""
         try:
             for chunk in stream:
                 choice = chunk["choices"][0]
@@ -192,8 +215,15 @@ class ChatSession:
                         on_text(piece)
                 if choice.get("finish_reason"):
                     stats.stopped = "length" if choice["finish_reason"] == "length" else "eos"
+                elif s.stop_loops and piece:
+                    text = (text + piece)[-LOOP_MAX_PERIOD * LOOP_REPEATS :]
+                    if ends_in_loop(text):
+                        stats.stopped = "loop"
+                        break
         except KeyboardInterrupt:
             stats.stopped = "interrupted"
+        except (RuntimeError, ValueError) as exc:
+            raise EvaluationError(f"llama.cpp stopped while generating the reply: {exc}") from exc
         finally:
             close = getattr(stream, "close", None)
             if close:

@@ -135,6 +135,29 @@ class ScalingOverride:
         )
 
 
+# The largest context a GGUF file can state: context_length is a uint32.
+MAX_CONTEXT = 2**32 - 1
+
+
+def check_context(tokens: int, option: str) -> int:
+    """A context given by the user: a positive number of tokens that a GGUF uint32 can hold."""
+    if not 0 < tokens <= MAX_CONTEXT:
+        raise InputError(f"{option} must be a number of tokens between 1 and {MAX_CONTEXT:,}, got {tokens:,}")
+    return tokens
+
+
+def check_betas(beta_fast: float, beta_slow: float) -> None:
+    """YaRN's ramp runs from pairs turning beta_fast times in the original context down to beta_slow times."""
+    for name, beta in (("--beta-fast", beta_fast), ("--beta-slow", beta_slow)):
+        if not (math.isfinite(beta) and beta > 0):
+            raise InputError(f"{name} must be a positive number of rotations, got {beta:g}")
+    if beta_fast <= beta_slow:
+        raise InputError(
+            f"--beta-fast ({beta_fast:g}) must be larger than --beta-slow ({beta_slow:g}): YaRN keeps the pairs that "
+            "turn more than beta_fast times and interpolates those that turn less than beta_slow times"
+        )
+
+
 def check_factor(factor: float) -> float:
     """A scale factor must be a finite number above 1 (1 would be no scaling)."""
     if not math.isfinite(factor) or factor <= 1.0:

@@ -1,0 +1,224 @@
+"""Bad input and failures: one clear line, a non-zero exit, no traceback, and nothing lost.
+
+Every case runs the real command line on real files and checks, besides the message, that the
+input is unchanged (hash) and that no partial file is left behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+from ggufs import write_tiny_llama
+from helpers import error_line, interrupt_on_call
+
+from yarn_cli.cli import app as cli_app
+from yarn_cli.conversion import ConvertRequest, convert_file
+from yarn_cli.errors import OutputError
+from yarn_cli.gguf.fileops import staging, write_atomically
+from yarn_cli.gguf.inplace import locked, undo_path
+
+TEXT = Path(__file__).parent / "data" / "pride-and-prejudice-chapter-1.txt"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file in a folder, with its content hash: what must not change."""
+    return {p.name: sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+# --- values that used to escape as tracebacks ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["convert", "{m}", "out.gguf", "--factor", "1e10"], "is more than a GGUF file can state (4,294,967,295)"),
+        (["convert", "{m}", "out.gguf", "--context", "5000000000"], "5,000,000,000 tokens, is more than a GGUF file"),
+        (["convert", "{m}", "out.gguf", "--factor", "4", "--original-context", "0"], "--original-context must be"),
+        (["convert", "{m}", "out.gguf", "--factor", "4", "--original-context", "-8"], "between 1 and 4,294,967,295"),
+        (["convert", "{m}", "out.gguf", "--factor", "4", "--beta-fast", "0.5"], "must be larger than --beta-slow"),
+        (["convert", "{m}", "out.gguf", "--factor", "4", "--beta-slow", "nan"], "--beta-slow must be a positive"),
+        (["inspect", "{m}", "--factor", "4", "--beta-slow", "0"], "--beta-slow must be a positive number"),
+        (["inspect", "{m}", "--factor", "4", "--beta-fast", "0"], "--beta-fast must be a positive number"),
+        (["inspect", "{m}", "--factor", "4", "--beta-fast", "1", "--beta-slow", "2"], "must be larger than"),
+    ],
+)
+def test_bad_values_get_one_line_and_change_nothing(run_cli, tiny_model: Path, args: list[str], message: str) -> None:
+    before = snapshot(tiny_model.parent)
+    result = run_cli(*[a.format(m=tiny_model) for a in args])
+    assert result.returncode == 1
+    assert message in error_line(result)
+    assert snapshot(tiny_model.parent) == before
+
+
+def test_an_unforeseen_exception_is_one_line_that_says_how_to_see_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken(**kwargs: object) -> None:
+        raise ZeroDivisionError("float division by zero")
+
+    monkeypatch.setattr(cli_app, "app", broken)
+    monkeypatch.delenv("YARN_CLI_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        cli_app.main()
+    assert exited.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in lines[0]
+    assert lines[0].startswith("Error: unexpected ZeroDivisionError: float division by zero.")
+    assert "YARN_CLI_DEBUG=1" in lines[0]
+    monkeypatch.setenv("YARN_CLI_DEBUG", "1")
+    with pytest.raises(ZeroDivisionError):  # the traceback, for whoever asks for it
+        cli_app.main()
+
+
+def test_debug_shows_the_traceback(run_cli, tmp_path: Path) -> None:
+    result = run_cli("inspect", tmp_path / "missing.gguf", env={"YARN_CLI_DEBUG": "1"})
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "NotGGUFError" in result.stderr
+
+
+def test_paths_and_keys_are_printed_literally(run_cli, tmp_path: Path) -> None:
+    model = write_tiny_llama(tmp_path / "m[red]x[bold].gguf")
+    result = run_cli("convert", model, "--factor", "2")
+    assert result.returncode == 0, result.stderr
+    assert "m[red]x[bold].yarn-2x.gguf" in result.stderr
+    shown = run_cli("inspect", tmp_path / "m[red]x[bold].yarn-2x.gguf")
+    assert "m[red]x[bold].yarn-2x.gguf" in shown.stdout.replace("\n", "")
+
+
+# --- runs that resume ----------------------------------------------------------------------------
+
+
+def passkey(run_cli, model: Path, *extra: str):
+    return run_cli("passkey", model, "--lengths", "400", "--trials", "1", "-t", "2", *extra)
+
+
+def test_a_resume_never_adopts_another_models_trials(run_cli, tiny_model: Path, tmp_path: Path) -> None:
+    x2 = convert_file(tiny_model, ConvertRequest(factor=2.0)).outputs[0].path
+    x4 = convert_file(tiny_model, ConvertRequest(factor=4.0)).outputs[0].path
+    assert x2.stat().st_size == x4.stat().st_size  # the old identity, (size, architecture), was the same
+    first = passkey(run_cli, x2, "--json", "run.json")
+    assert first.returncode == 0, first.stderr
+    record = tmp_path / "run.json"
+    saved = record.read_bytes()
+    assert json.loads(saved)["model"]["header_sha256"]
+    other = passkey(run_cli, x4, "--json", "run.json")
+    assert other.returncode == 1
+    assert "holds a run of another model" in error_line(other)
+    reseeded = passkey(run_cli, x2, "--json", "run.json", "--seed", "5")
+    assert "other --seed, --depths or answer length" in error_line(reseeded)
+    assert record.read_bytes() == saved
+    resumed = passkey(run_cli, x2, "--json", "run.json")
+    assert resumed.returncode == 0 and "1 trials already done" in resumed.stderr
+
+
+def test_a_file_converted_in_place_is_another_model_to_a_resume(run_cli, tiny_model: Path) -> None:
+    assert passkey(run_cli, tiny_model, "--json", "run.json").returncode == 0
+    assert run_cli("convert", tiny_model, "--in-place", "--factor", "2").returncode == 0
+    assert "holds a run of another model" in error_line(passkey(run_cli, tiny_model, "--json", "run.json"))
+
+
+def test_perplexity_records_the_same_identity(run_cli, tiny_model: Path, tmp_path: Path) -> None:
+    result = run_cli("perplexity", tiny_model, "--text", TEXT, "--contexts", "64", "--json", "p.json")
+    assert result.returncode == 0, result.stderr
+    record = json.loads((tmp_path / "p.json").read_text())
+    passkey(run_cli, tiny_model, "--json", "k.json")
+    assert record["model"]["header_sha256"] == json.loads((tmp_path / "k.json").read_text())["model"]["header_sha256"]
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value", "message"),
+    [
+        ("passkey", "--json", "missing/run.json", "the folder missing does not exist"),
+        ("passkey", "--csv", ".", "is a folder; give a file name"),
+        ("perplexity", "--csv", "missing/run.csv", "the folder missing does not exist"),
+        ("perplexity", "--json", ".", "is a folder"),
+    ],
+)
+def test_long_runs_check_their_outputs_before_the_first_trial(
+    run_cli, tiny_model: Path, command: str, option: str, value: str, message: str
+) -> None:
+    extra = ["--lengths", "400", "--trials", "1"] if command == "passkey" else ["--text", str(TEXT), "--contexts", "64"]
+    result = run_cli(command, tiny_model, *extra, option, value)
+    assert result.returncode == 1
+    assert message in error_line(result)  # one line: no progress line, no trial was run
+
+
+def test_a_folder_that_refuses_files_is_found_before_the_run(run_cli, tiny_model: Path) -> None:
+    result = passkey(run_cli, tiny_model, "--json", "/sys/run.json")  # refuses new files, even to root
+    assert "--json /sys/run.json: cannot write in /sys (Permission denied)" in error_line(result)
+
+
+# --- in-place changes: one at a time, never by a dry run ----------------------------------------
+
+
+def test_a_second_in_place_change_refuses_while_the_first_holds_the_file(run_cli, tiny_model: Path) -> None:
+    before = sha256(tiny_model)
+    with locked(tiny_model, exclusive=True):  # as a first `convert --in-place` does, throughout
+        second = run_cli("convert", tiny_model, "--in-place", "--factor", "2")
+        recovery = run_cli("convert", tiny_model, "--recover")
+        undo_path(tiny_model).write_bytes(b"")  # the first one's undo record, mid-change
+        reader = run_cli("chat", tiny_model, "-p", "hi")
+        shown = run_cli("inspect", tiny_model)
+    for result in (second, recovery, reader):
+        assert result.returncode == 1
+        assert "is being changed in place by another yarn-cli right now" in error_line(result)
+    assert shown.returncode == 0 and "Warning:" in shown.stderr and "being changed in place" in shown.stderr
+    assert sha256(tiny_model) == before
+
+
+def test_a_dry_run_never_recovers_or_writes(run_cli, tiny_model: Path) -> None:
+    undo_path(tiny_model).write_bytes(b"YARN-CLI-UNDO 1\n{}\n")  # an interrupted change's record
+    before = snapshot(tiny_model.parent)
+    result = run_cli("convert", tiny_model, "--factor", "2", "--dry-run")
+    assert result.returncode == 1 and "--recover" in error_line(result)
+    assert snapshot(tiny_model.parent) == before
+
+
+def test_inspect_warns_about_an_interrupted_change_and_still_shows_the_file(run_cli, tiny_model: Path) -> None:
+    undo_path(tiny_model).write_bytes(b"")
+    result = run_cli("inspect", tiny_model)
+    assert result.returncode == 0
+    assert "Warning: an in-place change of" in result.stderr and "--recover" in result.stderr
+    assert "Context length  256" in result.stdout
+
+
+# --- all or nothing ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("calls", [1, 2, 3])
+def test_an_interrupted_split_conversion_leaves_no_split_behind(tmp_path: Path, calls: int) -> None:
+    first = write_tiny_llama(tmp_path / "tiny.gguf", split_max_tensors=8)
+    before = snapshot(tmp_path)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C after the first split, or during it
+        convert_file(first, ConvertRequest(factor=2.0), progress=interrupt_on_call(calls))
+    assert snapshot(tmp_path) == before  # no output split, no partial file
+
+
+def test_a_failed_split_conversion_leaves_no_split_behind(tmp_path: Path) -> None:
+    first = write_tiny_llama(tmp_path / "tiny.gguf", split_max_tensors=8)
+    (tmp_path / "tiny.yarn-2x-00003-of-00003.gguf").mkdir()  # the last output cannot be replaced
+    before = snapshot(tmp_path)
+    with pytest.raises(OutputError, match="is a folder"):  # found before anything is written
+        convert_file(first, ConvertRequest(factor=2.0), overwrite=True)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_failed_write_leaves_nothing_and_the_old_file_intact(tmp_path: Path) -> None:
+    target = tmp_path / "record.json"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt), staging() as stage, stage.output(target, mode=0o644) as (fd, _):
+        os.write(fd, b"half a reco")
+        raise KeyboardInterrupt
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["record.json"]
+    write_atomically(target, b"new")
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["record.json"]
