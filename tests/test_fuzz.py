@@ -3,11 +3,13 @@
 The tiny model's header (every byte before the tensor data) is mutated at random: bits
 flipped, bytes overwritten, huge counts and lengths written over it, the file cut short.
 Whatever comes out, the commands must end with a yarn-cli error (one line on the command
-line) or a correct result, never with another exception, and within seconds.
+line) or a correct result, never with another exception, and within seconds. FUZZ_EXAMPLES=3000
+runs more cases than the default 300.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import struct
 from collections.abc import Iterator
@@ -15,8 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from gguf import GGUFValueType
 from ggufs import write_tiny_llama
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -88,7 +91,14 @@ def run(args: list[str]) -> None:
         assert isinstance(result.exception, YarnCliError), repr(result.exception)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# No shrinking: a case that runs into the time box would be run again and again; the draw is small
+# enough to read as it is.
+@settings(
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_a_damaged_header_is_a_clean_error_or_a_right_answer(
     original: Original, tmp_path: Path, data: st.DataObject
@@ -112,3 +122,12 @@ def test_a_huge_tensor_count_is_one_clean_error(original: Original, tmp_path: Pa
     assert result.exit_code == 1
     assert isinstance(result.exception, NotGGUFError)
     assert "the GGUF header is truncated or corrupt" in str(result.exception)
+
+
+def test_an_absurd_rotary_dimension_count_is_one_clean_error(tmp_path: Path) -> None:
+    """The case the fuzzing found: 2^31 rotary dims made inspect --factor build a table of a billion pairs."""
+    path = write_tiny_llama(tmp_path / "dims.gguf", extra={"llama.rope.dimension_count": (2**31, GGUFValueType.UINT32)})
+    with time_box(SECONDS_PER_CASE):
+        result = CliRunner().invoke(app, ["inspect", str(path), "--factor", "4"])
+    assert isinstance(result.exception, NotGGUFError)
+    assert "llama.rope.dimension_count (or the head size it defaults to) is 2,147,483,648" in str(result.exception)

@@ -101,6 +101,19 @@ def _int(value: Any) -> int | None:
     return int(value)
 
 
+# Far above any real model's head size (a few hundred); a larger count is a damaged header.
+MAX_ROTARY_DIMS = 65536
+
+
+def _rotary_dims(header: GGUFHeader, arch: str, dims: int | None) -> int | None:
+    if dims is not None and not 0 < dims <= MAX_ROTARY_DIMS:
+        raise NotGGUFError(
+            f"{header.path}: {arch}.rope.dimension_count (or the head size it defaults to) is {dims:,}, which no "
+            "model has; the header is corrupt"
+        )
+    return dims
+
+
 def describe(header: GGUFHeader) -> Model:
     """The model a header describes; a file that is no model (or a later split) is one clear error."""
     arch = header.architecture
@@ -141,7 +154,7 @@ def describe(header: GGUFHeader) -> Model:
         header=header,
         architecture=arch,
         shape=Shape(n_layers, n_heads, n_kv, kv_total, head_k, head_v),
-        rope=rope_state(header, arch, _int(get(Keys.Rope.DIMENSION_COUNT)) or head_k),
+        rope=rope_state(header, arch, _rotary_dims(header, arch, _int(get(Keys.Rope.DIMENSION_COUNT)) or head_k)),
         split=split,
     )
 

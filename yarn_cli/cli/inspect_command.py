@@ -71,7 +71,7 @@ def _yarn_view(model: Model, factor: float, beta_fast: float, beta_slow: float) 
     if not rope.dims or not rope.trained_context:
         raise InputError("the file lacks the rotary dimension count or context length that YaRN needs")
     return yarn_view(
-        rope.dims, rope.original.freq_base, rope.trained_context, factor, beta_fast=beta_fast, beta_slow=beta_slow
+        rope.dims, rope.original_base(), rope.trained_context, factor, beta_fast=beta_fast, beta_slow=beta_slow
     )
 
 

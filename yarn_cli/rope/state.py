@@ -11,6 +11,7 @@ and context, not over the raised ones.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
@@ -128,7 +129,16 @@ class RopeState:
         """The NTK-aware base for ``factor`` over the original base, as stored in a file (float32)."""
         if not self.dims or self.dims <= 2:
             raise UnsupportedModelError("the rotary dimension count is unknown; NTK scaling needs it")
-        return f32(ntk_freq_base(self.original.freq_base, factor, self.dims))
+        return f32(ntk_freq_base(self.original_base(), factor, self.dims))
+
+    def original_base(self) -> float:
+        """The original RoPE base, checked: the frequency math needs a finite base above 1."""
+        base = self.original.freq_base
+        if not (math.isfinite(base) and base > 1):
+            raise UnsupportedModelError(
+                f"{self.keys.freq_base} is {base:g}; a RoPE base must be a number above 1 (the header may be damaged)"
+            )
+        return base
 
 
 def read_record(header: GGUFHeader) -> Values | None:
