@@ -45,8 +45,12 @@ def write_tiny_llama(
     split_max_tensors: int = 0,
     seed: int = 0,
     pad_mib: int = 0,
+    extra_with_rope: bool = False,
 ) -> Path:
     """Write a 2-layer llama-style model; ``extra`` adds or overrides metadata keys.
+
+    The extra keys go last, or with ``extra_with_rope`` right after the RoPE keys, where real files
+    keep their scaling keys (not at the end of the header, where a key put back lands anyway).
 
     ``pad_mib`` adds a large unused tensor, to make files of a chosen size (llama.cpp then
     refuses the extra tensor, so such files are for file-handling tests only).
@@ -66,6 +70,9 @@ def write_tiny_llama(
     writer.add_uint32(f"{arch}.rope.dimension_count", HEAD_DIM)
     if freq_base is not None:
         writer.add_float32(f"{arch}.rope.freq_base", freq_base)
+    if extra_with_rope:
+        for key, (value, vtype) in (extra or {}).items():
+            writer.add_key_value(key, value, vtype)
     writer.add_uint32("general.file_type", 0)
     tokens, scores, types = _vocab()
     writer.add_string("tokenizer.ggml.model", "llama")
@@ -75,8 +82,9 @@ def write_tiny_llama(
     writer.add_uint32("tokenizer.ggml.unknown_token_id", 0)
     writer.add_uint32("tokenizer.ggml.bos_token_id", 1)
     writer.add_uint32("tokenizer.ggml.eos_token_id", 2)
-    for key, (value, vtype) in (extra or {}).items():
-        writer.add_key_value(key, value, vtype)
+    if not extra_with_rope:
+        for key, (value, vtype) in (extra or {}).items():
+            writer.add_key_value(key, value, vtype)
 
     def weight(*shape: int, scale: float = 0.08) -> np.ndarray:
         data = (rng.standard_normal(shape) * scale).astype(np.float32)

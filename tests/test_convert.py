@@ -58,7 +58,7 @@ def test_yarn_writes_type_factor_original_and_raised_context(tiny_model: Path) -
     assert f["llama.context_length"] == (GGUFValueType.UINT32, 4 * CONTEXT)
     assert f["llama.rope.freq_base"] == (GGUFValueType.FLOAT32, FREQ_BASE)
     record = json.loads(f[RECORD_KEY][1])  # type: ignore[arg-type]
-    assert record["llama.context_length"] == {"type": "UINT32", "value": CONTEXT}
+    assert record["llama.context_length"] == {"type": "UINT32", "value": CONTEXT, "index": 2}  # its place, for undo
     assert record["llama.rope.scaling.type"] is None
     assert f[VERSION_KEY][0] == GGUFValueType.STRING
 
@@ -132,6 +132,45 @@ def test_none_restores_the_original_file_byte_for_byte(tiny_model: Path, request
     assert restored.name == "tiny.orig.gguf"
     assert sha256(restored) == original
     assert sha256(tiny_model) == original  # the input was never touched
+
+
+TRAINED_SCALINGS = {
+    "yarn x4 with attn_factor": {
+        "llama.rope.scaling.type": ("yarn", GGUFValueType.STRING),
+        "llama.rope.scaling.factor": (4.0, GGUFValueType.FLOAT32),
+        "llama.rope.scaling.original_context_length": (64, GGUFValueType.UINT32),
+        "llama.rope.scaling.attn_factor": (1.25, GGUFValueType.FLOAT32),
+    },
+    "linear x8 (as Gemma 3)": {
+        "llama.rope.scaling.type": ("linear", GGUFValueType.STRING),
+        "llama.rope.scaling.factor": (8.0, GGUFValueType.FLOAT32),
+    },
+}
+
+
+@pytest.mark.parametrize("trained", list(TRAINED_SCALINGS))
+@pytest.mark.parametrize(
+    "request_kwargs",
+    [{"factor": 2.0}, {"method": Method.LINEAR, "factor": 2.0}, {"method": Method.NTK, "factor": 2.0}],
+    ids=["yarn", "linear", "ntk"],
+)
+@pytest.mark.parametrize("in_place", [False, True], ids=["copy", "in-place"])
+def test_undo_is_byte_exact_when_the_file_had_scaling_keys_of_its_own(
+    tmp_path: Path, trained: str, request_kwargs: dict, in_place: bool
+) -> None:
+    """The scaling keys stand among the RoPE keys, not last: an undo puts them back where they were."""
+    model = write_tiny_llama(tmp_path / "trained.gguf", extra=TRAINED_SCALINGS[trained], extra_with_rope=True)
+    keys = list(read_header(model).fields)
+    assert keys.index("llama.rope.scaling.type") < keys.index("tokenizer.ggml.model")  # in the middle
+    original = sha256(model)
+    if in_place:
+        convert_file(model, ConvertRequest(force=True, **request_kwargs), in_place=True)
+        assert sha256(model) != original
+        convert_file(model, ConvertRequest(method=Method.NONE), in_place=True)
+        assert sha256(model) == original
+    else:
+        scaled = convert(model, force=True, **request_kwargs)
+        assert sha256(convert(scaled, method=Method.NONE)) == original
 
 
 def test_reconversion_is_relative_to_the_original(tiny_model: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from yarn_cli import __version__
 from yarn_cli.errors import InputError, OutputError, UnsupportedModelError
 from yarn_cli.gguf.fileops import Unsupported, check_free_space, link_or_copy, staging
-from yarn_cli.gguf.header import GGUFHeader, unpadded_header
+from yarn_cli.gguf.header import GGUFHeader, edited_keys, unpadded_header
 from yarn_cli.gguf.inplace import locked, recover, undo_path
 from yarn_cli.gguf.rewrite import patch_in_place, write_patched
 from yarn_cli.gguf.splits import parse_split_name, split_name, split_paths, split_prefix_for
@@ -70,6 +70,7 @@ class ConversionPlan:
     changes: list[KeyChange]
     replaced: str | None
     warnings: list[str] = field(default_factory=list)
+    key_order: list[str] | None = None  # the keys' order after the change, where it is not the default
 
     @property
     def runtime(self) -> RuntimeScaling | None:
@@ -170,9 +171,10 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
         edits[RECORD_KEY] = None
         edits[VERSION_KEY] = None
     elif not rope.converted:
-        edits[RECORD_KEY] = string(record_json({k: rope.original_values[k] for k in keys.tracked}))
+        edits[RECORD_KEY] = string(record_json(model.header, keys))
         edits[VERSION_KEY] = string(__version__)
     edits = _keep_page_offset(model.header, edits)
+    key_order = _original_order(model, edits) if request.method == Method.NONE and rope.converted else None
     changes = [KeyChange(k, model.header.scalar(k), v) for k, v in edits.items()]
     return ConversionPlan(
         model=model,
@@ -185,7 +187,25 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
         changes=changes,
         replaced=_describe_current(rope),
         warnings=warnings,
+        key_order=key_order,
     )
+
+
+def _original_order(model: Model, edits: dict[str, Value | None]) -> list[str] | None:
+    """The keys in the order they had before the first conversion, so that an undo is byte-exact.
+
+    Conversions move no key but the tracked ones (and add yarn-cli's), so the others keep their
+    order; each tracked key goes back to the index the record gives it. None for a record from an
+    older yarn-cli that kept no indices (the keys are then restored in place, or last).
+    """
+    record = model.rope.record
+    if record is None or record.positions is None:
+        return None
+    tracked = set(model.rope.keys.tracked)
+    order = [k for k in edited_keys(model.header, edits) if k not in tracked]
+    for key, index in sorted(record.positions.items(), key=lambda item: item[1]):
+        order.insert(index, key)
+    return order
 
 
 def _keep_page_offset(header: GGUFHeader, edits: dict[str, Value | None]) -> dict[str, Value | None]:
@@ -433,7 +453,7 @@ def _convert(
     fallback = None
     if in_place:
         try:
-            action, written_bytes = patch_in_place(header, plan.edits, progress)
+            action, written_bytes = patch_in_place(header, plan.edits, plan.key_order, progress)
             seconds = time.perf_counter() - start
             return ConvertResult(
                 plan, header.path, [WrittenFile(header.path, action, written_bytes)], True, seconds, recovered
@@ -456,7 +476,9 @@ def _convert(
 
     written: list[WrittenFile] = []
     with staging() as stage:  # every split in place together, or none of them
-        action, copied = write_patched(header, plan.edits, outputs[0], stage, progress=advance)
+        action, copied = write_patched(
+            header, plan.edits, outputs[0], stage, key_order=plan.key_order, progress=advance
+        )
         written.append(WrittenFile(outputs[0], action, copied))
         for src, dst in zip(inputs[1:], outputs[1:], strict=True):
             split_size = src.stat().st_size

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import os
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -285,28 +285,36 @@ def _snapshot(path: Path, size: int, reader: _HeaderReader) -> GGUFHeader:
 Edits = Mapping[str, Value | None]
 
 
-def edited_keys(header: GGUFHeader, edits: Edits) -> list[str]:
-    """The header's keys after ``edits``: in place where replaced, dropped where None, new ones last."""
+def edited_keys(header: GGUFHeader, edits: Edits, key_order: Sequence[str] | None = None) -> list[str]:
+    """The header's keys after ``edits``: in place where replaced, dropped where None, new ones last.
+
+    ``key_order`` puts the same keys in another order (an undo puts re-added keys back where they stood).
+    """
     keys = [k for k in header.fields if k not in edits or edits[k] is not None]
     keys += [k for k, v in edits.items() if k not in header.fields and v is not None]
-    return keys
+    if key_order is None:
+        return keys
+    if sorted(key_order) != sorted(keys):
+        raise ValueError("key_order must name exactly the keys the edited header has")
+    return list(key_order)
 
 
-def build_header(header: GGUFHeader, edits: Edits) -> bytes:
+def build_header(header: GGUFHeader, edits: Edits, key_order: Sequence[str] | None = None) -> bytes:
     """Serialise ``header`` with ``edits`` applied, padded to the data alignment.
 
     Unedited fields and all tensor records are copied byte for byte, so applying
-    edits that restore the original values reproduces the original header exactly.
+    edits that restore the original values (in their original order) reproduces the
+    original header exactly.
     """
-    out = unpadded_header(header, edits)
+    out = unpadded_header(header, edits, key_order)
     return out + b"\x00" * (-len(out) % header.alignment)
 
 
-def unpadded_header(header: GGUFHeader, edits: Edits) -> bytes:
+def unpadded_header(header: GGUFHeader, edits: Edits, key_order: Sequence[str] | None = None) -> bytes:
     """The header with ``edits`` applied, up to the end of the tensor records."""
     bo = header.byteorder
     records: list[bytes] = []
-    for key in edited_keys(header, edits):
+    for key in edited_keys(header, edits, key_order):
         value = edits.get(key)
         records.append(header.fields[key].raw if value is None else pack_field(key, value, bo))
     out = bytearray(GGUF_MAGIC)

@@ -7,7 +7,7 @@ before it counts: a file that does not read back as intended never replaces anyt
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from yarn_cli.errors import VerificationError
@@ -16,11 +16,11 @@ from yarn_cli.gguf.header import Edits, GGUFHeader, build_header, edited_keys, r
 from yarn_cli.gguf.inplace import rewrite_header
 
 
-def verify_output(original: GGUFHeader, edits: Edits, written: Path) -> None:
+def verify_output(original: GGUFHeader, edits: Edits, written: Path, key_order: Sequence[str] | None = None) -> None:
     """Re-read the output: every key and tensor record as intended, the data section intact in size."""
     out = read_header(written)
     problems: list[str] = []
-    expected_keys = edited_keys(original, edits)
+    expected_keys = edited_keys(original, edits, key_order)
     if list(out.fields) != expected_keys:
         problems.append("the key list differs")
     for key in expected_keys:
@@ -49,13 +49,14 @@ def write_patched(
     destination: Path,
     stage: Staging,
     *,
+    key_order: Sequence[str] | None = None,
     progress: Progress | None = None,
 ) -> tuple[str, int]:
     """Stage ``header`` + ``edits`` and the unchanged tensor data for ``destination``, verified.
 
     Returns how ("reflink" or "copy") and the bytes written.
     """
-    new_header = build_header(header, edits)
+    new_header = build_header(header, edits, key_order)
     mode = header.path.stat().st_mode & 0o777
     with stage.output(destination, mode=mode) as (fd, tmp), header.path.open("rb") as src:
         shared = _clone_data(src.fileno(), fd, header, len(new_header), destination.parent)
@@ -67,7 +68,7 @@ def write_patched(
             if progress:
                 progress(len(new_header))
             copy_range(src.fileno(), fd, header.data_offset, len(new_header), header.data_size, progress)
-        verify_output(header, edits, tmp)
+        verify_output(header, edits, tmp, key_order)
     return ("reflink", len(new_header)) if shared else ("copy", len(new_header) + header.data_size)
 
 
@@ -90,19 +91,22 @@ def _clone_data(src_fd: int, dst_fd: int, header: GGUFHeader, new_data_offset: i
 
 
 def patch_in_place(
-    header: GGUFHeader, edits: Edits, progress: Callable[[int, int], None] | None = None
+    header: GGUFHeader,
+    edits: Edits,
+    key_order: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[str, int]:
     """Only the header is written; the filesystem moves the data by whole blocks (Unsupported if it cannot).
 
     Returns how ("insert-range", "collapse-range" or "overwrite") and the bytes written.
     """
-    new_header = build_header(header, edits)
+    new_header = build_header(header, edits, key_order)
     action = rewrite_header(
         header.path,
         header.data_offset,
         new_header,
         header.data_size,
-        verify=lambda: verify_output(header, edits, header.path),
+        verify=lambda: verify_output(header, edits, header.path, key_order),
     )
     if progress:
         progress(header.file_size, header.file_size)

@@ -69,7 +69,7 @@ class RopeState:
     original: RopeParams  # the same as ``current`` for a file yarn-cli has not converted
     current_values: Values  # every tracked key as it is now (None: absent)
     original_values: Values  # ... and as it was before yarn-cli's first conversion
-    record: Values | None  # yarn-cli's undo record, None for a file it has not converted
+    record: OriginalKeys | None  # yarn-cli's undo record, None for a file it has not converted
 
     @property
     def uses_rope(self) -> bool:
@@ -141,24 +141,41 @@ class RopeState:
         return base
 
 
-def read_record(header: GGUFHeader) -> Values | None:
+@dataclass(frozen=True)
+class OriginalKeys:
+    """yarn-cli's undo record: every tracked key as it was before the first conversion, and where it stood."""
+
+    values: Values  # None: the key was absent
+    positions: dict[str, int] | None  # each present key's index among the header's keys (None: an older record)
+
+
+def read_record(header: GGUFHeader) -> OriginalKeys | None:
     """yarn-cli's undo record in ``header``, or None for a file it has not converted."""
     raw = header.get(RECORD_KEY)
     if raw is None:
         return None
     try:
         data = json.loads(raw)
-        return {k: None if v is None else Value.from_json(v) for k, v in data.items()}
-    except (ValueError, KeyError, TypeError) as exc:
+        values = {k: None if v is None else Value.from_json(v) for k, v in data.items()}
+        present = {k: v for k, v in data.items() if v is not None}
+        indexed = all("index" in v for v in present.values())
+        positions = {k: int(v["index"]) for k, v in present.items()} if indexed else None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise UnsupportedModelError(
             f"{header.path}: the {RECORD_KEY} key is damaged ({exc}); yarn-cli cannot tell what the "
             "file had before it was converted"
         ) from exc
+    return OriginalKeys(values, positions)
 
 
-def record_json(values: Values) -> str:
-    """The undo record's text: the tracked keys' types and values, None for an absent key."""
-    return json.dumps({k: None if v is None else v.to_json() for k, v in values.items()}, sort_keys=False)
+def record_json(header: GGUFHeader, keys: RopeKeys) -> str:
+    """The undo record's text for a file about to be converted: each tracked key's type, value and index."""
+    index = {k: i for i, k in enumerate(header.fields)}
+    entries: dict[str, object] = {}
+    for k in keys.tracked:
+        value = header.scalar(k)
+        entries[k] = None if value is None else {**value.to_json(), "index": index[k]}
+    return json.dumps(entries, sort_keys=False)
 
 
 def rope_state(header: GGUFHeader, architecture: str, dims: int | None) -> RopeState:
@@ -166,7 +183,7 @@ def rope_state(header: GGUFHeader, architecture: str, dims: int | None) -> RopeS
     keys = RopeKeys.for_arch(architecture)
     record = read_record(header)
     current: Values = {k: header.scalar(k) for k in keys.tracked}
-    original: Values = dict(record) if record is not None else dict(current)
+    original: Values = dict(record.values) if record is not None else dict(current)
     for k in keys.tracked:
         original.setdefault(k, None)
     return RopeState(
