@@ -11,7 +11,8 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 import pytest
-from ggufs import CONTEXT, FREQ_BASE, HEAD_DIM
+from gguf import GGUFValueType
+from ggufs import CONTEXT, FREQ_BASE, HEAD_DIM, write_tiny_llama
 
 from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.rope.scaling import Method
@@ -109,3 +110,40 @@ def test_smollm2_yarn_file_equals_runtime_yarn(smollm2: Path, tmp_path: Path) ->
     at_runtime = logits(smollm2, tokens, 256, rope_scaling_type=YARN, rope_freq_scale=0.25, yarn_orig_ctx=8192)
     assert np.array_equal(converted, at_runtime)
     assert np.abs(converted - logits(smollm2, tokens, 256)).max() > 1e-2
+
+
+def last_logits(llm: llama_cpp.Llama, tokens: list[int]) -> np.ndarray:
+    llm.eval(tokens)
+    return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),)).copy()
+
+
+def test_a_files_own_yarn_betas_are_kept_at_run_time(tmp_path: Path) -> None:
+    """mistral3 reads YaRN's betas from its file; yarn-cli loads it as llama.cpp's own tools do (-1: the file's)."""
+    from yarn_cli.llama.loader import LoadOptions, load_model
+    from yarn_cli.model import open_model
+
+    trained = {
+        "mistral3.rope.scaling.type": ("yarn", GGUFValueType.STRING),
+        "mistral3.rope.scaling.factor": (4.0, GGUFValueType.FLOAT32),
+        "mistral3.rope.scaling.original_context_length": (64, GGUFValueType.UINT32),
+        "mistral3.rope.scaling.yarn_beta_fast": (0.5, GGUFValueType.FLOAT32),  # a ramp unlike 32 and 1 gives
+        "mistral3.rope.scaling.yarn_beta_slow": (0.01, GGUFValueType.FLOAT32),
+    }
+    path = write_tiny_llama(tmp_path / "mistral3.gguf", arch="mistral3", extra=trained)
+    results = {}
+    llm, _ = load_model(open_model(path), LoadOptions(n_ctx=CONTEXT, n_threads=2))
+    for name, params in (
+        ("yarn-cli", None),
+        ("the file's own", {"yarn_beta_fast": -1.0, "yarn_beta_slow": -1.0, "yarn_attn_factor": -1.0}),
+        ("llama-cpp-python's defaults", {}),  # betas 32 and 1 over the file's
+    ):
+        if params is not None:
+            llm = llama_cpp.Llama(
+                model_path=str(path), n_ctx=CONTEXT, n_threads=2, n_threads_batch=2, verbose=False, **params
+            )
+        try:
+            results[name] = last_logits(llm, TINY_TOKENS)
+        finally:
+            llm.close()
+    assert np.array_equal(results["yarn-cli"], results["the file's own"])
+    assert np.abs(results["yarn-cli"] - results["llama-cpp-python's defaults"]).max() > 1e-4

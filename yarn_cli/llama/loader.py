@@ -161,6 +161,11 @@ def load_model(model: Model, options: LoadOptions) -> tuple[llama_cpp.Llama, Eff
         "n_gpu_layers": n_gpu_layers,
         "flash_attn": options.flash_attn,
         "verbose": False,
+        # -1: the model's own values, as llama.cpp's tools pass them. llama-cpp-python's defaults
+        # (1, 32, 1) would override the betas and attention factor some files carry (mistral3, grok).
+        "yarn_attn_factor": -1.0,
+        "yarn_beta_fast": -1.0,
+        "yarn_beta_slow": -1.0,
     }
     if options.n_threads is not None:
         if options.n_threads <= 0:
