@@ -47,6 +47,7 @@ class ConvertRequest:
     beta_slow: float | None = None
     finetuned: bool | None = None
     force: bool = False
+    allow_shorter_context: bool = False  # a context_length below the file's own is refused otherwise
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ class ConversionPlan:
 
     model: Model
     method: Method
-    factor: float | None
+    factor: float | None  # what was asked: S times the file's own context
+    total_factor: float | None  # what the file then says: S, times a YaRN factor the model came with
     original_context: int
     context_length: int
     freq_base: float
@@ -80,8 +82,11 @@ class ConversionPlan:
         return self.model.rope.unconverted().runtime(self.method, self.factor, original_context=self.original_context)
 
 
-def _check_convertible(rope: RopeState, force: bool) -> None:
-    """A model without RoPE has nothing to scale; a scaling it was trained with is replaced only with --force."""
+def _check_convertible(rope: RopeState, method: Method, force: bool) -> None:
+    """A model without RoPE has nothing to scale; a scaling it was trained with is replaced only with --force.
+
+    A trained YaRN is not replaced by --method yarn: it is extended (see ``RopeState.trained_yarn``).
+    """
     original_scaling = rope.original.scaling
     if not rope.uses_rope:
         raise UnsupportedModelError(
@@ -89,6 +94,11 @@ def _check_convertible(rope: RopeState, force: bool) -> None:
         )
     if force:
         return
+    if rope.trained_yarn and method in (Method.LINEAR, Method.NTK):
+        raise UnsupportedModelError(
+            f"the model came with YaRN x{rope.trained_yarn:g} (original context {rope.trained_context}); "
+            f"--method {method.value} would replace it. --method yarn extends it instead; use --force to replace it"
+        )
     if original_scaling.type == "longrope":
         raise UnsupportedModelError(
             "the model uses longrope scaling (per-dimension factors it was trained with); replacing it "
@@ -101,13 +111,14 @@ def _check_convertible(rope: RopeState, force: bool) -> None:
         )
 
 
-def _target_factor(request: ConvertRequest, original_context: int) -> tuple[float, int]:
+def _target_factor(request: ConvertRequest, original_context: int, name: str = "original") -> tuple[float, int]:
+    """(S, new context): S times ``original_context``, the context S is measured against (called ``name``)."""
     if request.factor is not None and request.context is not None:
         raise InputError("give either --factor or --context, not both")
     if request.context is not None:
         if request.context <= original_context:
             raise InputError(
-                f"--context {request.context} is not above the original context {original_context}; "
+                f"--context {request.context} is not above the {name} context {original_context}; "
                 "the target context must be larger"
             )
         return request.context / original_context, request.context
@@ -145,10 +156,10 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
         if request.factor is not None or request.context is not None:
             raise InputError("--method none takes no --factor or --context: it restores the original")
         target = _plan_none(model, request.force)
-        factor = None
+        factor = total_factor = None
         context_length = orig_ctx = rope_params(target, keys).context_length or 0
     else:
-        _check_convertible(rope, request.force)
+        _check_convertible(rope, request.method, request.force)
         if request.original_context is not None:
             check_context(request.original_context, "--original-context")
         orig_ctx = request.original_context or rope.trained_context or 0
@@ -156,13 +167,20 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
             raise UnsupportedModelError(
                 f"the file has no {keys.context_length}; give the trained context with --original-context L"
             )
-        factor, context_length = _target_factor(request, orig_ctx)
+        extends = request.method == Method.YARN and rope.trained_yarn is not None
+        # S is measured against the context the file offers: the trained one, or what its own YaRN reaches
+        if extends:
+            factor, context_length = _target_factor(request, rope.native_context or orig_ctx, "file's")
+        else:
+            factor, context_length = _target_factor(request, orig_ctx)
         if context_length > MAX_CONTEXT:
             raise InputError(
                 f"the target context, {context_length:,} tokens, is more than a GGUF file can state "
                 f"({MAX_CONTEXT:,}); choose a smaller --factor or --context"
             )
-        target = _plan_scaled(rope, request, factor, orig_ctx, context_length)
+        _check_not_shorter(rope, context_length, request)
+        total_factor = factor * (rope.trained_yarn or 1.0) if extends else factor
+        target = _plan_scaled(rope, request, total_factor, orig_ctx, context_length, extends=extends)
         warnings += _option_warnings(rope, request)
 
     current = rope.current_values
@@ -180,6 +198,7 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
         model=model,
         method=request.method,
         factor=factor,
+        total_factor=total_factor,
         original_context=orig_ctx,
         context_length=context_length,
         freq_base=rope_params(target, keys).freq_base,
@@ -235,7 +254,7 @@ def _plan_none(model: Model, force: bool) -> Values:
         return dict(rope.original_values)
     if not rope.current.scaling.is_scaled:
         raise InputError(f"{model.path} carries no RoPE scaling and no yarn-cli record: there is nothing to undo")
-    _check_convertible(rope, force)
+    _check_convertible(rope, Method.NONE, force)
     # The file's own scaling, removed: back to the trained context; recorded, so it can be restored.
     target = dict(rope.original_values)
     for k in keys.scaling:
@@ -251,17 +270,38 @@ def _same_type(old: Value | None, new: Value) -> Value:
     return new if old is None else Value(old.type, new.value)
 
 
-def _plan_scaled(rope: RopeState, request: ConvertRequest, factor: float, orig_ctx: int, context_length: int) -> Values:
+def _check_not_shorter(rope: RopeState, context_length: int, request: ConvertRequest) -> None:
+    """A user who asks for more context never gets less without saying so."""
+    native = rope.native_context
+    if native and context_length < native and not request.allow_shorter_context:
+        raise InputError(
+            f"this would lower context_length from {native:,} to {context_length:,} (the factor applies to the "
+            f"trained context {rope.trained_context:,}); give --context N above {native:,}, or "
+            "--allow-shorter-context if a shorter context is what you want"
+        )
+
+
+def _plan_scaled(
+    rope: RopeState,
+    request: ConvertRequest,
+    factor: float,
+    orig_ctx: int,
+    context_length: int,
+    *,
+    extends: bool = False,
+) -> Values:
+    """The tracked keys after scaling the original state; ``extends`` keeps a trained YaRN's own keys."""
     keys = rope.keys
     original = rope.original_values
     target = dict(original)
-    for k in keys.scaling:
-        target[k] = None
+    if not extends:
+        for k in keys.scaling:
+            target[k] = None
     target[keys.context_length] = _same_type(original.get(keys.context_length), uint32(context_length))
     if request.method == Method.YARN:
-        target[keys.scaling_type] = string("yarn")
-        target[keys.scaling_factor] = float32(factor)
-        target[keys.original_context] = uint32(orig_ctx)
+        target[keys.scaling_type] = _same_type(original.get(keys.scaling_type), string("yarn"))
+        target[keys.scaling_factor] = _same_type(original.get(keys.scaling_factor), float32(factor))
+        target[keys.original_context] = _same_type(original.get(keys.original_context), uint32(orig_ctx))
         if request.attn_factor is not None:
             if not math.isfinite(request.attn_factor) or request.attn_factor <= 0:
                 raise InputError(f"--attn-factor must be a positive number, got {request.attn_factor:g}")

@@ -51,7 +51,10 @@ def convert_command(
     ] = None,
     factor: Annotated[float | None, typer.Option("--factor", "-f", help="Scale factor S (> 1).")] = None,
     context: Annotated[
-        int | None, typer.Option("--context", "-c", help="Target context N; S = N / original context.")
+        int | None,
+        typer.Option(
+            "--context", "-c", help="Target context N; S = N / the trained context (N / the file's context for YaRN)."
+        ),
     ] = None,
     method: Annotated[
         Method, typer.Option("--method", "-m", help="yarn, linear (PI), ntk (NTK-aware base) or none (undo).")
@@ -82,7 +85,13 @@ def convert_command(
     ] = False,
     force: Annotated[
         bool,
-        typer.Option("--force", help="Overwrite an existing OUTPUT; replace a trained linear or longrope scaling."),
+        typer.Option("--force", help="Overwrite an existing OUTPUT; replace a scaling the model was trained with."),
+    ] = False,
+    allow_shorter_context: Annotated[
+        bool,
+        typer.Option(
+            "--allow-shorter-context", help="Let the new context_length be below the file's own (refused otherwise)."
+        ),
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the keys that would change; write nothing.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
@@ -107,6 +116,7 @@ def convert_command(
         beta_slow=beta_slow,
         finetuned=finetuned,
         force=force,
+        allow_shorter_context=allow_shorter_context,
     )
     source = resolve_model(input)
     with byte_progress("Writing", enabled=not (quiet or json_output or dry_run)) as update:
@@ -174,7 +184,14 @@ def _recover(input: str, json_output: bool) -> None:
 def _summary(plan: ConversionPlan) -> str:
     if plan.method == Method.NONE:
         return f"scaling removed, context_length {plan.context_length}"
-    return f"{plan.method.value} x{plan.factor:g}: context_length {plan.original_context} -> {plan.context_length}"
+    before = plan.model.rope.native_context or plan.original_context
+    what = f"{plan.method.value} x{plan.factor:g}"
+    if plan.total_factor != plan.factor:
+        what += (
+            f" on the model's own YaRN x{plan.model.rope.trained_yarn:g} (x{plan.total_factor:g} over its original "
+            f"context {plan.original_context})"
+        )
+    return f"{what}: context_length {before} -> {plan.context_length}"
 
 
 def _changes_table(plan: ConversionPlan) -> Table:
@@ -206,6 +223,7 @@ def _result_dict(result: ConvertResult, dry_run: bool) -> dict[str, Any]:
         "fallback": result.fallback,
         "method": plan.method.value,
         "factor": plan.factor,
+        "total_factor": plan.total_factor,
         "original_context": plan.original_context,
         "context_length": plan.context_length,
         "freq_base": plan.freq_base,

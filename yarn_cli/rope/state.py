@@ -89,6 +89,21 @@ class RopeState:
         return self.original.trained_context
 
     @property
+    def native_context(self) -> int | None:
+        """The context the file offered before yarn-cli changed it: what "S times longer" is measured against."""
+        return self.original.context_length
+
+    @property
+    def trained_yarn(self) -> float | None:
+        """The YaRN factor the file itself came with (DeepSeek, Mistral Small 3.x, gpt-oss...), else None.
+
+        yarn-cli extends such a model by multiplying that factor, over the same original context,
+        rather than replacing it: YaRN x4 on a YaRN x40 model is x160.
+        """
+        scaling = self.original.scaling
+        return scaling.factor if scaling.type == "yarn" and scaling.factor > 1 else None
+
+    @property
     def is_scaled(self) -> bool:
         """The file's keys scale its positions: a scaling it carries, or a base yarn-cli raised."""
         return self.current.scaling.is_scaled or self.current.freq_base != self.original.freq_base
@@ -108,7 +123,8 @@ class RopeState:
         """llama.cpp arguments that give this file, loaded as it is, the original state scaled by ``method``.
 
         ``Method.NONE`` is no scaling at all. The base is set back to the original where a
-        conversion raised it (NTK), so nothing compounds; ``original_context`` overrides L.
+        conversion raised it (NTK), so nothing compounds; ``original_context`` overrides L. YaRN on
+        a model that came with YaRN multiplies its factor (see ``trained_yarn``).
         """
         base = self.original.freq_base
         keep_base = 0.0 if base == self.current.freq_base else base  # 0: the file's own, already right
@@ -117,7 +133,7 @@ class RopeState:
         if method == Method.YARN:
             return RuntimeScaling(
                 LLAMA_ROPE_SCALING_YARN,
-                rope_freq_scale=1.0 / factor,
+                rope_freq_scale=1.0 / (factor * (self.trained_yarn or 1.0)),
                 rope_freq_base=keep_base,
                 yarn_orig_ctx=original_context or self.trained_context or 0,
             )

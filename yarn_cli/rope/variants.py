@@ -1,9 +1,10 @@
 """Scalings applied at run time, for comparing methods on the same trials without writing files.
 
 ``as-is`` (the file's own), ``none``, ``yarn:S``, ``linear:S``, ``ntk:S`` and ``dynamic-yarn``
-(the paper's Dynamic Scaling: per length, YaRN with S = max(1, length / original context)).
+(the paper's Dynamic Scaling: per length, YaRN with S = max(1, length / native context)).
 All but ``as-is`` are taken over the model's original state, so a file yarn-cli converted
-gives the same figures as the file it came from.
+gives the same figures as the file it came from; ``yarn:S`` on a model that came with YaRN
+multiplies its factor, as ``convert`` does.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ class Variant:
         if self.method == "none":
             return rope.runtime(Method.NONE)
         if self.method == "dynamic-yarn":
-            factor = max(1.0, length / (rope.trained_context or length))
-            return rope.runtime(Method.YARN, factor) if factor > 1 else rope.runtime(Method.NONE)
+            factor = max(1.0, length / (rope.native_context or length))
+            if factor == 1 and not rope.trained_yarn:
+                return rope.runtime(Method.NONE)
+            return rope.runtime(Method.YARN, factor)  # a model that came with YaRN keeps it at short lengths
         assert self.factor is not None
         return rope.runtime(Method(self.method), self.factor)
 
