@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 from yarn_cli.errors import UnsupportedModelError
 from yarn_cli.gguf.header import GGUFHeader
@@ -65,11 +66,24 @@ class RopeState:
     architecture: str
     keys: RopeKeys
     dims: int | None  # rotary dimensions (rope.dimension_count, else the head size, as llama.cpp)
-    current: RopeParams
-    original: RopeParams  # the same as ``current`` for a file yarn-cli has not converted
     current_values: Values  # every tracked key as it is now (None: absent)
-    original_values: Values  # ... and as it was before yarn-cli's first conversion
     record: OriginalKeys | None  # yarn-cli's undo record, None for a file it has not converted
+
+    @cached_property
+    def original_values(self) -> Values:
+        """Every tracked key as it was before yarn-cli's first conversion (as it is, for an unconverted file)."""
+        if self.record is None:
+            return self.current_values
+        return {k: self.record.values.get(k) for k in self.keys.tracked}
+
+    @cached_property
+    def current(self) -> RopeParams:
+        return rope_params(self.current_values, self.keys)
+
+    @cached_property
+    def original(self) -> RopeParams:
+        """The same as ``current`` for a file yarn-cli has not converted."""
+        return rope_params(self.original_values, self.keys)
 
     @property
     def uses_rope(self) -> bool:
@@ -117,7 +131,7 @@ class RopeState:
 
     def unconverted(self) -> RopeState:
         """The state of the file as it was before yarn-cli converted it."""
-        return replace(self, current=self.original, current_values=dict(self.original_values), record=None)
+        return replace(self, current_values=self.original_values, record=None)
 
     def runtime(self, method: Method, factor: float = 1.0, *, original_context: int | None = None) -> RuntimeScaling:
         """llama.cpp arguments that give this file, loaded as it is, the original state scaled by ``method``.
@@ -197,18 +211,10 @@ def record_json(header: GGUFHeader, keys: RopeKeys) -> str:
 def rope_state(header: GGUFHeader, architecture: str, dims: int | None) -> RopeState:
     """The state of ``header``'s model; ``dims`` is its rotary dimension count as llama.cpp derives it."""
     keys = RopeKeys.for_arch(architecture)
-    record = read_record(header)
-    current: Values = {k: header.scalar(k) for k in keys.tracked}
-    original: Values = dict(record.values) if record is not None else dict(current)
-    for k in keys.tracked:
-        original.setdefault(k, None)
     return RopeState(
         architecture=architecture,
         keys=keys,
         dims=dims,
-        current=rope_params(current, keys),
-        original=rope_params(original, keys),
-        current_values=current,
-        original_values=original,
-        record=record,
+        current_values={k: header.scalar(k) for k in keys.tracked},
+        record=read_record(header),
     )
