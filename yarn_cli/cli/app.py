@@ -9,11 +9,10 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
 from yarn_cli import __version__
 from yarn_cli.cli import chat_command, convert_command, inspect_command, passkey_command, perplexity_command
-from yarn_cli.cli.render import err
+from yarn_cli.cli.render import err, show_error
 from yarn_cli.errors import YarnCliError
 
 app = typer.Typer(
@@ -73,7 +72,7 @@ def main() -> None:
             print(exc.format_message())  # type: ignore[attr-defined]
             sys.exit(0)
         message, code = error_line(exc)
-        err.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True)
+        show_error(message)
         sys.exit(code)
     if code == 130:
         err.print("Interrupted; nothing was left half-written.")

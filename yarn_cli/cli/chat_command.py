@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ThreadsOption
-from yarn_cli.cli.render import err, print_json, warn
+from yarn_cli.cli.render import err, print_json, show_error, warn
 from yarn_cli.errors import InputError, YarnCliError
 from yarn_cli.llama.sampling import (
     DEFAULT_MIN_P,
@@ -267,7 +267,7 @@ def _repl(session: ChatSession, *, stream: bool) -> None:
                 if _command(session, command, arg.strip(), last, stream):
                     return
             except YarnCliError as exc:
-                err.print(f"[bold red]Error:[/] {escape(str(exc))}", soft_wrap=True)
+                show_error(str(exc))
             continue
         last = _turn(session, partial(session.reply, text), stream) or last
 
@@ -276,7 +276,7 @@ def _turn(session: ChatSession, run: Any, stream: bool) -> TurnStats | None:
     try:
         reply, stats = run(_write if stream else None)
     except YarnCliError as exc:
-        err.print(f"[bold red]Error:[/] {escape(str(exc))}", soft_wrap=True)
+        show_error(str(exc))
         return None
     if not stream:
         _write(reply)

@@ -38,6 +38,11 @@ def say(text: str) -> None:
     err.print(text, markup=False, soft_wrap=True)
 
 
+def show_error(message: str) -> None:
+    """The one line a failure prints: ``Error: what is wrong and what to do``."""
+    err.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True)
+
+
 def warn(message: str) -> None:
     err.print(f"[yellow]Warning:[/] {escape(message)}", soft_wrap=True)
 
