@@ -61,13 +61,20 @@ def test_yarn_file_loads_with_new_context_and_scale(tiny_model: Path, factor: fl
 @pytest.mark.parametrize("factor", [2.0, 4.0])
 def test_yarn_logits_equal_runtime_yarn(tiny_model: Path, factor: float) -> None:
     result = convert_file(tiny_model, ConvertRequest(factor=factor))
-    runtime = {"rope_scaling_type": YARN, "rope_freq_scale": 1.0 / factor, "yarn_orig_ctx": CONTEXT}
-    assert result.plan.runtime is not None
-    assert {k: v for k, v in result.plan.runtime.as_kwargs().items() if v} == runtime
+    flags = {"rope_scaling_type": YARN, "rope_freq_scale": 1.0 / factor, "yarn_orig_ctx": CONTEXT}
+    runtime = result.plan.runtime  # what the evaluations load: the converted keys as overrides
+    assert runtime is not None
+    assert dict(runtime.kv_overrides) == {
+        "llama.context_length": factor * CONTEXT,
+        "llama.rope.scaling.type": "yarn",
+        "llama.rope.scaling.factor": factor,
+        "llama.rope.scaling.original_context_length": CONTEXT,
+    }
+    assert runtime.flags().startswith("--override-kv llama.context_length=int:")
     converted = logits(result.outputs[0].path, TINY_TOKENS, 256)
-    at_runtime = logits(tiny_model, TINY_TOKENS, 256, **runtime)
     plain = logits(tiny_model, TINY_TOKENS, 256)
-    assert np.array_equal(converted, at_runtime)
+    assert np.array_equal(converted, logits(tiny_model, TINY_TOKENS, 256, **runtime.as_kwargs()))
+    assert np.array_equal(converted, logits(tiny_model, TINY_TOKENS, 256, **flags))  # llama-cli's flags, too
     assert np.abs(converted - plain).max() > 1e-3
 
 

@@ -105,10 +105,10 @@ def test_yarn_on_a_converted_smollm2_keeps_the_trained_context(smollm2: Path, tm
     tokens = list(range(1000, 1128))
     yarn2 = parse_variant("yarn:2")
     scaling = yarn2.runtime(16384, open_model(linear).rope)
-    assert scaling is not None and scaling.yarn_orig_ctx == 8192
+    assert scaling is not None and dict(scaling.kv_overrides)["llama.rope.scaling.original_context_length"] == 8192
     on_converted = logits(linear, tokens, 256, **scaling.as_kwargs())
     reference = yarn2.runtime(16384, open_model(smollm2).rope)
     assert reference is not None
     assert np.array_equal(on_converted, logits(smollm2, tokens, 256, **reference.as_kwargs()))
-    leaked = {**scaling.as_kwargs(), "yarn_orig_ctx": 16384}
+    leaked = {**scaling.as_kwargs(), "yarn_orig_ctx": 16384}  # the raised context as L
     assert np.abs(logits(linear, tokens, 256, **leaked) - on_converted).max() > 1e-3

@@ -58,7 +58,7 @@ def test_yarn_on_a_yarn_model_multiplies_its_factor_and_keeps_its_keys(tmp_path:
     assert trained(out) == (512, pytest.approx(1 / 8))
     converted = logits(out, TINY_TOKENS, 256, yarn_beta_fast=-1.0, yarn_beta_slow=-1.0)
     runtime = result.plan.runtime
-    assert runtime is not None and runtime.rope_freq_scale == pytest.approx(1 / 8)
+    assert runtime is not None and dict(runtime.kv_overrides)[f"{arch}.rope.scaling.factor"] == 8.0
     at_runtime = logits(model, TINY_TOKENS, 256, yarn_beta_fast=-1.0, yarn_beta_slow=-1.0, **runtime.as_kwargs())
     assert np.array_equal(converted, at_runtime)
     variant = parse_variant("yarn:2").runtime(512, open_model(model).rope)  # what passkey/perplexity run
@@ -79,7 +79,7 @@ def test_dynamic_yarn_keeps_a_trained_yarn_at_short_lengths(tmp_path: Path) -> N
     rope = open_model(with_yarn(tmp_path)).rope
     dynamic = parse_variant("dynamic-yarn")
     assert dynamic.runtime(100, rope) == rope.runtime(Method.YARN, 1.0)  # the file's own x4, not unscaled
-    assert dynamic.runtime(100, rope).rope_freq_scale == pytest.approx(1 / 4)
+    assert dynamic.runtime(100, rope).kv_overrides == ()  # loaded as the file says
     assert dynamic.runtime(1024, rope) == parse_variant("yarn:4").runtime(1024, rope)  # x16 in all
 
 

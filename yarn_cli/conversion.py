@@ -23,11 +23,11 @@ from yarn_cli.gguf.header import GGUFHeader, edited_keys, unpadded_header
 from yarn_cli.gguf.inplace import locked, recover, undo_path
 from yarn_cli.gguf.rewrite import patch_in_place, write_patched
 from yarn_cli.gguf.splits import parse_split_name, split_name, split_paths, split_prefix_for
-from yarn_cli.gguf.values import Value, boolean, float32, string, uint32
+from yarn_cli.gguf.values import Value, boolean, float32, string
 from yarn_cli.model import Model, open_model
-from yarn_cli.rope.architectures import BETA_ARCHS, SWA_ARCHS
+from yarn_cli.rope.architectures import BETA_ARCHS, window_note
 from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW
-from yarn_cli.rope.keys import RECORD_KEY, VERSION_KEY
+from yarn_cli.rope.keys import RECORD_KEY, VERSION_KEY, RopeKeys
 from yarn_cli.rope.scaling import MAX_CONTEXT, Method, RuntimeScaling, check_betas, check_context, check_factor
 from yarn_cli.rope.state import RopeState, Values, record_json, rope_params
 
@@ -73,13 +73,14 @@ class ConversionPlan:
     replaced: str | None
     warnings: list[str] = field(default_factory=list)
     key_order: list[str] | None = None  # the keys' order after the change, where it is not the default
+    target: Values = field(default_factory=dict)  # every tracked key after the change (None: absent)
 
     @property
     def runtime(self) -> RuntimeScaling | None:
         """The llama.cpp load parameters that reproduce this conversion on the unconverted file."""
         if self.method == Method.NONE or self.factor is None:
             return None
-        return self.model.rope.unconverted().runtime(self.method, self.factor, original_context=self.original_context)
+        return self.model.rope.unconverted().overrides_for(self.target)
 
 
 def _check_convertible(rope: RopeState, method: Method, force: bool) -> None:
@@ -99,10 +100,11 @@ def _check_convertible(rope: RopeState, method: Method, force: bool) -> None:
             f"the model came with YaRN x{rope.trained_yarn:g} (original context {rope.trained_context}); "
             f"--method {method.value} would replace it. --method yarn extends it instead; use --force to replace it"
         )
-    if original_scaling.type == "longrope":
+    if original_scaling.type == "longrope" or rope.longrope_factors:
         raise UnsupportedModelError(
-            "the model uses longrope scaling (per-dimension factors it was trained with); replacing it "
-            "would discard them. Use --force to replace it anyway"
+            f"the model uses longrope scaling: per-dimension factors it was trained with (rope_factors_long, "
+            f"used above {rope.trained_context} tokens) already stretch it to {rope.native_context}; llama.cpp "
+            "would apply a new scaling on top of them, compounding the two. Use --force to do it anyway"
         )
     if original_scaling.type == "linear" and original_scaling.factor != 1.0:
         raise UnsupportedModelError(
@@ -130,8 +132,8 @@ def _target_factor(request: ConvertRequest, original_context: int, name: str = "
 
 def _describe_current(rope: RopeState) -> str | None:
     """How the file is scaled now, for "replaced ..." messages."""
-    if rope.current.scaling.is_scaled:
-        return rope.current.scaling.describe()
+    if rope.current.scaling.is_scaled or rope.longrope_factors:
+        return rope.describe_scaling()
     if rope.current.freq_base != rope.original.freq_base:
         return f"ntk (freq_base {rope.original.freq_base:g} -> {rope.current.freq_base:g})"
     return None
@@ -180,7 +182,14 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
             )
         _check_not_shorter(rope, context_length, request)
         total_factor = factor * (rope.trained_yarn or 1.0) if extends else factor
-        target = _plan_scaled(rope, request, total_factor, orig_ctx, context_length, extends=extends)
+        target = rope.scaled_values(
+            request.method,
+            total_factor,
+            orig_ctx,
+            context_length,
+            extends=extends,
+            extra=_yarn_options(request, keys) if request.method == Method.YARN else None,
+        )
         warnings += _option_warnings(rope, request)
 
     current = rope.current_values
@@ -207,6 +216,7 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
         replaced=_describe_current(rope),
         warnings=warnings,
         key_order=key_order,
+        target=target,
     )
 
 
@@ -249,25 +259,13 @@ def _keep_page_offset(header: GGUFHeader, edits: dict[str, Value | None]) -> dic
 
 def _plan_none(model: Model, force: bool) -> Values:
     rope = model.rope
-    keys = rope.keys
     if rope.converted:
         return dict(rope.original_values)
     if not rope.current.scaling.is_scaled:
         raise InputError(f"{model.path} carries no RoPE scaling and no yarn-cli record: there is nothing to undo")
     _check_convertible(rope, Method.NONE, force)
     # The file's own scaling, removed: back to the trained context; recorded, so it can be restored.
-    target = dict(rope.original_values)
-    for k in keys.scaling:
-        target[k] = None
-    native = rope.current.scaling.original_context
-    if native:
-        target[keys.context_length] = _same_type(target.get(keys.context_length), uint32(native))
-    return target
-
-
-def _same_type(old: Value | None, new: Value) -> Value:
-    """``new``'s value in the type the file already used for the key, so llama.cpp's type check still passes."""
-    return new if old is None else Value(old.type, new.value)
+    return rope.unscaled_values()
 
 
 def _check_not_shorter(rope: RopeState, context_length: int, request: ConvertRequest) -> None:
@@ -281,47 +279,24 @@ def _check_not_shorter(rope: RopeState, context_length: int, request: ConvertReq
         )
 
 
-def _plan_scaled(
-    rope: RopeState,
-    request: ConvertRequest,
-    factor: float,
-    orig_ctx: int,
-    context_length: int,
-    *,
-    extends: bool = False,
-) -> Values:
-    """The tracked keys after scaling the original state; ``extends`` keeps a trained YaRN's own keys."""
-    keys = rope.keys
-    original = rope.original_values
-    target = dict(original)
-    if not extends:
-        for k in keys.scaling:
-            target[k] = None
-    target[keys.context_length] = _same_type(original.get(keys.context_length), uint32(context_length))
-    if request.method == Method.YARN:
-        target[keys.scaling_type] = _same_type(original.get(keys.scaling_type), string("yarn"))
-        target[keys.scaling_factor] = _same_type(original.get(keys.scaling_factor), float32(factor))
-        target[keys.original_context] = _same_type(original.get(keys.original_context), uint32(orig_ctx))
-        if request.attn_factor is not None:
-            if not math.isfinite(request.attn_factor) or request.attn_factor <= 0:
-                raise InputError(f"--attn-factor must be a positive number, got {request.attn_factor:g}")
-            target[keys.attn_factor] = float32(request.attn_factor)
-        if request.finetuned is not None:
-            target[keys.finetuned] = boolean(request.finetuned)
-        if request.beta_fast is not None or request.beta_slow is not None:
-            check_betas(
-                DEFAULT_BETA_FAST if request.beta_fast is None else request.beta_fast,
-                DEFAULT_BETA_SLOW if request.beta_slow is None else request.beta_slow,
-            )
-        for key, beta in ((keys.beta_fast, request.beta_fast), (keys.beta_slow, request.beta_slow)):
-            if beta is not None:
-                target[key] = float32(beta)
-    elif request.method == Method.LINEAR:
-        target[keys.scaling_type] = string("linear")
-        target[keys.scaling_factor] = float32(factor)
-    elif request.method == Method.NTK:
-        target[keys.freq_base] = _same_type(original.get(keys.freq_base), float32(rope.ntk_base(factor)))
-    return target
+def _yarn_options(request: ConvertRequest, keys: RopeKeys) -> dict[str, Value]:
+    """The keys YaRN's own options set, checked."""
+    extra: dict[str, Value] = {}
+    if request.attn_factor is not None:
+        if not math.isfinite(request.attn_factor) or request.attn_factor <= 0:
+            raise InputError(f"--attn-factor must be a positive number, got {request.attn_factor:g}")
+        extra[keys.attn_factor] = float32(request.attn_factor)
+    if request.finetuned is not None:
+        extra[keys.finetuned] = boolean(request.finetuned)
+    if request.beta_fast is not None or request.beta_slow is not None:
+        check_betas(
+            DEFAULT_BETA_FAST if request.beta_fast is None else request.beta_fast,
+            DEFAULT_BETA_SLOW if request.beta_slow is None else request.beta_slow,
+        )
+    for key, beta in ((keys.beta_fast, request.beta_fast), (keys.beta_slow, request.beta_slow)):
+        if beta is not None:
+            extra[key] = float32(beta)
+    return extra
 
 
 def _option_warnings(rope: RopeState, request: ConvertRequest) -> list[str]:
@@ -334,10 +309,16 @@ def _option_warnings(rope: RopeState, request: ConvertRequest) -> list[str]:
         )
     if request.finetuned is not None:
         warnings.append("rope.scaling.finetuned is informational: llama.cpp computes the same either way")
-    if arch in SWA_ARCHS and request.method != Method.NONE:
-        warnings.append(
-            f"{arch} uses sliding-window layers: llama.cpp applies the scaling to its global-attention layers only"
-        )
+    if request.method != Method.NONE:
+        note = window_note(arch, rope.window)
+        if note:
+            warnings.append(note)
+        if rope.rope_freqs:
+            warnings.append(
+                "the file carries rope_freqs (Llama 3's per-dimension frequency divisors); llama.cpp keeps "
+                "applying them and the new scaling on top, its YaRN ramp measured on the undivided "
+                "frequencies, so dimensions the divisors already stretched count as shorter than they are"
+            )
     return warnings
 
 

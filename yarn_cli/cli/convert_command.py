@@ -240,4 +240,5 @@ def _result_dict(result: ConvertResult, dry_run: bool) -> dict[str, Any]:
         "verified": bool(result.outputs),  # every written file is read back before it counts
         "seconds": round(result.seconds, 4),
         "runtime_equivalent": None if runtime is None else runtime.as_kwargs(),
+        "runtime_flags": None if runtime is None else runtime.flags(),
     }

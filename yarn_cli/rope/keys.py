@@ -34,6 +34,11 @@ class RopeKeys:
     finetuned: str
     beta_fast: str
     beta_slow: str
+    scale_linear: str  # the legacy name of the factor, read when scaling.factor is absent
+    # Read, never written: they shape what llama.cpp does with the keys above.
+    yarn_log_multiplier: str
+    freq_base_swa: str
+    sliding_window: str
 
     @classmethod
     def for_arch(cls, arch: str) -> RopeKeys:
@@ -49,6 +54,10 @@ class RopeKeys:
             finetuned=arch_key(rope.SCALING_FINETUNED, arch),
             beta_fast=arch_key(rope.SCALING_YARN_BETA_FAST, arch),
             beta_slow=arch_key(rope.SCALING_YARN_BETA_SLOW, arch),
+            scale_linear=f"{arch}.rope.scale_linear",
+            yarn_log_multiplier=arch_key(rope.SCALING_YARN_LOG_MUL, arch),
+            freq_base_swa=arch_key(rope.FREQ_BASE_SWA, arch),
+            sliding_window=arch_key(Keys.Attention.SLIDING_WINDOW, arch),
         )
 
     @property
@@ -67,4 +76,5 @@ class RopeKeys:
             self.finetuned,
             self.beta_fast,
             self.beta_slow,
+            self.scale_linear,
         )

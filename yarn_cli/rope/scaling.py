@@ -69,6 +69,8 @@ def scaling_from(values: Mapping[str, Value | None], keys: RopeKeys) -> FileScal
 
     stype = get(keys.scaling_type)
     factor = get(keys.scaling_factor)
+    if factor is None:  # llama.cpp falls back to the legacy name
+        factor = get(keys.scale_linear)
     orig = get(keys.original_context)
     attn = get(keys.attn_factor)
     return FileScaling(
@@ -80,27 +82,70 @@ def scaling_from(values: Mapping[str, Value | None], keys: RopeKeys) -> FileScal
     )
 
 
+OverrideValue = bool | int | float | str
+
+
 @dataclass(frozen=True)
 class RuntimeScaling:
-    """llama-cpp-python ``Llama(...)`` keyword arguments that apply a scaling at load time."""
+    """llama-cpp-python ``Llama(...)`` keyword arguments that apply a scaling at load time.
 
-    rope_scaling_type: int
+    Two forms, as llama.cpp has them: context parameters (``--rope-scaling``, ``--rope-scale``...),
+    which some architectures do not apply to their sliding-window layers, and ``kv_overrides``
+    (``--override-kv``), which load the model as if its file had those keys, so that the model
+    runs exactly as the converted file would.
+    """
+
+    rope_scaling_type: int = LLAMA_ROPE_SCALING_UNSPECIFIED
     rope_freq_scale: float = 0.0  # 0 = from the model
     rope_freq_base: float = 0.0  # 0 = from the model
     yarn_orig_ctx: int = 0  # 0 = from the model
+    kv_overrides: tuple[tuple[str, OverrideValue], ...] = ()
 
     @property
     def scales(self) -> bool:
         """Whether it asks llama.cpp to interpolate positions (a RoPE-less model cannot)."""
-        return self.rope_scaling_type in (LLAMA_ROPE_SCALING_LINEAR, LLAMA_ROPE_SCALING_YARN)
+        if self.rope_scaling_type in (LLAMA_ROPE_SCALING_LINEAR, LLAMA_ROPE_SCALING_YARN):
+            return True
+        overrides = dict(self.kv_overrides)
+        return any(k.endswith(".rope.scaling.type") and v in ("linear", "yarn") for k, v in overrides.items()) or any(
+            k.endswith(".rope.freq_base") for k in overrides
+        )
 
-    def as_kwargs(self) -> dict[str, float | int]:
-        return {
+    def as_kwargs(self) -> dict[str, object]:
+        kwargs: dict[str, object] = {
             "rope_scaling_type": self.rope_scaling_type,
             "rope_freq_scale": self.rope_freq_scale,
             "rope_freq_base": self.rope_freq_base,
             "yarn_orig_ctx": self.yarn_orig_ctx,
         }
+        if self.kv_overrides:
+            kwargs["kv_overrides"] = dict(self.kv_overrides)
+        return kwargs
+
+    def flags(self) -> str:
+        """The same load as llama.cpp command-line flags."""
+        parts = []
+        if self.rope_scaling_type in SCALING_NAMES:
+            parts.append(f"--rope-scaling {SCALING_NAMES[self.rope_scaling_type]}")
+        if self.rope_freq_scale:
+            parts.append(f"--rope-scale {1 / self.rope_freq_scale:g}")
+        if self.rope_freq_base:
+            parts.append(f"--rope-freq-base {self.rope_freq_base:g}")
+        if self.yarn_orig_ctx:
+            parts.append(f"--yarn-orig-ctx {self.yarn_orig_ctx}")
+        for key, value in self.kv_overrides:
+            kind = (
+                "bool"
+                if isinstance(value, bool)
+                else "int"
+                if isinstance(value, int)
+                else "float"
+                if isinstance(value, float)
+                else "str"
+            )
+            shown = str(value).lower() if isinstance(value, bool) else f"{value:.9g}" if kind == "float" else value
+            parts.append(f"--override-kv {key}={kind}:{shown}")
+        return " ".join(parts)
 
 
 @dataclass(frozen=True)

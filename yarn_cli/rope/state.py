@@ -16,23 +16,37 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
 
+from gguf import GGUFValueType
+
 from yarn_cli.errors import UnsupportedModelError
 from yarn_cli.gguf.header import GGUFHeader
-from yarn_cli.gguf.values import Value, f32
+from yarn_cli.gguf.values import Value, f32, float32, string, uint32
 from yarn_cli.rope.architectures import NO_ROPE_ARCHS
-from yarn_cli.rope.frequencies import ntk_freq_base
+from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, ntk_freq_base
 from yarn_cli.rope.keys import DEFAULT_FREQ_BASE, RECORD_KEY, RopeKeys
-from yarn_cli.rope.scaling import (
-    LLAMA_ROPE_SCALING_LINEAR,
-    LLAMA_ROPE_SCALING_NONE,
-    LLAMA_ROPE_SCALING_YARN,
-    FileScaling,
-    Method,
-    RuntimeScaling,
-    scaling_from,
-)
+from yarn_cli.rope.scaling import FileScaling, Method, OverrideValue, RuntimeScaling, scaling_from
 
 Values = dict[str, Value | None]
+
+# Tensors that rescale RoPE per dimension, as llama.cpp names them.
+FACTOR_TENSORS = ("rope_freqs", "rope_factors_long", "rope_factors_short")
+
+
+def same_type(old: Value | None, new: Value) -> Value:
+    """``new``'s value in the type the file already used for the key, so llama.cpp's type check still passes."""
+    return new if old is None else Value(old.type, new.value)
+
+
+def override_value(value: Value) -> OverrideValue:
+    """A key's value as llama.cpp's ``--override-kv`` takes it (bool, int, float or str)."""
+    raw = value.value
+    if value.type == GGUFValueType.BOOL:
+        return bool(raw)
+    if value.type == GGUFValueType.STRING:
+        return str(raw)
+    if value.type in (GGUFValueType.FLOAT32, GGUFValueType.FLOAT64):
+        return float(raw)  # type: ignore[arg-type]
+    return int(raw)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,11 @@ class RopeState:
     dims: int | None  # rotary dimensions (rope.dimension_count, else the head size, as llama.cpp)
     current_values: Values  # every tracked key as it is now (None: absent)
     record: OriginalKeys | None  # yarn-cli's undo record, None for a file it has not converted
+    # What else shapes llama.cpp's rotation, never written by yarn-cli:
+    factor_tensors: tuple[str, ...] = ()  # rope_freqs (Llama 3), rope_factors_long/short (Phi-3 longrope)
+    window: int | None = None  # attention.sliding_window, in tokens
+    freq_base_swa: float | None = None  # the sliding-window layers' own base
+    yarn_log_multiplier: float | None = None  # DeepSeek's mscale_all_dim, for llama.cpp's YaRN temperature
 
     @cached_property
     def original_values(self) -> Values:
@@ -84,6 +103,16 @@ class RopeState:
     def original(self) -> RopeParams:
         """The same as ``current`` for a file yarn-cli has not converted."""
         return rope_params(self.original_values, self.keys)
+
+    @property
+    def longrope_factors(self) -> bool:
+        """Phi-3-style per-dimension factors: llama.cpp uses the long ones above the original context."""
+        return any(name.startswith("rope_factors_long") for name in self.factor_tensors)
+
+    @property
+    def rope_freqs(self) -> bool:
+        """Llama 3-style per-dimension frequency divisors, applied under any scaling."""
+        return any(name.startswith("rope_freqs") for name in self.factor_tensors)
 
     @property
     def uses_rope(self) -> bool:
@@ -120,7 +149,16 @@ class RopeState:
     @property
     def is_scaled(self) -> bool:
         """The file's keys scale its positions: a scaling it carries, or a base yarn-cli raised."""
-        return self.current.scaling.is_scaled or self.current.freq_base != self.original.freq_base
+        return (
+            self.current.scaling.is_scaled or self.longrope_factors or self.current.freq_base != self.original.freq_base
+        )
+
+    def describe_scaling(self) -> str:
+        """The current scaling in words, counting Phi-3's longrope tensors, which no key announces."""
+        scaling = self.current.scaling
+        if scaling.type == "longrope" or (self.longrope_factors and not scaling.is_scaled):
+            return f"longrope (factor tensors; original context {self.trained_context})"
+        return scaling.describe()
 
     def auto_factor(self, n_ctx: int) -> float | None:
         """``--yarn auto``: the YaRN factor that stretches an unscaled model to ``n_ctx``, None if none is needed."""
@@ -133,27 +171,105 @@ class RopeState:
         """The state of the file as it was before yarn-cli converted it."""
         return replace(self, current_values=self.original_values, record=None)
 
-    def runtime(self, method: Method, factor: float = 1.0, *, original_context: int | None = None) -> RuntimeScaling:
-        """llama.cpp arguments that give this file, loaded as it is, the original state scaled by ``method``.
+    def unscaled_values(self) -> Values:
+        """The original keys with every scaling taken out: the trained context, plain RoPE."""
+        target = dict(self.original_values)
+        for k in self.keys.scaling:
+            target[k] = None
+        native = self.original.scaling.original_context
+        if native:
+            target[self.keys.context_length] = same_type(target.get(self.keys.context_length), uint32(native))
+        return target
 
-        ``Method.NONE`` is no scaling at all. The base is set back to the original where a
-        conversion raised it (NTK), so nothing compounds; ``original_context`` overrides L. YaRN on
-        a model that came with YaRN multiplies its factor (see ``trained_yarn``).
+    def scaled_values(
+        self,
+        method: Method,
+        factor: float,
+        original_context: int,
+        context_length: int,
+        *,
+        extends: bool = False,
+        extra: Mapping[str, Value] | None = None,
+    ) -> Values:
+        """The tracked keys of the original state scaled by ``method`` x ``factor`` (the total factor).
+
+        ``extends`` keeps a trained YaRN's own keys (attention factor, betas); ``extra`` sets more
+        keys (YaRN's options). Values keep the types the file already used.
         """
-        base = self.original.freq_base
-        keep_base = 0.0 if base == self.current.freq_base else base  # 0: the file's own, already right
-        if method == Method.NONE:
-            return RuntimeScaling(LLAMA_ROPE_SCALING_NONE, rope_freq_base=keep_base)
+        keys = self.keys
+        original = self.original_values
+        target = dict(original)
+        if not extends:
+            for k in keys.scaling:
+                target[k] = None
+        target[keys.context_length] = same_type(original.get(keys.context_length), uint32(context_length))
         if method == Method.YARN:
-            return RuntimeScaling(
-                LLAMA_ROPE_SCALING_YARN,
-                rope_freq_scale=1.0 / (factor * (self.trained_yarn or 1.0)),
-                rope_freq_base=keep_base,
-                yarn_orig_ctx=original_context or self.trained_context or 0,
-            )
-        if method == Method.LINEAR:
-            return RuntimeScaling(LLAMA_ROPE_SCALING_LINEAR, rope_freq_scale=1.0 / factor, rope_freq_base=keep_base)
-        return RuntimeScaling(LLAMA_ROPE_SCALING_NONE, rope_freq_base=self.ntk_base(factor))
+            target[keys.scaling_type] = same_type(original.get(keys.scaling_type), string("yarn"))
+            target[keys.scaling_factor] = same_type(original.get(keys.scaling_factor), float32(factor))
+            target[keys.original_context] = same_type(original.get(keys.original_context), uint32(original_context))
+            target.update(extra or {})
+        elif method == Method.LINEAR:
+            target[keys.scaling_type] = string("linear")
+            target[keys.scaling_factor] = float32(factor)
+        elif method == Method.NTK:
+            target[keys.freq_base] = same_type(original.get(keys.freq_base), float32(self.ntk_base(factor)))
+        elif method == Method.NONE:
+            return self.unscaled_values()
+        return target
+
+    def runtime(self, method: Method, factor: float = 1.0, *, original_context: int | None = None) -> RuntimeScaling:
+        """Load arguments that run this file as ``convert`` would write the original state scaled by ``method``.
+
+        The model is loaded with the keys that conversion would write (llama.cpp's key overrides),
+        not with context flags, so every layer is scaled as in the converted file: some
+        architectures keep their sliding-window layers out of the flags' reach (see
+        ``rope.architectures``). ``Method.NONE`` is no scaling at all. YaRN on a model that came
+        with YaRN multiplies its factor (see ``trained_yarn``); ``original_context`` overrides L.
+        """
+        if method == Method.NONE:
+            return self.overrides_for(self.unscaled_values())
+        orig_ctx = original_context or self.trained_context
+        if not orig_ctx:
+            raise UnsupportedModelError(f"the file has no {self.keys.context_length}; its trained context is unknown")
+        extends = method == Method.YARN and self.trained_yarn is not None
+        if extends:
+            total = factor * (self.trained_yarn or 1.0)
+            context_length = round(factor * (self.native_context or orig_ctx))
+        else:
+            total, context_length = factor, round(factor * orig_ctx)
+        return self.overrides_for(self.scaled_values(method, total, orig_ctx, context_length, extends=extends))
+
+    def overrides_for(self, target: Mapping[str, Value | None]) -> RuntimeScaling:
+        """llama.cpp key overrides that make this file load as if its tracked keys were ``target``.
+
+        An override cannot remove a key: a key the target lacks gets the value llama.cpp
+        assumes when the key is absent.
+        """
+        keys = self.keys
+        neutral: dict[str, OverrideValue] = {
+            keys.scaling_type: "none",
+            keys.scaling_factor: 0.0,  # llama.cpp: 0, like an absent factor, is no scaling
+            keys.scale_linear: 0.0,
+            keys.attn_factor: 1.0,
+            keys.finetuned: False,
+            keys.beta_fast: DEFAULT_BETA_FAST,
+            keys.beta_slow: DEFAULT_BETA_SLOW,
+            keys.freq_base: DEFAULT_FREQ_BASE,
+        }
+        overrides: list[tuple[str, OverrideValue]] = []
+        for key in keys.tracked:
+            wanted, now = target.get(key), self.current_values.get(key)
+            if wanted == now:
+                continue
+            if wanted is not None:
+                overrides.append((key, override_value(wanted)))
+            elif key == keys.original_context:  # llama.cpp's default: the context length
+                context = target.get(keys.context_length)
+                if context is not None:
+                    overrides.append((key, int(context.value)))  # type: ignore[call-overload]
+            elif key in neutral:
+                overrides.append((key, neutral[key]))
+        return RuntimeScaling(kv_overrides=tuple(overrides))
 
     def ntk_base(self, factor: float) -> float:
         """The NTK-aware base for ``factor`` over the original base, as stored in a file (float32)."""
@@ -211,10 +327,21 @@ def record_json(header: GGUFHeader, keys: RopeKeys) -> str:
 def rope_state(header: GGUFHeader, architecture: str, dims: int | None) -> RopeState:
     """The state of ``header``'s model; ``dims`` is its rotary dimension count as llama.cpp derives it."""
     keys = RopeKeys.for_arch(architecture)
+    window = header.get(keys.sliding_window)
+    base_swa = header.get(keys.freq_base_swa)
+    log_mul = header.get(keys.yarn_log_multiplier)
     return RopeState(
         architecture=architecture,
         keys=keys,
         dims=dims,
         current_values={k: header.scalar(k) for k in keys.tracked},
         record=read_record(header),
+        factor_tensors=tuple(
+            t.name
+            for t in header.tensors
+            if t.name.split(".")[0] in ("rope_freqs", "rope_factors_long", "rope_factors_short")
+        ),
+        window=int(window) if isinstance(window, int) and window > 0 else None,
+        freq_base_swa=float(base_swa) if isinstance(base_swa, float | int) else None,
+        yarn_log_multiplier=float(log_mul) if isinstance(log_mul, float | int) else None,
     )
