@@ -34,6 +34,18 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
 N_VOCAB = len(_vocab()[0])
 
 
+def add_vocab(writer: GGUFWriter) -> None:
+    """The byte-level SentencePiece-style vocabulary every tiny model uses."""
+    tokens, scores, types = _vocab()
+    writer.add_string("tokenizer.ggml.model", "llama")
+    writer.add_array("tokenizer.ggml.tokens", tokens)
+    writer.add_array("tokenizer.ggml.scores", scores)
+    writer.add_array("tokenizer.ggml.token_type", types)
+    writer.add_uint32("tokenizer.ggml.unknown_token_id", 0)
+    writer.add_uint32("tokenizer.ggml.bos_token_id", 1)
+    writer.add_uint32("tokenizer.ggml.eos_token_id", 2)
+
+
 def write_tiny_llama(
     path: Path,
     *,
@@ -74,14 +86,7 @@ def write_tiny_llama(
         for key, (value, vtype) in (extra or {}).items():
             writer.add_key_value(key, value, vtype)
     writer.add_uint32("general.file_type", 0)
-    tokens, scores, types = _vocab()
-    writer.add_string("tokenizer.ggml.model", "llama")
-    writer.add_array("tokenizer.ggml.tokens", tokens)
-    writer.add_array("tokenizer.ggml.scores", scores)
-    writer.add_array("tokenizer.ggml.token_type", types)
-    writer.add_uint32("tokenizer.ggml.unknown_token_id", 0)
-    writer.add_uint32("tokenizer.ggml.bos_token_id", 1)
-    writer.add_uint32("tokenizer.ggml.eos_token_id", 2)
+    add_vocab(writer)
     if not extra_with_rope:
         for key, (value, vtype) in (extra or {}).items():
             writer.add_key_value(key, value, vtype)

@@ -61,8 +61,17 @@ def test_inspect_json_and_yarn_view(run_cli, tiny_model: Path) -> None:
     data = json.loads(result.stdout)
     assert data["architecture"] == "llama" and data["uses_rope"] is True
     assert data["context_length"] == CONTEXT
-    assert data["rope"] == {"freq_base": 10000.0, "dimension_count": 16}
-    assert data["kv_cache_f16"][0] == {"multiple": 1, "context": 256, "bytes": 256 * 256}
+    assert data["rope"] == {
+        "freq_base": 10000.0,
+        "dimension_count": 16,
+        "freq_base_swa": None,
+        "sliding_window": None,
+        "window_scaling": "no_window",
+        "factor_tensors": [],
+        "yarn_log_multiplier": None,
+        "llama_cpp": [],
+    }
+    assert data["kv_cache_f16"][0] == {"multiple": 1, "context": 256, "bytes": 256 * 256, "bytes_windowed": None}
     yarn = data["yarn"]
     assert (yarn["low"], yarn["high"]) == (0, 4)
     assert yarn["mscale"] == pytest.approx(0.1 * 1.3862943611198906 + 1)
@@ -84,7 +93,8 @@ def test_inspect_default_model(run_cli) -> None:
     data = json.loads(result.stdout)
     assert data["file"]["path"].endswith("SmolLM2-135M-Instruct.Q4_1.gguf")
     assert (data["context_length"], data["layers"], data["heads"], data["kv_heads"]) == (8192, 30, 9, 3)
-    assert data["rope"] == {"freq_base": 100000.0, "dimension_count": 64}
+    assert data["rope"]["freq_base"] == 100000.0 and data["rope"]["dimension_count"] == 64
+    assert data["rope"]["llama_cpp"] == [] and data["rope"]["window_scaling"] == "no_window"
 
 
 def test_convert_prints_changes_and_summary(run_cli, tiny_model: Path) -> None:
@@ -114,7 +124,16 @@ def test_convert_json(run_cli, tiny_model: Path) -> None:
     assert data["method"] == "linear" and data["factor"] == 2.0 and data["context_length"] == 512
     assert data["outputs"][0]["path"] == str(tiny_model.with_name("tiny.linear-2x.gguf"))
     assert data["verified"] is True
-    assert data["runtime_equivalent"]["rope_freq_scale"] == 0.5
+    overrides = data["runtime_equivalent"]["kv_overrides"]  # the same keys, loaded without writing them
+    assert overrides == {
+        "llama.context_length": 512,
+        "llama.rope.scaling.type": "linear",
+        "llama.rope.scaling.factor": 2.0,
+    }
+    assert data["runtime_flags"] == (
+        "--override-kv llama.context_length=int:512 --override-kv llama.rope.scaling.type=str:linear "
+        "--override-kv llama.rope.scaling.factor=float:2"
+    )
     assert {c["key"] for c in data["changes"]} >= {"llama.rope.scaling.type", "llama.context_length"}
 
 

@@ -19,10 +19,13 @@ from yarn_cli.default_model import resolve_model
 from yarn_cli.errors import InputError, NotGGUFError
 from yarn_cli.gguf.header import GGUFHeader, read_header
 from yarn_cli.gguf.inplace import check_not_pending
+from yarn_cli.rope.architectures import DEFAULT_WINDOW, window_layers, window_scaling
+from yarn_cli.rope.explain import explain, scaling_origin
 from yarn_cli.rope.keys import arch_key
 from yarn_cli.rope.state import RopeState, rope_state
 
 KV_CACHE_MULTIPLES = (1, 2, 4, 8)
+DEFAULT_UBATCH = 512  # llama.cpp's n_ubatch
 F16_BYTES = 2
 
 
@@ -42,12 +45,30 @@ class Shape:
     kv_heads_total: int | None  # summed over the layers: what the KV cache holds per position
     head_dim_k: int | None
     head_dim_v: int | None
+    window: int | None = None  # sliding-window size, in tokens
+    window_layers: int | None = None  # how many layers are windowed (None: unknown or none)
 
     def kv_cache_bytes(self, n_ctx: int) -> int | None:
-        """f16 K and V cache for ``n_ctx`` positions (llama.cpp's default cache type)."""
+        """f16 K and V cache for ``n_ctx`` positions in every layer (llama.cpp's default cache type).
+
+        That is also what llama-cpp-python allocates for sliding-window layers ("full-size SWA
+        cache"), and what yarn-cli uses (see ``windowed_kv_cache_bytes``).
+        """
         if self.kv_heads_total is None or self.head_dim_k is None or self.head_dim_v is None:
             return None
         return self.kv_heads_total * (self.head_dim_k + self.head_dim_v) * n_ctx * F16_BYTES
+
+    def windowed_kv_cache_bytes(self, n_ctx: int, n_ubatch: int = DEFAULT_UBATCH) -> int | None:
+        """The same with the windowed layers keeping only their window (llama-server's default, ``--swa-full`` off).
+
+        llama.cpp sizes their cache at the window plus one micro-batch, rounded up to 256 cells.
+        """
+        full = self.kv_cache_bytes(n_ctx)
+        if full is None or not self.window or not self.window_layers or not self.n_layers:
+            return None
+        cells = min(n_ctx, -(-(self.window + n_ubatch) // 256) * 256)
+        share = self.window_layers / self.n_layers
+        return round(full * (1 - share) + full * share * cells / n_ctx)
 
 
 @dataclass(frozen=True)
@@ -73,12 +94,15 @@ class Model:
         """The context the model was trained with, before any scaling (yarn-cli's or its own)."""
         return self.rope.trained_context
 
-    def kv_cache_table(self) -> list[tuple[int, int, int | None]]:
-        """(multiple, context, bytes) at 1x/2x/4x/8x the native context."""
+    def kv_cache_table(self) -> list[tuple[int, int, int | None, int | None]]:
+        """(multiple, context, bytes, bytes with windowed sliding-window layers) at 1x/2x/4x/8x the native context."""
         base = self.original_context
         if not base:
             return []
-        return [(m, base * m, self.shape.kv_cache_bytes(base * m)) for m in KV_CACHE_MULTIPLES]
+        return [
+            (m, base * m, self.shape.kv_cache_bytes(base * m), self.shape.windowed_kv_cache_bytes(base * m))
+            for m in KV_CACHE_MULTIPLES
+        ]
 
 
 def open_model(model: str | os.PathLike[str] | None, *, pending_ok: bool = False) -> Model:
@@ -144,6 +168,10 @@ def describe(header: GGUFHeader) -> Model:
         n_kv, kv_total = None, None
     n_embd = _int(get(Keys.LLM.EMBEDDING_LENGTH))
     default_head = n_embd // n_heads if n_embd and n_heads else None
+    window = _int(get(Keys.Attention.SLIDING_WINDOW)) or DEFAULT_WINDOW.get(arch)
+    windowed = (
+        window_layers(arch, n_layers, get(Keys.Attention.SLIDING_WINDOW_PATTERN)) if window and n_layers else None
+    )
     head_k = _int(get(Keys.Attention.KEY_LENGTH)) or default_head
     head_v = _int(get(Keys.Attention.VALUE_LENGTH)) or default_head
     split = None
@@ -153,7 +181,7 @@ def describe(header: GGUFHeader) -> Model:
     return Model(
         header=header,
         architecture=arch,
-        shape=Shape(n_layers, n_heads, n_kv, kv_total, head_k, head_v),
+        shape=Shape(n_layers, n_heads, n_kv, kv_total, head_k, head_v, window, windowed),
         rope=rope_state(header, arch, _rotary_dims(header, arch, _int(get(Keys.Rope.DIMENSION_COUNT)) or head_k)),
         split=split,
     )
@@ -180,7 +208,16 @@ def summary(model: Model) -> dict[str, Any]:
         "no_rope_reason": rope.no_rope_reason,
         "context_length": model.context_length,
         "original_context": model.original_context,
-        "rope": {"freq_base": rope.current.freq_base, "dimension_count": rope.dims},
+        "rope": {
+            "freq_base": rope.current.freq_base,
+            "dimension_count": rope.dims,
+            "freq_base_swa": rope.freq_base_swa,
+            "sliding_window": rope.window,
+            "window_scaling": window_scaling(rope.architecture).name.lower(),
+            "factor_tensors": sorted({name.split(".")[0] for name in rope.factor_tensors}),
+            "yarn_log_multiplier": rope.yarn_log_multiplier,
+            "llama_cpp": explain(rope),
+        },
         "layers": model.shape.n_layers,
         "heads": model.shape.n_heads,
         "kv_heads": model.shape.n_kv_heads,
@@ -190,8 +227,13 @@ def summary(model: Model) -> dict[str, Any]:
             "factor": scaling.factor,
             "original_context": scaling.original_context,
             "attn_factor": scaling.attn_factor,
+            "origin": scaling_origin(rope),
             "keys": {k: header.get(k) for k in rope.keys.scaling if header.get(k) is not None},
         },
-        "kv_cache_f16": [{"multiple": m, "context": ctx, "bytes": size} for m, ctx, size in model.kv_cache_table()],
+        "sliding_window_layers": model.shape.window_layers,
+        "kv_cache_f16": [
+            {"multiple": m, "context": ctx, "bytes": size, "bytes_windowed": windowed}
+            for m, ctx, size, windowed in model.kv_cache_table()
+        ],
         "yarn_cli": yarn_cli_keys or None,
     }

@@ -24,6 +24,7 @@ from yarn_cli.llama.sampling import (
     Sampling,
 )
 from yarn_cli.model import open_model
+from yarn_cli.rope.architectures import flags_match_file
 from yarn_cli.rope.scaling import Method, ScalingOverride
 
 if TYPE_CHECKING:  # llama.cpp is loaded by the chat command itself, not by every command
@@ -140,6 +141,11 @@ def chat_command(
         if not prompt.strip():
             raise InputError("no prompt: stdin was empty (give -p TEXT, or run on a terminal to chat)")
     auto_note = None
+    if scaling is not None and scaling.scales and not flags_match_file(opened.architecture):
+        auto_note = (
+            f"{opened.architecture}: llama.cpp applies --rope-scaling/--rope-scale to the global layers only; the "
+            "sliding-window layers keep the file's scaling (a file converted by yarn-cli scales them all)"
+        )
     if yarn == "auto" and scaling is None and ctx_size is not None:
         factor = opened.rope.auto_factor(ctx_size)
         if factor is not None:
@@ -164,6 +170,11 @@ def chat_command(
     if not json_output:
         err.print(f"[dim]llama.cpp: {escape(effective.describe())}[/]", soft_wrap=True)
     session = ChatSession(llm, sampling, system=system)
+    if session.plain and not json_output:
+        err.print(
+            "[dim]the file has no chat template (a base model): the text is continued as plain completion[/]",
+            soft_wrap=True,
+        )
     if one_shot:
         assert prompt is not None
         _one_shot(session, prompt, effective, json_output=json_output, stream=not no_stream)
@@ -185,6 +196,7 @@ def _one_shot(session: ChatSession, prompt: str, effective: Effective, *, json_o
         print_json(
             {
                 "reply": reply,
+                "mode": "completion" if session.plain else "chat",
                 "prompt_tokens": stats.prompt_tokens,
                 "completion_tokens": stats.completion_tokens,
                 "stopped": stats.stopped,

@@ -14,6 +14,7 @@ from yarn_cli.default_model import resolve_model
 from yarn_cli.errors import InputError, NotGGUFError
 from yarn_cli.gguf.inplace import pending_change
 from yarn_cli.model import Model, open_model, summary
+from yarn_cli.rope.explain import explain, scaling_origin
 from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, YarnView, yarn_view
 from yarn_cli.rope.keys import VERSION_KEY
 from yarn_cli.rope.scaling import check_betas, check_factor
@@ -95,23 +96,40 @@ def _render_info(model: Model) -> None:
     table.add_row(
         "Shape", f"{shape.n_layers} layers, {shape.n_heads} heads, {kv} KV heads, head size {shape.head_dim_k}"
     )
-    table.add_row("Scaling", Text(rope.current.scaling.describe()))
-    for key in rope.keys.scaling:
+    origin = {"file": ", as the file came", "yarn-cli": ", by yarn-cli"}.get(scaling_origin(rope) or "", "")
+    table.add_row("Scaling", Text(rope.describe_scaling() + origin))
+    for key in (*rope.keys.scaling, rope.keys.yarn_log_multiplier, rope.keys.freq_base_swa, rope.keys.sliding_window):
         value = h.get(key)
         if value is not None:
             table.add_row("", Text(f"{key} = {value!r}"))
+    tensors = sorted({name.split(".")[0] for name in rope.factor_tensors})
+    if tensors:
+        table.add_row("RoPE tensors", Text(", ".join(tensors)))
+    for i, note in enumerate(explain(rope)):
+        table.add_row("llama.cpp" if i == 0 else "", Text(note))
     if rope.converted:
         table.add_row("Converted by", Text(f"yarn-cli {h.get(VERSION_KEY, '?')} (undo: convert --method none)"))
     out.print(table)
     rows = model.kv_cache_table()
     if rows:
+        windowed = any(row[3] is not None for row in rows)
         kv_table = Table(title="KV cache, f16", title_justify="left")
         kv_table.add_column("context", justify="right")
         kv_table.add_column("x native", justify="right")
-        kv_table.add_column("memory", justify="right")
-        for m, ctx, size in rows:
-            kv_table.add_row(f"{ctx:,}", f"{m}x", mib(size))
+        kv_table.add_column("every layer full" if windowed else "memory", justify="right")
+        if windowed:
+            kv_table.add_column("window layers windowed", justify="right")
+        for m, ctx, size, small in rows:
+            cells = [f"{ctx:,}", f"{m}x", mib(size)] + ([mib(small)] if windowed else [])
+            kv_table.add_row(*cells)
         out.print(kv_table)
+        if windowed:
+            out.print(
+                f"[dim]{shape.window_layers} of {shape.n_layers} layers attend to a {shape.window}-token window. "
+                "llama-cpp-python and yarn-cli keep their cache full size; llama-server keeps only the window "
+                "unless --swa-full.[/]",
+                soft_wrap=True,
+            )
 
 
 def _ctx_text(model: Model) -> str:

@@ -42,7 +42,7 @@ def model_record(model: Model) -> dict[str, Any]:
         "original_context": model.original_context,
         "rope": {
             "freq_base": rope.current.freq_base,
-            "scaling": rope.current.scaling.describe(),
+            "scaling": rope.describe_scaling(),
             "converted_by_yarn_cli": rope.converted,
         },
     }
