@@ -68,6 +68,7 @@ def test_json_result(run_cli) -> None:
     assert data["settings"]["n_ctx"] == 1024
     assert data["settings"]["rope_scaling"] == "none"
     assert data["settings"]["backend"] == "CPU"
+    assert data["mode"] == "chat"  # SmolLM2's file has a chat template
 
 
 def readme_chat_prompt() -> str:
@@ -110,6 +111,31 @@ def test_a_one_shot_reply_without_n_stops(run_cli, tiny_model: Path) -> None:
     assert data["stopped"] in ("length", "loop") and data["completion_tokens"] <= 512 + 3
     asked = json.loads(run_cli(*args, "-n", "600").stdout)
     assert asked["completion_tokens"] > 512  # -n is the user's own limit, and loops are theirs to keep
+
+
+def test_a_file_without_a_chat_template_gets_plain_completion(run_cli, tiny_model: Path) -> None:
+    """No template (a base model): the prompt is continued as it is, as llama.cpp's completion does."""
+    result = run_cli("chat", tiny_model, "-p", "the", "--temp", "0", "-n", "12", "-c", "256", "-t", "1")
+    assert result.returncode == 0, result.stderr
+    assert "has no chat template" in result.stderr and "plain completion" in result.stderr
+    data = json.loads(
+        run_cli("chat", tiny_model, "-p", "the", "--temp", "0", "-n", "12", "-c", "256", "-t", "1", "--json").stdout
+    )
+    assert data["mode"] == "completion"
+    llm, _ = load_model(open_model(tiny_model), LoadOptions(n_ctx=256, n_threads=1))
+    try:
+        expected = llm.create_completion("the", max_tokens=12, temperature=0.0)["choices"][0]["text"]  # type: ignore[index]
+        assert data["reply"] == expected
+        session = ChatSession(llm, Sampling(temp=0.0, max_tokens=4))
+        session.conversation.turns += [
+            {"role": "user", "content": "the"},
+            {"role": "assistant", "content": " a and"},
+            {"role": "user", "content": "of it"},
+        ]
+        tokens, _ = session.prompt_tokens(session.conversation.messages())
+        assert tokens == llm.tokenize(b"the a and\nof it", add_bos=True)  # replies continue, inputs start a line
+    finally:
+        llm.close()
 
 
 @pytest.mark.parametrize(

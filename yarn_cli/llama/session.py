@@ -3,7 +3,8 @@
 Formatting uses the GGUF's ``tokenizer.chat_template`` through llama-cpp-python's
 Jinja2 formatter, generation its ``create_completion`` (which reuses the KV cache
 for the shared prefix of consecutive turns), and timings come from llama.cpp's own
-performance counters.
+performance counters. A file without a template (a base model, such as Gemma 3 270M)
+gets plain completion: an invented template would only teach it to echo role markers.
 """
 
 from __future__ import annotations
@@ -29,11 +30,8 @@ LOOP_REPEATS = 8
 LOOP_MIN_CHARS = 64
 LOOP_MAX_PERIOD = 256
 
-# A plain ChatML template for models whose GGUF carries none.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + "
-    "'<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
+# Between one reply and the next input, in plain completion.
+PLAIN_TURN_SEPARATOR = "\n"
 
 
 @dataclass
@@ -126,17 +124,33 @@ class ChatSession:
         self.llm = llm
         self.sampling = sampling
         self.conversation = Conversation(system=system)
-        template = llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        template = llm.metadata.get("tokenizer.chat_template")
         eos_id = llm.token_eos()
         bos_id = llm.token_bos()
         self._eos_text = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
         bos_text = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
-        self._formatter = Jinja2ChatFormatter(
-            template=template, eos_token=self._eos_text, bos_token=bos_text, stop_token_ids=[eos_id]
+        self._formatter = (
+            Jinja2ChatFormatter(
+                template=template, eos_token=self._eos_text, bos_token=bos_text, stop_token_ids=[eos_id]
+            )
+            if template
+            else None
         )
         self.n_ctx = llm.n_ctx()
 
+    @property
+    def plain(self) -> bool:
+        """No chat template in the file: the text so far is continued as it is."""
+        return self._formatter is None
+
     def prompt_tokens(self, messages: list[dict[str, str]]) -> tuple[list[int], Any]:
+        if self._formatter is None:
+            # a reply continues the text before it; a new input starts on a new line
+            parts = [
+                m["content"] if m["role"] == "assistant" else PLAIN_TURN_SEPARATOR + m["content"] for m in messages
+            ]
+            text = "".join(parts).removeprefix(PLAIN_TURN_SEPARATOR)
+            return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False), None
         formatted = self._formatter(messages=messages)  # type: ignore[arg-type]
         tokens = self.llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
         return tokens, formatted
@@ -195,8 +209,8 @@ class ChatSession:
             min_p=s.min_p,
             repeat_penalty=s.repeat_penalty,
             seed=s.seed,
-            stop=formatted.stop,
-            stopping_criteria=formatted.stopping_criteria,
+            stop=formatted.stop if formatted else None,
+            stopping_criteria=formatted.stopping_criteria if formatted else None,
             stream=True,
         )
         pieces: list[str] = []
