@@ -205,6 +205,7 @@ def test_longrope_with_force_scales_over_its_factors(tmp_path: Path) -> None:
     result = convert_file(model, ConvertRequest(context=1024, force=True))
     assert (result.plan.total_factor, result.plan.original_context) == (16.0, ORIGINAL)
     assert read_back(result.outputs[0].path)[:2] == (1024, pytest.approx(1 / 16))
+    assert read_header(result.outputs[0].path).get("phi3.rope.scaling.attn_factor") == pytest.approx(1.19)
     assert result.plan.runtime is not None
     converted = logits(result.outputs[0].path, TOKENS, CONTEXT)
     assert np.array_equal(converted, logits(model, TOKENS, CONTEXT, **result.plan.runtime.as_kwargs()))

@@ -201,7 +201,9 @@ class RopeState:
         target = dict(original)
         if not extends:
             for k in keys.scaling:
-                target[k] = None
+                # Phi-3's attention factor belongs with its longrope tensors, which stay in the file
+                if not (k == keys.attn_factor and self.longrope_factors):
+                    target[k] = None
         target[keys.context_length] = same_type(original.get(keys.context_length), uint32(context_length))
         if method == Method.YARN:
             target[keys.scaling_type] = same_type(original.get(keys.scaling_type), string("yarn"))
