@@ -156,8 +156,9 @@ def test_smollm2_finds_the_key_at_1k_and_2k(run_cli, tmp_path: Path) -> None:
     trial = record["trials"][0]
     assert set(trial) == {
         "variant", "length", "index", "prompt_tokens", "depth", "key", "output", "answer", "correct",
-        "seconds", "evaluated_tokens",
+        "seconds", "evaluated_tokens", "server_prompt_tokens", "truncated",
     }  # fmt: skip
+    assert trial["server_prompt_tokens"] is None and trial["truncated"] is False  # a local run
     assert all(1024 * 0.99 <= t["prompt_tokens"] <= 1024 for t in record["trials"] if t["length"] == 1024)
     assert record["passkey_context"]["as-is"] == 2048
     assert record["evaluated_tokens"] == sum(t["evaluated_tokens"] for t in record["trials"])

@@ -36,13 +36,14 @@ LAYERS: dict[str, set[str]] = {
     "model": {"errors", "gguf", "rope", "default_model"},
     "llama": {"errors", "gguf", "rope", "model"},
     "conversion": {"errors", "gguf", "rope", "model", "version"},
-    "evals": {"errors", "gguf", "rope", "model", "llama", "version"},
-    "cli": {"errors", "gguf", "rope", "default_model", "model", "llama", "conversion", "evals", "version"},
+    "serving": {"errors", "gguf"},
+    "evals": {"errors", "gguf", "rope", "model", "llama", "serving", "version"},
+    "cli": {"errors", "gguf", "rope", "default_model", "model", "llama", "serving", "conversion", "evals", "version"},
     "__main__": {"cli"},
     "version": set(),
 }
 # Third-party packages only one part may import.
-OWNED = {"llama_cpp": {"llama"}, "typer": {"cli"}, "rich": {"cli"}, "click": {"cli"}}
+OWNED = {"llama_cpp": {"llama"}, "typer": {"cli"}, "rich": {"cli"}, "click": {"cli"}, "httpx": {"serving"}}
 
 
 def part_of(module: Path) -> str:

@@ -36,3 +36,7 @@ class ModelLoadError(YarnCliError):
 
 class EvaluationError(YarnCliError):
     """llama.cpp refused to evaluate tokens (out of memory, a context too small, a backend error)."""
+
+
+class ServerError(YarnCliError):
+    """A model server could not be reached, or answered with an error or with something unexpected."""

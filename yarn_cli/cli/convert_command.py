@@ -10,11 +10,22 @@ from rich.table import Table
 from rich.text import Text
 
 from yarn_cli.cli.render import byte_progress, err, mib, out, print_json, say, show_value, warn
-from yarn_cli.conversion import ConversionPlan, ConvertRequest, ConvertResult, convert_file, recover_file
+from yarn_cli.conversion import (
+    ConversionPlan,
+    ConvertRequest,
+    ConvertResult,
+    convert_file,
+    output_paths,
+    plan_conversion,
+    recover_file,
+)
 from yarn_cli.default_model import DEFAULT_NAME, resolve_model
+from yarn_cli.errors import InputError, OutputError
 from yarn_cli.gguf.inplace import undo_path
+from yarn_cli.model import open_model
 from yarn_cli.rope.keys import RECORD_KEY
 from yarn_cli.rope.scaling import Method
+from yarn_cli.serving.modelfile import modelfile_path, write_modelfile
 
 EPILOG = """\
 Examples:
@@ -93,6 +104,14 @@ def convert_command(
             "--allow-shorter-context", help="Let the new context_length be below the file's own (refused otherwise)."
         ),
     ] = False,
+    modelfile: Annotated[
+        bool,
+        typer.Option(
+            "--modelfile",
+            help="Also write an Ollama Modelfile beside the output (FROM it, PARAMETER num_ctx the new context): "
+            "Ollama otherwise keeps its short default context.",
+        ),
+    ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the keys that would change; write nothing.")] = False,
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
@@ -119,21 +138,36 @@ def convert_command(
         allow_shorter_context=allow_shorter_context,
     )
     source = resolve_model(input)
+    output_dir = Path.cwd() if input == DEFAULT_NAME else None  # the embedded model lives inside site-packages
+    if modelfile:
+        if method == Method.NONE:
+            raise InputError("--modelfile is for a scaled model; the original needs no num_ctx of its own")
+        planned = plan_conversion(open_model(source), request)
+        target = source if in_place else output_paths(planned, output, output_dir)[1][0]
+        if modelfile_path(target).exists() and not force and not dry_run:
+            raise OutputError(f"{modelfile_path(target)} exists; use --force to replace it")
     with byte_progress("Writing", enabled=not (quiet or json_output or dry_run)) as update:
         result = convert_file(
             source,
             request,
             output=output,
-            # the embedded model lives inside site-packages: write its conversions here instead
-            output_dir=Path.cwd() if input == DEFAULT_NAME else None,
+            output_dir=output_dir,
             in_place=in_place,
             overwrite=force,
             progress=update,
             dry_run=dry_run,
         )
     plan = result.plan
+    written_modelfile = None
+    if modelfile and not dry_run:
+        written_modelfile = write_modelfile(result.outputs[0].path, plan.context_length, overwrite=True)
     if json_output:
-        print_json(_result_dict(result, dry_run))
+        print_json(
+            {
+                **_result_dict(result, dry_run),
+                "modelfile": None if written_modelfile is None else str(written_modelfile),
+            }
+        )
         return
     if result.recovered:
         say(_recovered_line(result.input, result.recovered))
@@ -149,11 +183,16 @@ def convert_command(
         if plan.replaced:
             say(f"Replaced the file's previous scaling: {plan.replaced}")
         err.print(_changes_table(plan))
-        target = "in place" if result.in_place else f"to {result.outputs[0].path}"
+        where = "in place" if result.in_place else f"to {result.outputs[0].path}"
         how = _how(result.outputs[0].action, result.outputs[0].bytes_copied)
-        say(f"{_summary(plan)}; written {target} ({how}) in {result.seconds:.2f} s, verified.")
+        say(f"{_summary(plan)}; written {where} ({how}) in {result.seconds:.2f} s, verified.")
         for written in result.outputs[1:]:
             say(f"  split {written.path.name}: {written.action}")
+    if written_modelfile is not None:
+        say(
+            f"Ollama: {written_modelfile} (num_ctx {plan.context_length}); "
+            f"run: ollama create NAME -f {written_modelfile}"
+        )
 
 
 def _how(action: str, copied: int) -> str:

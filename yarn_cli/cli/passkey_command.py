@@ -2,27 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ThreadsOption
-from yarn_cli.cli.render import WorkProgress, check_run_outputs, out, save_figure, say
+from yarn_cli.cli.render import WorkProgress, check_run_outputs, out, save_figure, say, warn
+from yarn_cli.errors import InputError, YarnCliError
 from yarn_cli.evals.lengths import default_lengths, parse_lengths
 from yarn_cli.evals.passkey import (
     PasskeySettings,
+    Summary,
     TrialResult,
     parse_depths,
     passkey_context,
     run_passkey,
     summarize,
 )
-from yarn_cli.evals.passkey_report import DEPTH_BINS, build_record, depth_grid, load_previous, write_csv
+from yarn_cli.evals.passkey_report import DEPTH_BINS, Source, build_record, depth_grid, load_previous, write_csv
+from yarn_cli.evals.passkey_served import parse_endpoints, run_passkey_served, served_record, truncation_note
 from yarn_cli.evals.records import write_json
 from yarn_cli.model import open_model
 from yarn_cli.rope.variants import parse_variants
+from yarn_cli.serving.client import DEFAULT_READ_TIMEOUT, ServerClient
 
 EPILOG = """\
 Examples:
@@ -61,15 +67,63 @@ def passkey_command(
     gpu_layers: GpuLayersOption = None,
     threads: ThreadsOption = None,
     flash_attn: FlashAttnOption = False,
+    servers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--server",
+            help="Test a served model instead, over its OpenAI-compatible API: [LABEL=]URL such as "
+            "http://127.0.0.1:8080/v1. Give it more than once to compare servers. API key: $YARN_CLI_API_KEY "
+            "or $OPENAI_API_KEY.",
+            rich_help_panel="Served models",
+        ),
+    ] = None,
+    server_model: Annotated[
+        str | None,
+        typer.Option(
+            help="The model name the server expects (default: the first in /v1/models).",
+            rich_help_panel="Served models",
+        ),
+    ] = None,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(
+            help="The served GGUF, to size prompts in its tokens (default: the server's tokenize endpoint).",
+            rich_help_panel="Served models",
+        ),
+    ] = None,
+    parallel: Annotated[
+        int, typer.Option(help="Requests in flight at once (servers batch them).", rich_help_panel="Served models")
+    ] = 1,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for one answer.", rich_help_panel="Served models")
+    ] = DEFAULT_READ_TIMEOUT,
 ) -> None:
     """Hide a pass key in filler text and check, per length and variant, that the model finds it.
 
     Lengths are counted in the model's own tokens; each prompt lands at or just below its target.
+    With --server the model is the one a server runs (llama-server, Ollama, LM Studio, vLLM):
+    prompts a server cut short are reported as truncated, not as the model's failure.
     """
+    check_run_outputs(json_path, csv_path, plot)
+    if servers:
+        local_only = {"--compare": compare != "as-is", "-ngl": gpu_layers is not None, "-t": threads is not None,
+                      "-fa": flash_attn, "--no-reuse": no_reuse}  # fmt: skip
+        used = [name for name, given in local_only.items() if given]
+        if used:
+            raise InputError(
+                f"{', '.join(used)} applies to a model run here, not to --server (compare servers by giving "
+                "--server LABEL=URL more than once)"
+            )
+        if model is not None and tokenizer is not None:
+            raise InputError("give the served GGUF once: as MODEL or as --tokenizer")
+        _served(
+            servers, server_model, tokenizer or (Path(model) if model is not None else None), lengths, trials,
+            depths, seed, parallel, timeout, json_path, csv_path, plot,
+        )  # fmt: skip
+        return
     opened = open_model(model)
     wanted = parse_lengths(lengths) if lengths else default_lengths(opened.context_length or 8192)
     variants = [v.name for v in parse_variants(compare, opened.rope)]
-    check_run_outputs(json_path, csv_path, plot)
     settings = PasskeySettings(
         lengths=wanted,
         trials=trials,
@@ -99,17 +153,109 @@ def passkey_command(
             run_passkey(opened, settings, done=done, on_start=progress.begin, on_trial=on_trial)
         except KeyboardInterrupt:
             interrupted = True
+    _finish(opened, settings, results, interrupted, json_path, csv_path, plot)
+
+
+def _finish(
+    source: Source,
+    settings: PasskeySettings,
+    results: list[TrialResult],
+    interrupted: bool,
+    json_path: Path | None,
+    csv_path: Path | None,
+    plot: Path | None,
+) -> None:
     if json_path:
-        write_json(json_path, build_record(opened, settings, results))
+        write_json(json_path, build_record(source, settings, results))
     if csv_path:
         write_csv(csv_path, results)
     _render(results, settings)
+    note = truncation_note(results)
+    if note:
+        warn(note)
     if plot is not None:
         _plot(plot, results, settings)
     if interrupted:
         if json_path:
             say(f"The {len(results)} finished trials are in {json_path}; the same command resumes the run.")
         raise typer.Exit(130)
+
+
+def _served(
+    values: list[str],
+    server_model: str | None,
+    tokenizer: Path | None,
+    lengths: str | None,
+    trials: int,
+    depths: str | None,
+    seed: int,
+    parallel: int,
+    timeout: float,
+    json_path: Path | None,
+    csv_path: Path | None,
+    plot: Path | None,
+) -> None:
+    endpoints = parse_endpoints(values)
+    if not timeout > 0:
+        raise InputError(f"--timeout must be a positive number of seconds, got {timeout:g}")
+    gguf = open_model(tokenizer) if tokenizer is not None else None
+    if lengths:
+        wanted = parse_lengths(lengths)
+    elif gguf is not None:
+        wanted = default_lengths(gguf.context_length or 8192)
+    else:
+        raise InputError("give --lengths (or the served GGUF with --tokenizer, whose context sets the default)")
+    with contextlib.ExitStack() as stack:
+        servers = [
+            (e.label, stack.enter_context(ServerClient(e.url, server_model, read_timeout=timeout))) for e in endpoints
+        ]
+        if gguf is not None:
+            from yarn_cli.llama.evaluation import vocabulary  # llama.cpp only when a run starts
+
+            vocab = stack.enter_context(vocabulary(gguf))
+            tokenize: Callable[[str], list[int]] = lambda text: vocab.tokenize(text, add_bos=True)  # noqa: E731
+            tokenizer_info: dict[str, Any] | str = {"path": str(gguf.path), "header_sha256": gguf.header.fingerprint()}
+        else:
+            first = servers[0][1]
+            if first.tokenize("probe") is None:
+                raise InputError(
+                    f"{first.url} has no tokenize endpoint to size prompts in the model's tokens; give the served "
+                    "GGUF with --tokenizer MODEL.gguf"
+                )
+            tokenize = lambda text: first.tokenize(text) or []  # noqa: E731
+            tokenizer_info = f"server {first.url}"
+        settings = PasskeySettings(
+            lengths=wanted, trials=trials, depths=parse_depths(depths), seed=seed,
+            variants=[label for label, _ in servers], reuse=False,
+        )  # fmt: skip
+        source = served_record(servers, tokenizer_info)
+        done = load_previous(json_path, source, settings) if json_path else {}
+        if done:
+            say(f"Resuming {json_path}: {len(done)} trials already done.")
+        results: list[TrialResult] = list(done.values())
+        interrupted = False
+        with WorkProgress("trials") as progress:
+
+            def on_trial(result: TrialResult) -> None:
+                results.append(result)
+                correct = sum(r.correct for r in results)
+                progress.advance(1, f"{result.variant} @ {result.length}", f"{correct}/{len(results)} found")
+                if json_path:
+                    write_json(json_path, build_record(source, settings, results))
+
+            try:
+                run_passkey_served(
+                    servers, wanted, trials, settings.depths, seed, tokenize,
+                    parallel=parallel, done=done, on_start=progress.begin, on_trial=on_trial,
+                )  # fmt: skip
+            except KeyboardInterrupt:
+                interrupted = True
+            except YarnCliError:
+                if json_path and results:
+                    write_json(json_path, build_record(source, settings, results))
+                    say(f"The {len(results)} finished trials are in {json_path}; the same command resumes the run.")
+                raise
+    _finish(source, settings, results, interrupted, json_path, csv_path, plot)
 
 
 def _render(results: list[TrialResult], settings: PasskeySettings) -> None:
@@ -122,7 +268,7 @@ def _render(results: list[TrialResult], settings: PasskeySettings) -> None:
         row = [f"{length:,}"]
         for variant in settings.variants:
             found = [s for s in summaries if s.variant == variant and s.length == length]
-            row.append(f"{found[0].accuracy:.0%} ({found[0].trials})" if found else "-")
+            row.append(_cell(found[0]) if found else "-")
         table.add_row(*row)
     contexts = []
     for variant in settings.variants:
@@ -133,6 +279,13 @@ def _render(results: list[TrialResult], settings: PasskeySettings) -> None:
     out.print(table)
     for variant in settings.variants:
         out.print(_heatmap(results, variant, settings.lengths))
+
+
+def _cell(summary: Summary) -> str:
+    cut = f", {summary.truncated} truncated" if summary.truncated else ""
+    if summary.accuracy is None:
+        return f"[yellow]truncated ({summary.truncated})[/]"
+    return f"{summary.accuracy:.0%} ({summary.trials}{cut})"
 
 
 def _heatmap(results: list[TrialResult], variant: str, lengths: list[int]) -> Table:
@@ -164,7 +317,7 @@ def _plot(path: Path, results: list[TrialResult], settings: PasskeySettings) -> 
     summaries = summarize(results)
     curve = axes[0][0]
     for variant in variants:
-        points = sorted((s.length, s.accuracy) for s in summaries if s.variant == variant)
+        points = sorted((s.length, s.accuracy) for s in summaries if s.variant == variant and s.accuracy is not None)
         if points:
             curve.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=variant)
     curve.set_xscale("log", base=2)

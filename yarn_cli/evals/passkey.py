@@ -151,6 +151,8 @@ class TrialResult:
     correct: bool
     seconds: float
     evaluated_tokens: int
+    server_prompt_tokens: int | None = None  # what a server said it evaluated (usage.prompt_tokens)
+    truncated: bool = False  # the server saw fewer tokens than were sent: not the model's failure
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,23 +162,30 @@ class TrialResult:
 class Summary:
     variant: str
     length: int
-    accuracy: float
-    trials: int
+    accuracy: float | None  # None when every trial was truncated by a server
+    trials: int  # trials the model really saw whole
+    truncated: int = 0
 
 
 def summarize(results: Iterable[TrialResult]) -> list[Summary]:
-    groups: dict[tuple[str, int], list[bool]] = {}
+    groups: dict[tuple[str, int], list[TrialResult]] = {}
     for r in results:
-        groups.setdefault((r.variant, r.length), []).append(r.correct)
-    return [
-        Summary(variant, length, sum(marks) / len(marks), len(marks))
-        for (variant, length), marks in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
-    ]
+        groups.setdefault((r.variant, r.length), []).append(r)
+    summaries = []
+    for (variant, length), group in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        whole = [r.correct for r in group if not r.truncated]
+        accuracy = sum(whole) / len(whole) if whole else None
+        summaries.append(Summary(variant, length, accuracy, len(whole), len(group) - len(whole)))
+    return summaries
 
 
 def passkey_context(summaries: Iterable[Summary], variant: str) -> int | None:
-    """The largest tested length with accuracy >= 80% (the paper's definition)."""
-    passing = [s.length for s in summaries if s.variant == variant and s.accuracy >= PASSKEY_ACCURACY]
+    """The largest tested length with accuracy >= 80% (the paper's definition), over untruncated trials."""
+    passing = [
+        s.length
+        for s in summaries
+        if s.variant == variant and s.accuracy is not None and s.accuracy >= PASSKEY_ACCURACY
+    ]
     return max(passing) if passing else None
 
 

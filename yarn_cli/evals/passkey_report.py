@@ -26,15 +26,16 @@ from yarn_cli.evals.records import write_csv as write_rows
 from yarn_cli.model import Model
 
 DEPTH_BINS = 5
+Source = Model | dict[str, Any]  # a model file run locally, or a served run's ``served_record``
 
 
-def build_record(model: Model, settings: PasskeySettings, results: list[TrialResult]) -> dict[str, Any]:
+def build_record(source: Source, settings: PasskeySettings, results: list[TrialResult]) -> dict[str, Any]:
     ordered = sorted(results, key=lambda r: (settings.variants.index(r.variant) if r.variant in settings.variants
                                              else 99, r.length, r.index))  # fmt: skip
     summaries = summarize(ordered)
     return {
         "schema": SCHEMA_VERSION,
-        "model": model_record(model),
+        "model": model_record(source) if isinstance(source, Model) else source,
         "settings": {
             "lengths": settings.lengths,
             "trials": settings.trials,
@@ -49,11 +50,12 @@ def build_record(model: Model, settings: PasskeySettings, results: list[TrialRes
         "summary": [vars(s) for s in summaries],
         "passkey_context": {v: passkey_context(summaries, v) for v in settings.variants},
         "evaluated_tokens": sum(r.evaluated_tokens for r in ordered),
+        "truncated_trials": sum(r.truncated for r in ordered),
     }
 
 
-def load_previous(path: Path, model: Model, settings: PasskeySettings) -> dict[TrialKey, TrialResult]:
-    """Trials of an earlier run of the same model and settings, to be kept instead of run again."""
+def load_previous(path: Path, source: Source, settings: PasskeySettings) -> dict[TrialKey, TrialResult]:
+    """Trials of an earlier run of the same model (or servers) and settings, to be kept instead of run again."""
     if not path.exists():
         return {}
     try:
@@ -66,11 +68,22 @@ def load_previous(path: Path, model: Model, settings: PasskeySettings) -> dict[T
         raise InputError(f"cannot read {path}: {exc.strerror or exc}; choose another --json file") from exc
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{path} exists but is not a passkey run ({exc}); choose another --json file") from exc
-    if saved_model.get("header_sha256") != model.header.fingerprint():
-        raise InputError(
-            f"{path} holds a run of another model, or of this file before it was converted (their headers "
-            "differ); choose another --json file to keep it"
-        )
+    if isinstance(source, Model):
+        if saved_model.get("header_sha256") != source.header.fingerprint():
+            raise InputError(
+                f"{path} holds a run of another model, or of this file before it was converted (their headers "
+                "differ); choose another --json file to keep it"
+            )
+    else:
+        saved = {s["label"]: (s["url"], s["model"]) for s in saved_model.get("servers") or []}
+        for server in source["servers"]:
+            if server["label"] in saved and saved[server["label"]] != (server["url"], server["model"]):
+                raise InputError(
+                    f"{path} holds a run where {server['label']!r} was {saved[server['label']][0]} "
+                    f"({saved[server['label']][1]}); choose another --json file, or label this server differently"
+                )
+        if saved_model.get("tokenizer") != source.get("tokenizer"):
+            raise InputError(f"{path} holds a run whose prompts were sized by another tokenizer; choose another --json")
     if protocol != settings.identity():
         raise InputError(
             f"{path} holds a run with other --seed, --depths or answer length ({protocol}); choose another "
@@ -97,7 +110,10 @@ def depth_grid(results: list[TrialResult], variant: str, lengths: list[int]) -> 
             marks = [
                 r.correct
                 for r in results
-                if r.variant == variant and r.length == length and min(int(r.depth * DEPTH_BINS), DEPTH_BINS - 1) == b
+                if r.variant == variant
+                and r.length == length
+                and not r.truncated
+                and min(int(r.depth * DEPTH_BINS), DEPTH_BINS - 1) == b
             ]
             row.append(sum(marks) / len(marks) if marks else None)
         grid.append(row)

@@ -1,0 +1,163 @@
+"""Passkey retrieval against served models: the same seeded trials, over an OpenAI-compatible API.
+
+Prompts are the local run's, sized in the model's tokens (from the GGUF, or from the server's own
+tokenizer endpoint), sent as text to ``/v1/completions`` with greedy settings. Every trial keeps
+the server's ``usage.prompt_tokens``: a server that saw fewer tokens than were sent truncated
+the prompt (Ollama's ``num_ctx``, a proxy), and such a trial is marked truncated, never counted
+as the model's failure. Up to ``parallel`` requests are in flight; each trial is independent of
+the others, so the answers do not depend on it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from yarn_cli.errors import InputError, ServerError
+from yarn_cli.evals.passkey import (
+    ANSWER_TOKENS,
+    Prompt,
+    PromptBuilder,
+    Tokenizer,
+    TrialKey,
+    TrialResult,
+    TrialSpec,
+    plan_trials,
+    trial_result,
+)
+from yarn_cli.serving.client import ContextExceededError, ServerClient
+
+# A server may count one or two tokens differently (a BOS it adds or not); fewer than that is a cut.
+TOKEN_SLACK = 2
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One served model to test: ``--server [LABEL=]URL``."""
+
+    label: str
+    url: str
+
+
+def parse_endpoints(values: Sequence[str]) -> list[Endpoint]:
+    """``[LABEL=]URL`` each; labels default to host:port and must differ, as they name the table's columns."""
+    endpoints = []
+    for value in values:
+        label, sep, url = value.partition("=")
+        if not sep or "://" in label:
+            label, url = "", value
+        url = url.strip()
+        label = label.strip() or urlsplit(url).netloc or url
+        endpoints.append(Endpoint(label, url))
+    labels = [e.label for e in endpoints]
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise InputError(
+            f"two --server values share the label {repeated[0]!r}; name them: --server orig=URL --server yarn=URL"
+        )
+    return endpoints
+
+
+def truncated(sent: int, seen: int | None) -> bool:
+    return seen is not None and seen < sent - TOKEN_SLACK
+
+
+def run_passkey_served(
+    servers: Sequence[tuple[str, ServerClient]],
+    lengths: list[int],
+    trials: int,
+    depths: list[float] | None,
+    seed: int,
+    tokenize: Tokenizer,
+    *,
+    parallel: int = 1,
+    done: dict[TrialKey, TrialResult] | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_trial: Callable[[TrialResult], None] | None = None,
+) -> list[TrialResult]:
+    """Run every trial not in ``done`` on every server; KeyboardInterrupt stops after the requests in flight."""
+    if parallel < 1:
+        raise InputError(f"--parallel must be at least 1, got {parallel}")
+    builder = PromptBuilder(tokenize)
+    for length in lengths:
+        builder.check_length(length)
+    specs = plan_trials(lengths, trials, depths, seed)
+    prompts = {(s.length, s.index): builder.build(s) for s in specs}
+    done = done or {}
+    todo = [
+        (label, client, spec, prompts[(spec.length, spec.index)])
+        for label, client in servers
+        for spec in specs
+        if (label, spec.length, spec.index) not in done
+    ]
+    if on_start:
+        on_start(len(todo))
+    results: list[TrialResult] = []
+    pending: set[Future[TrialResult]] = set()
+    queue = iter(todo)
+    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="passkey") as pool:
+        try:
+            while True:
+                while len(pending) < parallel:
+                    item = next(queue, None)
+                    if item is None:
+                        break
+                    pending.add(pool.submit(_one_trial, *item))
+                if not pending:
+                    break
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    result = future.result()  # a ServerError ends the run; finished trials are kept
+                    results.append(result)
+                    if on_trial:
+                        on_trial(result)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+    return results
+
+
+def _one_trial(label: str, client: ServerClient, spec: TrialSpec, prompt: Prompt) -> TrialResult:
+    start = time.perf_counter()
+    try:
+        completion = client.complete(prompt.text, ANSWER_TOKENS)
+    except ContextExceededError as exc:
+        raise ServerError(
+            f"{exc}. The prompt was {len(prompt.tokens):,} tokens ({spec.length:,} asked): start the server with a "
+            "larger context (llama-server -c N, Ollama's num_ctx) or test shorter --lengths"
+        ) from exc
+    seconds = time.perf_counter() - start
+    result = trial_result(label, spec, prompt, completion.text, seconds, completion.prompt_tokens or 0)
+    return replace(
+        result,
+        server_prompt_tokens=completion.prompt_tokens,
+        truncated=truncated(len(prompt.tokens), completion.prompt_tokens),
+    )
+
+
+def served_record(servers: Sequence[tuple[str, ServerClient]], tokenizer: dict[str, Any] | str) -> dict[str, Any]:
+    """The record's ``model`` section for a served run: which servers and models, and whose tokens sized the prompts."""
+    return {
+        "servers": [{"label": label, "url": client.url, "model": client.model} for label, client in servers],
+        "tokenizer": tokenizer,
+    }
+
+
+def truncation_note(results: Sequence[TrialResult]) -> str | None:
+    """One sentence when a server cut prompts, with the likely cause; None when none was cut."""
+    cut = [r for r in results if r.truncated]
+    if not cut:
+        return None
+    worst = min(cut, key=lambda r: (r.server_prompt_tokens or 0) / r.prompt_tokens)
+    labels = sorted({r.variant for r in cut})
+    return (
+        f"{len(cut)} of {len(results)} trials were truncated by the server ({', '.join(labels)}): it saw "
+        f"{worst.server_prompt_tokens:,} of {worst.prompt_tokens:,} tokens sent. They are marked truncated, not "
+        "counted as failures; raise the server's context (Ollama: num_ctx or OLLAMA_CONTEXT_LENGTH; "
+        "llama-server: -c) to test those lengths"
+    )

@@ -1,0 +1,202 @@
+"""A model served over an OpenAI-compatible API (llama-server, Ollama, LM Studio, vLLM, llama-cpp-python).
+
+Every request has connect and read timeouts, transient failures (nothing listening yet, a
+restart, 502/503/504) are retried a few times with backoff, and every failure ends as one
+``ServerError`` line that names the server and what to do. The API key comes from the
+environment only, so it never lands in shell history or in a run's record.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from yarn_cli.errors import InputError, ServerError
+
+API_KEY_VARIABLES = ("YARN_CLI_API_KEY", "OPENAI_API_KEY")
+CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 600.0  # a long prompt on a CPU takes minutes
+RETRIES = 3
+BACKOFF = 1.0  # seconds, doubled each retry
+TRANSIENT_STATUS = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int | None  # what the server says it evaluated (usage.prompt_tokens)
+    finish_reason: str | None
+
+
+class ContextExceededError(ServerError):
+    """The server refused a prompt longer than its context."""
+
+
+def base_url(url: str) -> str:
+    """The API root, ending in /v1: ``http://host:8080`` and ``http://host:8080/v1/`` both work."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InputError(f"--server {url!r} is not an http(s) URL; give one such as http://127.0.0.1:8080/v1")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/v1"):
+        path += "/v1"
+    return f"{parts.scheme}://{parts.netloc}{path}"
+
+
+def api_key() -> str | None:
+    for name in API_KEY_VARIABLES:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+class ServerClient:
+    """One OpenAI-compatible server, and the model on it that the requests name."""
+
+    def __init__(self, url: str, model: str | None = None, *, read_timeout: float = DEFAULT_READ_TIMEOUT) -> None:
+        self.url = base_url(url)
+        key = api_key()
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._http = httpx.Client(
+            headers=headers, timeout=httpx.Timeout(read_timeout, connect=CONNECT_TIMEOUT), follow_redirects=True
+        )
+        self.read_timeout = read_timeout
+        self.model = model or self._first_model()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ServerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def root(self) -> str:
+        """The server's root, where llama-server and llama-cpp-python keep their own endpoints."""
+        return self.url[: -len("/v1")]
+
+    def _first_model(self) -> str:
+        data = self._request("GET", f"{self.url}/models")
+        models = data.get("data") if isinstance(data, dict) else None
+        if not isinstance(models, list) or not models or not isinstance(models[0], dict) or "id" not in models[0]:
+            raise ServerError(
+                f"{self.url}/models lists no model; is this an OpenAI-compatible server? Name one with --server-model"
+            )
+        return str(models[0]["id"])
+
+    def complete(self, prompt: str, max_tokens: int) -> Completion:
+        """Greedy completion of ``prompt``, and how many prompt tokens the server says it took."""
+        body = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "top_k": 1}
+        data = self._request("POST", f"{self.url}/completions", json=body)
+        try:
+            choice = data["choices"][0]
+            usage = data.get("usage") or {}
+            tokens = usage.get("prompt_tokens")
+            return Completion(
+                text=str(choice.get("text") or ""),
+                prompt_tokens=int(tokens) if isinstance(tokens, int) else None,
+                finish_reason=choice.get("finish_reason"),
+            )
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise ServerError(
+                f"{self.url}/completions answered without a completion ({exc!r}); {_not_openai()}"
+            ) from exc
+
+    def tokenize(self, text: str) -> list[int] | None:
+        """The server's own tokens for ``text`` (with BOS, as a completion prompt), None if it has no endpoint."""
+        for path, body, field in (
+            ("/tokenize", {"content": text, "add_special": True}, "tokens"),  # llama-server
+            ("/extras/tokenize", {"input": text, "model": self.model}, "tokens"),  # llama-cpp-python
+        ):
+            try:
+                data = self._request("POST", f"{self.root}{path}", json=body, missing_ok=True)
+            except ServerError:
+                continue
+            if isinstance(data, dict) and isinstance(data.get(field), list):
+                return [int(t) if isinstance(t, int) else int(t["id"]) for t in data[field]]
+        return None
+
+    def _request(self, method: str, url: str, *, json: Any = None, missing_ok: bool = False) -> Any:
+        delay = BACKOFF
+        for attempt in range(RETRIES + 1):
+            last = attempt == RETRIES
+            try:
+                response = self._http.request(method, url, json=json)
+            except httpx.ConnectError as exc:
+                if last:
+                    raise ServerError(f"cannot connect to {self.url}: {_reason(exc)}; is the server running?") from exc
+            except httpx.TimeoutException as exc:
+                if last or not isinstance(exc, httpx.ConnectTimeout):
+                    raise ServerError(
+                        f"{url} did not answer within {self.read_timeout:g} s; a long prompt on a slow server may "
+                        "need --timeout SECONDS"
+                    ) from exc
+            except httpx.RemoteProtocolError as exc:  # the server closed the connection: it died or restarted
+                if last:
+                    raise ServerError(f"{self.url} closed the connection mid-request ({exc}); did it stop?") from exc
+            except httpx.HTTPError as exc:
+                raise ServerError(f"request to {url} failed: {_reason(exc)}") from exc
+            else:
+                if response.status_code in TRANSIENT_STATUS and not last:
+                    pass
+                else:
+                    return self._decode(response, url, missing_ok)
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    def _decode(self, response: httpx.Response, url: str, missing_ok: bool) -> Any:
+        status = response.status_code
+        if status in (404, 405) and missing_ok:
+            raise ServerError(f"{url}: no such endpoint")
+        if status >= 400:
+            message = _error_message(response)
+            if status == 400 and ("context" in message.lower() and ("exceed" in message.lower() or "max" in message)):
+                raise ContextExceededError(f"{self.url} refused the prompt: {message}")
+            if status in (401, 403):
+                raise ServerError(
+                    f"{self.url} refused the request ({status}: {message}); set the API key in "
+                    f"{API_KEY_VARIABLES[0]} (or {API_KEY_VARIABLES[1]})"
+                )
+            if status == 404:
+                raise ServerError(f"{url} does not exist (404: {message}); {_not_openai()}")
+            raise ServerError(f"{url} answered HTTP {status}: {message}")
+        try:
+            return response.json()
+        except ValueError as exc:
+            kind = response.headers.get("content-type", "unknown content")
+            raise ServerError(f"{url} did not answer JSON ({kind}); {_not_openai()}") from exc
+
+
+def _not_openai() -> str:
+    return "the URL must be an OpenAI-compatible API, such as http://127.0.0.1:8080/v1 for llama-server"
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.split("] ", 1)[-1]
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The server's own error text: OpenAI's {"error": {"message": ...}}, or the start of the body."""
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text.strip()[:200] or response.reason_phrase
+    if isinstance(data, dict):
+        error = data.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        if data.get("detail"):
+            return str(data["detail"])
+    return str(data)[:200]
