@@ -78,11 +78,12 @@ def test_a_silently_truncating_server_is_reported_not_scored(
         return forward(server.url, path, body)
 
     proxy = FakeServer(cut)
+    args = (
+        "passkey", "--server", f"ollama-like={proxy.url}", "--tokenizer", smollm2, "--lengths", "1k",
+        "--trials", "2", "--json", "cut.json",
+    )  # fmt: skip
     try:
-        result = run_cli(
-            "passkey", "--server", f"ollama-like={proxy.url}", "--tokenizer", smollm2, "--lengths", "1k",
-            "--trials", "2", "--json", "cut.json",
-        )  # fmt: skip
+        result = run_cli(*args)
     finally:
         proxy.stop()
     assert result.returncode == 0, result.stderr
@@ -95,6 +96,17 @@ def test_a_silently_truncating_server_is_reported_not_scored(
         {"variant": "ollama-like", "length": 1024, "accuracy": None, "trials": 0, "truncated": 2}
     ]
     assert record["passkey_context"] == {"ollama-like": None}
+
+    # the same server with a larger context: the same command runs the truncated trials again
+    whole = FakeServer(lambda r, p, b: forward(server.url, p, b), port=proxy.port)
+    try:
+        again = run_cli(*args)
+    finally:
+        whole.stop()
+    assert again.returncode == 0, again.stderr
+    assert "Resuming" not in again.stderr and "truncated" not in again.stderr
+    rerun = json.loads((tmp_path / "cut.json").read_text())
+    assert [t["truncated"] for t in rerun["trials"]] == [False, False] and rerun["truncated_trials"] == 0
 
 
 def test_a_server_that_stops_mid_run_keeps_the_finished_trials_and_resumes(

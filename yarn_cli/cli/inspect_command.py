@@ -127,7 +127,7 @@ def _render_info(model: Model) -> None:
             out.print(
                 f"[dim]{shape.window_layers} of {shape.n_layers} layers attend to a {shape.window}-token window. "
                 "llama-cpp-python and yarn-cli keep their cache full size; llama-server keeps only the window "
-                "unless --swa-full.[/]",
+                "(for one sequence as shown; per slot with -np) unless --swa-full.[/]",
                 soft_wrap=True,
             )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +13,7 @@ from rich.table import Table
 
 from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ThreadsOption
 from yarn_cli.cli.render import WorkProgress, check_run_outputs, out, save_figure, say, warn
-from yarn_cli.errors import InputError, YarnCliError
+from yarn_cli.errors import InputError, ServerError, YarnCliError
 from yarn_cli.evals.lengths import default_lengths, parse_lengths
 from yarn_cli.evals.passkey import (
     PasskeySettings,
@@ -213,8 +214,8 @@ def _served(
             from yarn_cli.llama.evaluation import vocabulary  # llama.cpp only when a run starts
 
             vocab = stack.enter_context(vocabulary(gguf))
-            tokenize: Callable[[str], list[int]] = lambda text: vocab.tokenize(text, add_bos=True)  # noqa: E731
-            tokenizer_info: dict[str, Any] | str = {"path": str(gguf.path), "header_sha256": gguf.header.fingerprint()}
+            tokenize: Callable[[str], list[int]] = partial(vocab.tokenize, add_bos=True)
+            tokenizer_info: dict[str, Any] | str = {"header_sha256": gguf.header.fingerprint(), "path": str(gguf.path)}
         else:
             first = servers[0][1]
             if first.tokenize("probe") is None:
@@ -222,7 +223,14 @@ def _served(
                     f"{first.url} has no tokenize endpoint to size prompts in the model's tokens; give the served "
                     "GGUF with --tokenizer MODEL.gguf"
                 )
-            tokenize = lambda text: first.tokenize(text) or []  # noqa: E731
+
+            def server_tokens(text: str) -> list[int]:
+                tokens = first.tokenize(text)
+                if tokens is None:
+                    raise ServerError(f"{first.url} stopped answering its tokenize endpoint")
+                return tokens
+
+            tokenize = server_tokens
             tokenizer_info = f"server {first.url}"
         settings = PasskeySettings(
             lengths=wanted, trials=trials, depths=parse_depths(depths), seed=seed,

@@ -82,7 +82,7 @@ def load_previous(path: Path, source: Source, settings: PasskeySettings) -> dict
                     f"{path} holds a run where {server['label']!r} was {saved[server['label']][0]} "
                     f"({saved[server['label']][1]}); choose another --json file, or label this server differently"
                 )
-        if saved_model.get("tokenizer") != source.get("tokenizer"):
+        if _tokenizer_id(saved_model.get("tokenizer")) != _tokenizer_id(source.get("tokenizer")):
             raise InputError(f"{path} holds a run whose prompts were sized by another tokenizer; choose another --json")
     if protocol != settings.identity():
         raise InputError(
@@ -93,8 +93,14 @@ def load_previous(path: Path, source: Source, settings: PasskeySettings) -> dict
     return {
         trial_key(t): t
         for t in trials
-        if t.length in wanted and t.variant in settings.variants and t.index < settings.trials
+        # a truncated trial is run again: the user was told to give the server a larger context
+        if t.length in wanted and t.variant in settings.variants and t.index < settings.trials and not t.truncated
     }
+
+
+def _tokenizer_id(tokenizer: object) -> object:
+    """What identifies the tokens prompts were sized in: a GGUF's header, wherever the file lies, or the server."""
+    return tokenizer.get("header_sha256") if isinstance(tokenizer, dict) else tokenizer
 
 
 def write_csv(path: Path, results: list[TrialResult]) -> None:

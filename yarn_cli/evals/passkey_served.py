@@ -97,28 +97,41 @@ def run_passkey_served(
     if on_start:
         on_start(len(todo))
     results: list[TrialResult] = []
+
+    def keep(finished: set[Future[TrialResult]]) -> BaseException | None:
+        """Record every trial that finished well; the first failure, if any, to raise after."""
+        failure = None
+        for future in finished:
+            error = future.exception() if not future.cancelled() else None
+            if future.cancelled() or (error is not None and failure is None):
+                failure = failure or error
+                continue
+            if error is None:
+                results.append(future.result())
+                if on_trial:
+                    on_trial(results[-1])
+        return failure
+
     pending: set[Future[TrialResult]] = set()
     queue = iter(todo)
-    with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="passkey") as pool:
-        try:
-            while True:
-                while len(pending) < parallel:
-                    item = next(queue, None)
-                    if item is None:
-                        break
-                    pending.add(pool.submit(_one_trial, *item))
-                if not pending:
-                    break
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    result = future.result()  # a ServerError ends the run; finished trials are kept
-                    results.append(result)
-                    if on_trial:
-                        on_trial(result)
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
+    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="passkey")
+    try:
+        while True:
+            while len(pending) < parallel and (item := next(queue, None)) is not None:
+                pending.add(pool.submit(_one_trial, *item))
+            if not pending:
+                break
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            failure = keep(finished)
+            if failure is not None:
+                raise failure  # a ServerError ends the run; the finished trials are kept
+    except BaseException:
+        # Keep what else has finished, and do not wait for the requests in flight: the caller closes
+        # the clients, which ends them.
+        keep({f for f in pending if f.done()})
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     return results
 
 

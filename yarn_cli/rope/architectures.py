@@ -49,23 +49,33 @@ class WindowScaling(Enum):
 
 WINDOW_SCALING: dict[str, WindowScaling] = {
     **dict.fromkeys(
-        (
-            "gemma2",
-            "gpt-oss",
-            "llama4",
-            "exaone4",
-            "exaone-moe",
-            "afmoe",
-            "cohere2moe",
-            "smallthinker",
-            "maple",
-            "mellum",
-        ),
+        ("gemma2", "gpt-oss", "llama4", "afmoe", "smallthinker", "maple", "spark2_5"),
         WindowScaling.FOLLOWS_FILE,
     ),
-    **dict.fromkeys(("gemma3", "gemma3n", "olmo2", "laguna"), WindowScaling.NEVER),
-    "cohere2": WindowScaling.ONLY_ROPE,
+    **dict.fromkeys(
+        (
+            "gemma3",
+            "gemma3n",
+            "gemma4",
+            "gemma-embedding",
+            "olmo2",
+            "laguna",
+            "mellum",
+            "mimo2",
+            "step35",
+            "plamo3",
+            "dots3note",
+            "granite-swa",
+            "muse-glimmer",
+            "modern-bert",
+            "lfm2",
+        ),
+        WindowScaling.NEVER,
+    ),
+    **dict.fromkeys(("cohere2", "cohere2moe", "exaone4", "exaone-moe"), WindowScaling.ONLY_ROPE),
 }
+# Architectures whose window layers rotate with the context's base, not rope.freq_base_swa.
+CONTEXT_BASE_WINDOWS = frozenset({"cohere2", "cohere2moe", "exaone4", "exaone-moe", "olmo2", "mellum"})
 
 # A window llama.cpp assumes when the file states none (other architectures then have no window, or need the key).
 DEFAULT_WINDOW = {"gemma2": 4096}
@@ -73,7 +83,24 @@ DEFAULT_WINDOW = {"gemma2": 4096}
 DEFAULT_FREQ_BASE_SWA = {"gemma3": 10000.0, "gemma3n": 10000.0}
 # llama.cpp's default layer pattern (attention.sliding_window_pattern): in each group of n layers, the
 # last is global and the others are windowed.
-DEFAULT_WINDOW_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "gpt-oss": 2, "cohere2": 4, "olmo2": 4}
+DEFAULT_WINDOW_PATTERN = {
+    "gemma2": 2,
+    "gemma3": 6,
+    "gemma3n": 5,
+    "gpt-oss": 2,
+    "cohere2": 4,
+    "cohere2moe": 4,
+    "olmo2": 4,
+    "exaone4": 4,
+    "exaone-moe": 4,
+    "llama4": 4,
+    "smallthinker": 4,
+    "laguna": 4,
+    "mellum": 4,
+    "plamo3": 8,
+}
+# Where the global layer comes first in each group (llama.cpp's dense_first).
+DENSE_FIRST = frozenset({"cohere2moe", "laguna", "modern-bert", "smallthinker"})
 
 
 def window_layers(arch: str, n_layers: int, pattern: object) -> int | None:
@@ -89,11 +116,15 @@ def window_layers(arch: str, n_layers: int, pattern: object) -> int | None:
         return None
     if size == 0:
         return n_layers
+    if arch in DENSE_FIRST:
+        return sum(1 for il in range(n_layers) if il % size != 0)
     return sum(1 for il in range(n_layers) if il % size < size - 1)
 
 
 # Architectures whose loader reads the yarn_beta_fast / yarn_beta_slow keys.
 BETA_ARCHS = frozenset({"grok", "mistral3"})
+# YaRN's beta_fast where an architecture's loader starts from its own value (else 32).
+DEFAULT_BETA_FAST_BY_ARCH = {"grok": 8.0}
 # Architectures whose loader reads rope.scaling.yarn_log_multiplier (DeepSeek's mscale_all_dim).
 LOG_MULTIPLIER_ARCHS = frozenset({"deepseek2", "deepseek32", "mistral3"})
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from yarn_cli.rope.architectures import DEFAULT_FREQ_BASE_SWA, DEFAULT_WINDOW, window_note
+from yarn_cli.rope.architectures import CONTEXT_BASE_WINDOWS, DEFAULT_FREQ_BASE_SWA, DEFAULT_WINDOW, window_note
 from yarn_cli.rope.state import RopeState
 
 
@@ -68,7 +68,7 @@ def explain(rope: RopeState) -> list[str]:
             f"freq_base raised from {rope.original.freq_base:g} to {rope.current.freq_base:g} (NTK-aware scaling)"
         )
     size = rope.window or DEFAULT_WINDOW.get(rope.architecture)
-    if rope.freq_base_swa is not None:
+    if rope.freq_base_swa is not None and rope.architecture not in CONTEXT_BASE_WINDOWS:
         notes.append(f"the sliding-window layers use their own freq_base {rope.freq_base_swa:g}")
     elif size and rope.architecture in DEFAULT_FREQ_BASE_SWA:
         notes.append(

@@ -21,7 +21,7 @@ from gguf import GGUFValueType
 from yarn_cli.errors import UnsupportedModelError
 from yarn_cli.gguf.header import GGUFHeader
 from yarn_cli.gguf.values import Value, f32, float32, string, uint32
-from yarn_cli.rope.architectures import NO_ROPE_ARCHS
+from yarn_cli.rope.architectures import DEFAULT_BETA_FAST_BY_ARCH, NO_ROPE_ARCHS
 from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, ntk_freq_base
 from yarn_cli.rope.keys import DEFAULT_FREQ_BASE, RECORD_KEY, RopeKeys
 from yarn_cli.rope.scaling import FileScaling, Method, OverrideValue, RuntimeScaling, scaling_from
@@ -254,7 +254,7 @@ class RopeState:
             keys.scale_linear: 0.0,
             keys.attn_factor: 1.0,
             keys.finetuned: False,
-            keys.beta_fast: DEFAULT_BETA_FAST,
+            keys.beta_fast: DEFAULT_BETA_FAST_BY_ARCH.get(self.architecture, DEFAULT_BETA_FAST),
             keys.beta_slow: DEFAULT_BETA_SLOW,
             keys.freq_base: DEFAULT_FREQ_BASE,
         }

@@ -37,6 +37,10 @@ class ContextExceededError(ServerError):
     """The server refused a prompt longer than its context."""
 
 
+class MissingEndpointError(ServerError):
+    """The server has no such endpoint (404/405 where one was only tried)."""
+
+
 def base_url(url: str) -> str:
     """The API root, ending in /v1: ``http://host:8080`` and ``http://host:8080/v1/`` both work."""
     parts = urlsplit(url.strip())
@@ -102,7 +106,8 @@ class ServerClient:
             tokens = usage.get("prompt_tokens")
             return Completion(
                 text=str(choice.get("text") or ""),
-                prompt_tokens=int(tokens) if isinstance(tokens, int) else None,
+                # 0: a server that does not count (or counts only uncached tokens, as some Ollama versions)
+                prompt_tokens=int(tokens) if isinstance(tokens, int) and tokens > 0 else None,
                 finish_reason=choice.get("finish_reason"),
             )
         except (KeyError, IndexError, TypeError, AttributeError) as exc:
@@ -118,8 +123,8 @@ class ServerClient:
         ):
             try:
                 data = self._request("POST", f"{self.root}{path}", json=body, missing_ok=True)
-            except ServerError:
-                continue
+            except MissingEndpointError:
+                continue  # any other failure is the server's, and ends the run
             if isinstance(data, dict) and isinstance(data.get(field), list):
                 return [int(t) if isinstance(t, int) else int(t["id"]) for t in data[field]]
         return None
@@ -156,7 +161,7 @@ class ServerClient:
     def _decode(self, response: httpx.Response, url: str, missing_ok: bool) -> Any:
         status = response.status_code
         if status in (404, 405) and missing_ok:
-            raise ServerError(f"{url}: no such endpoint")
+            raise MissingEndpointError(f"{url}: no such endpoint")
         if status >= 400:
             message = _error_message(response)
             if status == 400 and ("context" in message.lower() and ("exceed" in message.lower() or "max" in message)):
