@@ -24,8 +24,8 @@ import numpy as np
 
 from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.default_model import default_model_path
-from yarn_cli.llama.sampling import Sampling
 from yarn_cli.llama.session import ChatSession
+from yarn_cli.sampling import Sampling
 
 PROMPTS = [
     "What is the capital of France?",

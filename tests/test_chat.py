@@ -16,13 +16,14 @@ import pytest
 from ggufs import write_tiny_llama
 from helpers import error_line
 
+from yarn_cli.conversation import Conversation, ends_in_loop
 from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.errors import InputError
 from yarn_cli.llama.loader import LoadOptions, load_model
-from yarn_cli.llama.sampling import Sampling
-from yarn_cli.llama.session import ChatSession, ContextOverflowError, Conversation, ends_in_loop
+from yarn_cli.llama.session import ChatSession, ContextOverflowError
 from yarn_cli.model import open_model
 from yarn_cli.rope.scaling import ScalingOverride
+from yarn_cli.sampling import Sampling
 
 # The README's demo prompt: its greedy answer has a wide margin at every step on SmolLM2, plain and
 # YaRN x2 (benchmarks/demo_prompt_margin.py), so it holds on other CPUs' arithmetic too.

@@ -226,3 +226,39 @@ def test_convert_writes_an_ollama_modelfile_with_the_new_context(run_cli, tiny_m
     undo = run_cli("convert", tiny_model.with_name("tiny.yarn-4x.gguf"), "--method", "none", "--modelfile")
     assert undo.returncode == 1 and "--modelfile is for a scaled model" in error_line(undo)
     assert sorted(p.name for p in tiny_model.parent.iterdir()) == sorted([*before, "out.gguf", "out.Modelfile"])
+
+
+QUESTION = "Complete the sentence: The capital of France is"
+
+
+def test_chat_one_shot_with_a_served_model(run_cli, server: LlamaServer) -> None:
+    result = run_cli("chat", "--server", server.url, "-p", QUESTION, "--temp", "0", "-n", "16", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert "Paris" in data["reply"] and data["mode"] == "chat"
+    assert data["settings"]["server"] == server.url
+    assert data["prompt_tokens"] is None  # llama-cpp-python's server streams no usage: not reported, not 0
+    assert data["completion_tokens"] >= 1 and data["stopped"] in ("eos", "length")
+    streamed = run_cli("chat", "--server", server.url, "-p", QUESTION, "--temp", "0", "-n", "16")
+    assert streamed.returncode == 0 and streamed.stdout.strip() == data["reply"].strip()
+    assert f"server: {server.url}" in streamed.stderr
+    local_only = run_cli("chat", "--server", server.url, "-p", QUESTION, "-c", "4096", "--rope-scale", "2")
+    assert local_only.returncode == 1
+    assert "-c, --rope-scale applies to a model run here" in error_line(local_only)
+
+
+def test_chat_repl_with_a_served_model(server: LlamaServer, tmp_path: Path) -> None:
+    from test_chat import Terminal
+
+    term = Terminal("--server", server.url, "--temp", "0", "-n", "16", cwd=tmp_path)
+    term.expect("> ")
+    term.type(QUESTION + "\r")
+    assert "Paris" in term.expect("tok/s")
+    term.expect("> ")
+    term.type("/regen\r")
+    assert "Paris" in term.expect("tok/s")
+    term.expect("> ")
+    term.type("/stats\r")
+    assert "2 messages" in term.expect("> ")
+    term.type("/exit\r")
+    assert term.wait() == 0

@@ -14,7 +14,10 @@ from rich.markup import escape
 from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ThreadsOption
 from yarn_cli.cli.render import err, print_json, show_error, warn
 from yarn_cli.errors import InputError, YarnCliError
-from yarn_cli.llama.sampling import (
+from yarn_cli.model import open_model
+from yarn_cli.rope.architectures import flags_match_file
+from yarn_cli.rope.scaling import Method, ScalingOverride
+from yarn_cli.sampling import (
     DEFAULT_MIN_P,
     DEFAULT_REPEAT_PENALTY,
     DEFAULT_TEMP,
@@ -23,13 +26,13 @@ from yarn_cli.llama.sampling import (
     ONE_SHOT_MAX_TOKENS,
     Sampling,
 )
-from yarn_cli.model import open_model
-from yarn_cli.rope.architectures import flags_match_file
-from yarn_cli.rope.scaling import Method, ScalingOverride
 
 if TYPE_CHECKING:  # llama.cpp is loaded by the chat command itself, not by every command
-    from yarn_cli.llama.loader import Effective
-    from yarn_cli.llama.session import ChatSession, TurnStats
+    from yarn_cli.conversation import TurnStats
+    from yarn_cli.llama.session import ChatSession
+    from yarn_cli.serving.chat import ServerChatSession
+
+    Session = ChatSession | ServerChatSession
 
 EPILOG = """\
 Examples:
@@ -107,6 +110,21 @@ def chat_command(
     json_output: Annotated[bool, typer.Option("--json", help="One-shot: print one JSON object.")] = False,
     no_stream: Annotated[bool, typer.Option("--no-stream", help="Print the reply when it is complete.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="Show llama.cpp's own log.")] = False,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="Chat with a served model instead, over its OpenAI-compatible API (http://127.0.0.1:8080/v1). "
+            "API key: $YARN_CLI_API_KEY or $OPENAI_API_KEY.",
+            rich_help_panel="Served models",
+        ),
+    ] = None,
+    server_model: Annotated[
+        str | None,
+        typer.Option(
+            help="The model name the server expects (default: the first in /v1/models).",
+            rich_help_panel="Served models",
+        ),
+    ] = None,
 ) -> None:
     """Chat with a GGUF model on the CPU or GPU through llama.cpp.
 
@@ -114,12 +132,18 @@ def chat_command(
 
     The first line (on stderr) shows the context, scaling and backend that llama.cpp really set up.
     """
-    from yarn_cli.llama.loader import LoadOptions, load_model
-    from yarn_cli.llama.session import ChatSession
-
     if yarn not in ("off", "auto"):
         raise InputError(f"--yarn must be auto or off, got {yarn!r}")
-    opened = open_model(model)
+    if server is not None:
+        local_only = {
+            "MODEL": model is not None, "-c": ctx_size is not None, "--rope-scaling": rope_scaling is not None,
+            "--rope-scale": rope_scale is not None, "--yarn-orig-ctx": yarn_orig_ctx is not None,
+            "--rope-freq-base": rope_freq_base is not None, "--yarn": yarn != "off", "-ngl": gpu_layers is not None,
+            "-t": threads is not None, "-fa": flash_attn, "-b": batch_size is not None, "--verbose": verbose,
+        }  # fmt: skip
+        used = [name for name, given in local_only.items() if given]
+        if used:
+            raise InputError(f"{', '.join(used)} applies to a model run here; the server runs its own (--server)")
     interactive = sys.stdin is not None and sys.stdin.isatty()
     one_shot = prompt is not None or not interactive
     sampling = Sampling(
@@ -134,12 +158,19 @@ def chat_command(
         stop_loops=max_tokens is None,
     )
     sampling.check()
-    override = ScalingOverride(rope_scaling, rope_scale, yarn_orig_ctx, rope_freq_base)
-    scaling = override.to_runtime()
     if one_shot and prompt is None:
         prompt = sys.stdin.read() if sys.stdin is not None else ""
         if not prompt.strip():
             raise InputError("no prompt: stdin was empty (give -p TEXT, or run on a terminal to chat)")
+    if server is not None:
+        _served_chat(server, server_model, sampling, system, prompt if one_shot else None, json_output, not no_stream)
+        return
+    from yarn_cli.llama.loader import LoadOptions, load_model
+    from yarn_cli.llama.session import ChatSession
+
+    opened = open_model(model)
+    override = ScalingOverride(rope_scaling, rope_scale, yarn_orig_ctx, rope_freq_base)
+    scaling = override.to_runtime()
     auto_note = None
     if scaling is not None and scaling.scales and not flags_match_file(opened.architecture):
         auto_note = (
@@ -177,9 +208,33 @@ def chat_command(
         )
     if one_shot:
         assert prompt is not None
-        _one_shot(session, prompt, effective, json_output=json_output, stream=not no_stream)
+        _one_shot(session, prompt, effective.to_dict(), json_output=json_output, stream=not no_stream)
     else:
         _repl(session, stream=not no_stream)
+
+
+def _served_chat(
+    url: str,
+    model: str | None,
+    sampling: Sampling,
+    system: str | None,
+    prompt: str | None,
+    json_output: bool,
+    stream: bool,
+) -> None:
+    from yarn_cli.serving.chat import ServerChatSession
+    from yarn_cli.serving.client import ServerClient
+
+    with ServerClient(url, model) as client:
+        session = ServerChatSession(client, sampling, system=system)
+        context = f"context {session.n_ctx}" if session.n_ctx else "context not reported"
+        if not json_output:
+            err.print(f"[dim]server: {escape(client.url)}, model {escape(client.model)}, {context}[/]", soft_wrap=True)
+        settings = {"server": client.url, "model": client.model, "n_ctx": session.n_ctx or None}
+        if prompt is not None:
+            _one_shot(session, prompt, settings, json_output=json_output, stream=stream)
+        else:
+            _repl(session, stream=stream)
 
 
 def _write(text: str) -> None:
@@ -187,7 +242,7 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
-def _one_shot(session: ChatSession, prompt: str, effective: Effective, *, json_output: bool, stream: bool) -> None:
+def _one_shot(session: Session, prompt: str, settings: dict[str, Any], *, json_output: bool, stream: bool) -> None:
     live = stream and not json_output
     reply, stats = session.reply(prompt, _write if live else None)
     if stats.dropped_turns:
@@ -197,7 +252,7 @@ def _one_shot(session: ChatSession, prompt: str, effective: Effective, *, json_o
             {
                 "reply": reply,
                 "mode": "completion" if session.plain else "chat",
-                "prompt_tokens": stats.prompt_tokens,
+                "prompt_tokens": stats.prompt_tokens if stats.prompt_counted else None,
                 "completion_tokens": stats.completion_tokens,
                 "stopped": stats.stopped,
                 "timings": {
@@ -207,7 +262,7 @@ def _one_shot(session: ChatSession, prompt: str, effective: Effective, *, json_o
                     "prompt_tokens_per_s": round(stats.prompt_tps, 2),
                     "generation_tokens_per_s": round(stats.generation_tps, 2),
                 },
-                "settings": effective.to_dict(),
+                "settings": settings,
             }
         )
         return
@@ -221,7 +276,7 @@ def _one_shot(session: ChatSession, prompt: str, effective: Effective, *, json_o
         raise typer.Exit(130)
 
 
-def _stop_note(session: ChatSession, stats: TurnStats) -> str | None:
+def _stop_note(session: Session, stats: TurnStats) -> str | None:
     """Why a reply ended early, and how to get more, when it did not end by itself."""
     if stats.stopped == "loop":
         return "stopped: the reply kept repeating itself; -n N lets it run to N tokens"
@@ -237,7 +292,10 @@ def _stop_note(session: ChatSession, stats: TurnStats) -> str | None:
 
 def _stats_line(stats: TurnStats) -> str:
     prompt = f"prompt {stats.prompt_tps:.1f} tok/s" if stats.prompt_evaluated > 1 else "prompt cached"
-    return f"{prompt}, generation {stats.generation_tps:.1f} tok/s, context {stats.context_used}/{stats.n_ctx}"
+    if not stats.prompt_counted:
+        prompt = f"first token after {stats.first_token_ms / 1000:.2f} s"
+    context = f"{stats.context_used}/{stats.n_ctx}" if stats.n_ctx else f"{stats.context_used} tokens"
+    return f"{prompt}, generation {stats.generation_tps:.1f} tok/s, context {context}"
 
 
 def _read_message() -> str | None:
@@ -257,7 +315,7 @@ def _read_message() -> str | None:
         return "\n".join(lines)
 
 
-def _repl(session: ChatSession, *, stream: bool) -> None:
+def _repl(session: Session, *, stream: bool) -> None:
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (line editing and history for input())
     err.print("[dim]Type /help for commands, /exit or Ctrl-D to leave.[/]")
@@ -284,7 +342,7 @@ def _repl(session: ChatSession, *, stream: bool) -> None:
         last = _turn(session, partial(session.reply, text), stream) or last
 
 
-def _turn(session: ChatSession, run: Any, stream: bool) -> TurnStats | None:
+def _turn(session: Session, run: Any, stream: bool) -> TurnStats | None:
     try:
         reply, stats = run(_write if stream else None)
     except YarnCliError as exc:
@@ -302,7 +360,7 @@ def _turn(session: ChatSession, run: Any, stream: bool) -> TurnStats | None:
     return stats
 
 
-def _command(session: ChatSession, command: str, arg: str, last: TurnStats | None, stream: bool) -> bool:
+def _command(session: Session, command: str, arg: str, last: TurnStats | None, stream: bool) -> bool:
     """Run a /command; True means leave."""
     if command in ("/exit", "/quit", "/bye"):
         return True
@@ -319,7 +377,8 @@ def _command(session: ChatSession, command: str, arg: str, last: TurnStats | Non
     elif command == "/stats":
         turns = len(session.conversation.turns)
         tokens, _ = session.prompt_tokens(session.conversation.messages())
-        err.print(f"{turns} messages, {len(tokens)} tokens of {session.n_ctx} in the context")
+        room = f" of {session.n_ctx}" if session.n_ctx else ""
+        err.print(f"{turns} messages, {len(tokens)} tokens{room} in the context")
         if last is not None:
             err.print(
                 f"last reply: {last.completion_tokens} tokens, {_stats_line(last)}, "
@@ -332,7 +391,7 @@ def _command(session: ChatSession, command: str, arg: str, last: TurnStats | Non
             session.conversation.save(Path(arg))
             err.print(f"[dim]Saved {len(session.conversation.turns)} messages to {escape(arg)}.[/]")
         else:
-            from yarn_cli.llama.session import Conversation
+            from yarn_cli.conversation import Conversation
 
             session.conversation = Conversation.load(Path(arg))
             err.print(f"[dim]Loaded {len(session.conversation.turns)} messages from {escape(arg)}.[/]")

@@ -8,8 +8,10 @@ environment only, so it never lands in shell history or in a run's record.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -114,6 +116,50 @@ class ServerClient:
             raise ServerError(
                 f"{self.url}/completions answered without a completion ({exc!r}); {_not_openai()}"
             ) from exc
+
+    def context_size(self) -> int | None:
+        """The context a request gets, where the server says (llama-server's /props); None elsewhere."""
+        try:
+            data = self._request("GET", f"{self.root}/props", missing_ok=True)
+        except ServerError:
+            return None
+        if not isinstance(data, dict):
+            return None
+        settings = data.get("default_generation_settings")
+        n_ctx = (settings.get("n_ctx") if isinstance(settings, dict) else None) or data.get("n_ctx")
+        return int(n_ctx) if isinstance(n_ctx, int) and n_ctx > 0 else None
+
+    def stream_chat(self, body: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
+        """The events of a streamed /v1/chat/completions answer; closing the generator ends the request.
+
+        No retry once a request is under way: part of a reply may already be shown.
+        """
+        url = f"{self.url}/chat/completions"
+        try:
+            with self._http.stream("POST", url, json=body) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._decode(response, url, missing_ok=False)
+                for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[len("data:") :].strip()
+                    if data == "[DONE]":
+                        return
+                    try:
+                        event = json.loads(data)
+                    except ValueError as exc:
+                        raise ServerError(f"{url} streamed something that is not JSON: {data[:80]!r}") from exc
+                    if isinstance(event, dict) and "error" in event:
+                        raise ServerError(f"{url} stopped the reply: {event['error']}")
+                    if isinstance(event, dict):
+                        yield event
+        except httpx.ConnectError as exc:
+            raise ServerError(f"cannot connect to {self.url}: {_reason(exc)}; is the server running?") from exc
+        except httpx.TimeoutException as exc:
+            raise ServerError(f"{url} did not answer within {self.read_timeout:g} s") from exc
+        except httpx.RemoteProtocolError as exc:
+            raise ServerError(f"{self.url} closed the connection mid-reply ({exc}); did it stop?") from exc
 
     def tokenize(self, text: str) -> list[int] | None:
         """The server's own tokens for ``text`` (with BOS, as a completion prompt), None if it has no endpoint."""
