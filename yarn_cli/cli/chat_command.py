@@ -158,6 +158,7 @@ def chat_command(
         stop_loops=max_tokens is None,
     )
     sampling.check()
+    opened = open_model(model) if server is None else None  # a bad file is said before stdin is read
     if one_shot and prompt is None:
         prompt = sys.stdin.read() if sys.stdin is not None else ""
         if not prompt.strip():
@@ -168,7 +169,7 @@ def chat_command(
     from yarn_cli.llama.loader import LoadOptions, load_model
     from yarn_cli.llama.session import ChatSession
 
-    opened = open_model(model)
+    assert opened is not None
     override = ScalingOverride(rope_scaling, rope_scale, yarn_orig_ctx, rope_freq_base)
     scaling = override.to_runtime()
     auto_note = None
