@@ -48,6 +48,8 @@ Examples:
   echo "Summarise: ..." | yarn-cli chat model.gguf --temp 0
 
   yarn-cli chat -p "What is the capital of France?" --json
+
+  yarn-cli chat --server http://127.0.0.1:8080/v1   # a model llama-server, Ollama, vLLM... serves
 """
 
 REPL_HELP = """\
@@ -113,6 +115,7 @@ def chat_command(
     server: Annotated[
         str | None,
         typer.Option(
+            metavar="URL",
             help="Chat with a served model instead, over its OpenAI-compatible API (http://127.0.0.1:8080/v1). "
             "API key: $YARN_CLI_API_KEY or $OPENAI_API_KEY.",
             rich_help_panel="Served models",

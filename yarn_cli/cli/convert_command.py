@@ -41,6 +41,8 @@ Examples:
   yarn-cli convert default --factor 4               # the embedded SmolLM2-135M -> ./
 
   yarn-cli convert model.gguf --in-place --factor 2  # only the header is written (ext4, XFS)
+
+  yarn-cli convert model.gguf --factor 2 --modelfile # + model.yarn-2x.Modelfile for ollama create
 """
 
 

@@ -39,6 +39,10 @@ Examples:
   yarn-cli passkey model.gguf --lengths 4k,8k,16k --compare none,yarn:2,dynamic-yarn --json run.json
 
   yarn-cli passkey --lengths 2k --depths grid:5 --trials 5 --seed 1
+
+  yarn-cli passkey --server http://127.0.0.1:8080/v1 --lengths 8k,16000 --json served.json
+
+  yarn-cli passkey --server orig=http://host:8080 --server yarn=http://host:8081 --tokenizer m.gguf --lengths 8k
 """
 
 
@@ -72,6 +76,7 @@ def passkey_command(
         list[str] | None,
         typer.Option(
             "--server",
+            metavar="[LABEL=]URL",
             help="Test a served model instead, over its OpenAI-compatible API: [LABEL=]URL such as "
             "http://127.0.0.1:8080/v1. Give it more than once to compare servers. API key: $YARN_CLI_API_KEY "
             "or $OPENAI_API_KEY.",
