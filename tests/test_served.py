@@ -262,3 +262,24 @@ def test_chat_repl_with_a_served_model(server: LlamaServer, tmp_path: Path) -> N
     assert "2 messages" in term.expect("> ")
     term.type("/exit\r")
     assert term.wait() == 0
+
+
+def test_a_server_without_a_tokenizer_is_sized_by_its_own_counts(run_cli, server: LlamaServer, tmp_path: Path) -> None:
+    """Ollama, LM Studio and vLLM's OpenAI API have no tokenize endpoint: sizes come from usage.prompt_tokens."""
+
+    def no_tokenizer(request: Any, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+        if "tokenize" in path:
+            return 404, {"detail": "Not Found"}
+        return forward(server.url, path, body)
+
+    fake = FakeServer(no_tokenizer)
+    try:
+        result = run_cli("passkey", "--server", fake.url, "--lengths", "1k", "--trials", "2", "--json", "est.json")
+    finally:
+        fake.stop()
+    assert result.returncode == 0, result.stderr
+    assert "prompt sizes are estimated from the server's own token counts" in result.stderr
+    record = json.loads((tmp_path / "est.json").read_text())
+    assert record["model"]["tokenizer"].startswith("estimated from")
+    for trial in record["trials"]:
+        assert abs(trial["server_prompt_tokens"] - 1024) <= 0.03 * 1024 and not trial["truncated"]

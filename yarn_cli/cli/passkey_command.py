@@ -25,7 +25,13 @@ from yarn_cli.evals.passkey import (
     summarize,
 )
 from yarn_cli.evals.passkey_report import DEPTH_BINS, Source, build_record, depth_grid, load_previous, write_csv
-from yarn_cli.evals.passkey_served import parse_endpoints, run_passkey_served, served_record, truncation_note
+from yarn_cli.evals.passkey_served import (
+    CalibratedCounter,
+    parse_endpoints,
+    run_passkey_served,
+    served_record,
+    truncation_note,
+)
 from yarn_cli.evals.records import write_json
 from yarn_cli.model import open_model
 from yarn_cli.rope.variants import parse_variants
@@ -215,6 +221,7 @@ def _served(
         servers = [
             (e.label, stack.enter_context(ServerClient(e.url, server_model, read_timeout=timeout))) for e in endpoints
         ]
+        estimated = False
         if gguf is not None:
             from yarn_cli.llama.evaluation import vocabulary  # llama.cpp only when a run starts
 
@@ -224,19 +231,23 @@ def _served(
         else:
             first = servers[0][1]
             if first.tokenize("probe") is None:
-                raise InputError(
-                    f"{first.url} has no tokenize endpoint to size prompts in the model's tokens; give the served "
-                    "GGUF with --tokenizer MODEL.gguf"
+                say(
+                    f"{first.url} has no tokenize endpoint: prompt sizes are estimated from the server's own "
+                    "token counts (within a few %); --tokenizer MODEL.gguf sizes them exactly."
                 )
+                tokenize = CalibratedCounter(first)
+                tokenizer_info = f"estimated from {first.url} usage.prompt_tokens"
+                estimated = True
+            else:
 
-            def server_tokens(text: str) -> list[int]:
-                tokens = first.tokenize(text)
-                if tokens is None:
-                    raise ServerError(f"{first.url} stopped answering its tokenize endpoint")
-                return tokens
+                def server_tokens(text: str) -> list[int]:
+                    tokens = first.tokenize(text)
+                    if tokens is None:
+                        raise ServerError(f"{first.url} stopped answering its tokenize endpoint")
+                    return tokens
 
-            tokenize = server_tokens
-            tokenizer_info = f"server {first.url}"
+                tokenize = server_tokens
+                tokenizer_info = f"server {first.url}"
         settings = PasskeySettings(
             lengths=wanted, trials=trials, depths=parse_depths(depths), seed=seed,
             variants=[label for label, _ in servers], reuse=False,
@@ -259,7 +270,7 @@ def _served(
             try:
                 run_passkey_served(
                     servers, wanted, trials, settings.depths, seed, tokenize,
-                    parallel=parallel, done=done, on_start=progress.begin, on_trial=on_trial,
+                    parallel=parallel, estimated=estimated, done=done, on_start=progress.begin, on_trial=on_trial,
                 )  # fmt: skip
             except KeyboardInterrupt:
                 interrupted = True

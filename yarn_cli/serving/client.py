@@ -117,6 +117,16 @@ class ServerClient:
                 f"{self.url}/completions answered without a completion ({exc!r}); {_not_openai()}"
             ) from exc
 
+    def count_tokens(self, text: str) -> int:
+        """How many tokens the server counts in ``text`` as a prompt (its usage.prompt_tokens)."""
+        counted = self.complete(text, 1).prompt_tokens
+        if counted is None:
+            raise ServerError(
+                f"{self.url} reports no usage.prompt_tokens to count a prompt by; give the served GGUF with "
+                "--tokenizer MODEL.gguf"
+            )
+        return counted
+
     def context_size(self) -> int | None:
         """The context a request gets, where the server says (llama-server's /props); None elsewhere."""
         try:
