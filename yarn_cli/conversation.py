@@ -34,6 +34,10 @@ class TurnStats:
     stopped: str = "eos"  # eos, length, loop, interrupted
     dropped_turns: int = 0
     prompt_counted: bool = True  # False: a server that does not report its prompt tokens
+    scale: float | None = None  # --yarn dynamic: the YaRN factor this reply ran with (None: as the model came)
+    rescaled_from: float | None = None  # --yarn dynamic: the factor before this reply, when it changed
+    rescaled: bool = False
+    rescale_seconds: float = 0.0  # loading the model with the new scale (the re-evaluation is in prompt_ms)
 
     @property
     def prompt_tps(self) -> float:

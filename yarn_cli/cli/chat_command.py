@@ -14,7 +14,7 @@ from rich.markup import escape
 from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ThreadsOption
 from yarn_cli.cli.render import err, print_json, show_error, warn
 from yarn_cli.errors import InputError, YarnCliError
-from yarn_cli.model import open_model
+from yarn_cli.model import Model, open_model
 from yarn_cli.rope.architectures import flags_match_file
 from yarn_cli.rope.scaling import Method, ScalingOverride
 from yarn_cli.sampling import (
@@ -29,6 +29,7 @@ from yarn_cli.sampling import (
 
 if TYPE_CHECKING:  # llama.cpp is loaded by the chat command itself, not by every command
     from yarn_cli.conversation import TurnStats
+    from yarn_cli.llama.loader import LoadOptions
     from yarn_cli.llama.session import ChatSession
     from yarn_cli.serving.chat import ServerChatSession
 
@@ -84,7 +85,10 @@ def chat_command(
     rope_freq_base: Annotated[float | None, typer.Option(help="RoPE base frequency (NTK-aware scaling).")] = None,
     yarn: Annotated[
         str,
-        typer.Option(help="auto: when -c exceeds an unscaled model's context, apply YaRN with S = c / context."),
+        typer.Option(
+            help="auto: when -c exceeds an unscaled model's context, apply YaRN with S = c / context. dynamic: start "
+            "as the model came, and rescale (1.25, 1.5, 2, 3, 4...) when the conversation outgrows it."
+        ),
     ] = "off",
     gpu_layers: GpuLayersOption = None,
     threads: ThreadsOption = None,
@@ -135,8 +139,8 @@ def chat_command(
 
     The first line (on stderr) shows the context, scaling and backend that llama.cpp really set up.
     """
-    if yarn not in ("off", "auto"):
-        raise InputError(f"--yarn must be auto or off, got {yarn!r}")
+    if yarn not in ("off", "auto", "dynamic"):
+        raise InputError(f"--yarn must be auto, dynamic or off, got {yarn!r}")
     if server is not None:
         local_only = {
             "MODEL": model is not None, "-c": ctx_size is not None, "--rope-scaling": rope_scaling is not None,
@@ -175,6 +179,15 @@ def chat_command(
     assert opened is not None
     override = ScalingOverride(rope_scaling, rope_scale, yarn_orig_ctx, rope_freq_base)
     scaling = override.to_runtime()
+    if yarn == "dynamic":
+        if scaling is not None:
+            raise InputError(
+                "--yarn dynamic chooses the scaling itself; drop --rope-scaling/--rope-scale/--rope-freq-base"
+            )
+        _dynamic_chat(opened, LoadOptions(n_ctx=ctx_size, n_gpu_layers=gpu_layers, n_threads=threads,
+                      n_batch=batch_size, flash_attn=flash_attn, seed=seed, verbose=verbose),
+                      sampling, system, prompt if one_shot else None, json_output, not no_stream)  # fmt: skip
+        return
     auto_note = None
     if scaling is not None and scaling.scales and not flags_match_file(opened.architecture):
         auto_note = (
@@ -215,6 +228,34 @@ def chat_command(
         _one_shot(session, prompt, effective.to_dict(), json_output=json_output, stream=not no_stream)
     else:
         _repl(session, stream=not no_stream)
+
+
+def _dynamic_chat(
+    opened: Model,
+    options: LoadOptions,
+    sampling: Sampling,
+    system: str | None,
+    prompt: str | None,
+    json_output: bool,
+    stream: bool,
+) -> None:
+    from yarn_cli.llama.dynamic import DynamicYarn
+    from yarn_cli.llama.session import ChatSession
+
+    dynamic = DynamicYarn(opened, options)
+    llm, effective = dynamic.load(None)
+    if not json_output:
+        err.print(f"[dim]llama.cpp: {escape(effective.describe())}[/]", soft_wrap=True)
+        err.print(
+            f"[dim]--yarn dynamic: as the model came up to {dynamic.native} tokens, then YaRN from the ladder "
+            f"1.25, 1.5, 2, 3, 4... up to x{dynamic.max_factor:g} (-c {llm.n_ctx()})[/]",
+            soft_wrap=True,
+        )
+    session = ChatSession(llm, sampling, system=system, dynamic=dynamic)
+    if prompt is not None:
+        _one_shot(session, prompt, effective.to_dict(), json_output=json_output, stream=stream)
+    else:
+        _repl(session, stream=stream)
 
 
 def _served_chat(
@@ -259,6 +300,7 @@ def _one_shot(session: Session, prompt: str, settings: dict[str, Any], *, json_o
                 "prompt_tokens": stats.prompt_tokens if stats.prompt_counted else None,
                 "completion_tokens": stats.completion_tokens,
                 "stopped": stats.stopped,
+                "scale": stats.scale,
                 "timings": {
                     "prompt_ms": round(stats.prompt_ms, 3),
                     "generation_ms": round(stats.generation_ms, 3),
@@ -273,6 +315,9 @@ def _one_shot(session: Session, prompt: str, settings: dict[str, Any], *, json_o
     if not live:
         _write(reply)
     _write("\n")
+    scaled = _scale_note(stats)
+    if scaled:
+        err.print(f"[dim]({escape(scaled)})[/]", soft_wrap=True)
     note = _stop_note(session, stats)
     if note:
         err.print(f"[dim]({note})[/]")
@@ -292,6 +337,16 @@ def _stop_note(session: Session, stats: TurnStats) -> str | None:
     if stats.stopped == "interrupted":
         return "stopped"
     return None
+
+
+def _scale_note(stats: TurnStats) -> str | None:
+    if not stats.rescaled:
+        return None
+    was = "the model as it came" if stats.rescaled_from is None else f"YaRN x{stats.rescaled_from:g}"
+    return (
+        f"--yarn dynamic: YaRN x{stats.scale:g} from this reply (was {was}); model loaded again in "
+        f"{stats.rescale_seconds:.2f} s, {stats.prompt_evaluated} tokens evaluated again"
+    )
 
 
 def _stats_line(stats: TurnStats) -> str:
@@ -357,6 +412,9 @@ def _turn(session: Session, run: Any, stream: bool) -> TurnStats | None:
     _write("\n")
     if stats.dropped_turns:
         warn(f"dropped the {stats.dropped_turns} oldest turn(s) to fit the context of {stats.n_ctx} tokens")
+    scaled = _scale_note(stats)
+    if scaled:
+        err.print(f"[dim]({escape(scaled)})[/]", soft_wrap=True)
     note = _stop_note(session, stats)
     if note:
         err.print(f"[dim]({note})[/]")

@@ -18,6 +18,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from yarn_cli.conversation import LOOP_MAX_PERIOD, LOOP_REPEATS, Conversation, TurnStats, ends_in_loop
 from yarn_cli.errors import EvaluationError, InputError
+from yarn_cli.llama.dynamic import DynamicYarn, Rescale
 from yarn_cli.sampling import Sampling
 
 # Room kept free for the reply when older turns must be dropped to fit a new one.
@@ -33,9 +34,12 @@ class ContextOverflowError(InputError):
 class ChatSession:
     """A conversation bound to a model; ``reply`` streams the next assistant turn."""
 
-    def __init__(self, llm: llama_cpp.Llama, sampling: Sampling, system: str | None = None) -> None:
+    def __init__(
+        self, llm: llama_cpp.Llama, sampling: Sampling, system: str | None = None, dynamic: DynamicYarn | None = None
+    ) -> None:
         sampling.check()
         self.llm = llm
+        self.dynamic = dynamic  # --yarn dynamic: the scale follows the conversation's size
         self.sampling = sampling
         self.conversation = Conversation(system=system)
         template = llm.metadata.get("tokenizer.chat_template")
@@ -106,10 +110,29 @@ class ChatSession:
 
     def clear(self) -> None:
         self.conversation.turns.clear()
+        if self.dynamic is not None and self.dynamic.factor is not None:
+            self.llm, _ = self.dynamic.rescale(self.llm, None)  # a new conversation starts as the model came
+
+    def _rescale(self) -> tuple[float | None, Rescale | None]:
+        """--yarn dynamic: load the model with a larger scale when this turn would not fit the current one."""
+        if self.dynamic is None:
+            return None, None
+        before = self.dynamic.factor
+        tokens, _ = self.prompt_tokens(self.conversation.messages())
+        factor = self.dynamic.needed(len(tokens) + MIN_REPLY_ROOM)
+        if factor is None:
+            return before, None
+        self.llm, change = self.dynamic.rescale(self.llm, factor)
+        return before, change
 
     def _generate(self, on_text: Callable[[str], None] | None) -> tuple[str, TurnStats]:
+        before, change = self._rescale()
         tokens, formatted, dropped = self._fit()
         stats = TurnStats(prompt_tokens=len(tokens), n_ctx=self.n_ctx, dropped_turns=dropped)
+        if self.dynamic is not None:
+            stats.scale = self.dynamic.factor
+            if change is not None:
+                stats.rescaled, stats.rescaled_from, stats.rescale_seconds = True, before, change.seconds
         ctx = self.llm.ctx
         llama_cpp.llama_perf_context_reset(ctx)
         s = self.sampling

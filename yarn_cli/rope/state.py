@@ -241,6 +241,10 @@ class RopeState:
             total, context_length = factor, round(factor * orig_ctx)
         return self.overrides_for(self.scaled_values(method, total, orig_ctx, context_length, extends=extends))
 
+    def as_it_came(self) -> RuntimeScaling:
+        """Load arguments that run this file as it was before yarn-cli converted it (its own scaling kept)."""
+        return self.overrides_for(self.original_values)
+
     def overrides_for(self, target: Mapping[str, Value | None]) -> RuntimeScaling:
         """llama.cpp key overrides that make this file load as if its tracked keys were ``target``.
 

@@ -1,0 +1,117 @@
+"""``chat --yarn dynamic``: unscaled while the conversation fits, the smallest ladder scale after, never down.
+
+On the tiny llama model (context 256) in the real llama.cpp, so the thresholds are crossed in a
+few turns: each reply is compared with a fresh static run of the same conversation at the scale
+the session chose.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import llama_cpp
+import pytest
+
+from yarn_cli.conversion import ConvertRequest, convert_file
+from yarn_cli.llama.dynamic import DynamicYarn
+from yarn_cli.llama.loader import LoadOptions, load_model
+from yarn_cli.llama.session import MIN_REPLY_ROOM, ChatSession
+from yarn_cli.model import open_model
+from yarn_cli.rope.dynamic import LADDER, dynamic_factor
+from yarn_cli.rope.scaling import Method
+from yarn_cli.sampling import Sampling
+
+N_CTX = 1024
+# One token per reply: the random model's byte tokens often start invalid UTF-8, and llama-cpp-python
+# 0.3.36 then fails to decode a few tokens on ("failed to find a memory slot"), whatever the scaling.
+GREEDY = Sampling(temp=0.0, max_tokens=1)
+LONG = "the a and of " * 40  # a few hundred tokens of the tiny vocabulary
+
+
+@pytest.mark.parametrize(
+    ("tokens", "factor"),
+    [
+        (1, None),
+        (256, None),
+        (257, 1.25),
+        (320, 1.25),
+        (321, 1.5),
+        (512, 2.0),
+        (513, 3.0),
+        (64 * 256 + 1, 64 + 1 / 256),
+    ],
+)
+def test_the_smallest_ladder_factor_that_holds_the_conversation(tokens: int, factor: float | None) -> None:
+    assert dynamic_factor(tokens, 256) == (pytest.approx(factor) if factor else None)
+    assert list(LADDER) == sorted(LADDER)
+
+
+def static_reply(model: Path, factor: float | None, turns: list[dict[str, str]]) -> str:
+    """The same conversation in a fresh session, loaded once with a fixed scale."""
+    opened = open_model(model)
+    scaling = opened.rope.as_it_came() if factor is None else opened.rope.runtime(Method.YARN, factor)
+    llm, _ = load_model(opened, LoadOptions(n_ctx=N_CTX, scaling=scaling, n_threads=1))
+    try:
+        session = ChatSession(llm, GREEDY)
+        session.conversation.turns = [dict(t) for t in turns[:-1]]
+        return session.reply(turns[-1]["content"])[0]
+    finally:
+        llm.close()
+
+
+def test_the_scale_grows_at_the_threshold_and_each_reply_equals_a_static_run(tiny_model: Path) -> None:
+    dynamic = DynamicYarn(open_model(tiny_model), LoadOptions(n_ctx=N_CTX, n_threads=1))
+    llm, _ = dynamic.load(None)
+    session = ChatSession(llm, GREEDY, dynamic=dynamic)
+    try:
+        reply, stats = session.reply("the")
+        assert (stats.scale, stats.rescaled) == (None, False)
+        assert reply == static_reply(tiny_model, None, [{"role": "user", "content": "the"}])
+
+        tokens, _ = session.prompt_tokens([*session.conversation.messages(), {"role": "user", "content": LONG}])
+        expected = dynamic_factor(len(tokens) + MIN_REPLY_ROOM, 256)
+        assert expected is not None and expected > 1
+        reply, stats = session.reply(LONG)
+        assert (stats.scale, stats.rescaled, stats.rescaled_from) == (expected, True, None)
+        loaded = session.llm.model  # llama.cpp's own figures for the model the session now runs
+        assert llama_cpp.llama_model_rope_freq_scale_train(loaded) == pytest.approx(1 / expected)
+        assert llama_cpp.llama_model_n_ctx_train(loaded) == round(256 * expected)
+        assert reply == static_reply(tiny_model, expected, session.conversation.turns[:-1])
+
+        reply, stats = session.reply("it")  # a short turn: the scale stays where it is
+        assert (stats.scale, stats.rescaled) == (expected, False)
+        assert reply == static_reply(tiny_model, expected, session.conversation.turns[:-1])
+
+        session.clear()  # a new conversation starts as the model came
+        assert llama_cpp.llama_model_rope_freq_scale_train(session.llm.model) == 1.0
+        reply, stats = session.reply("the")
+        assert (stats.scale, stats.rescaled) == (None, False)
+        assert reply == static_reply(tiny_model, None, [{"role": "user", "content": "the"}])
+    finally:
+        session.llm.close()
+
+
+def test_a_converted_file_starts_from_its_original_state(tiny_model: Path) -> None:
+    converted = convert_file(tiny_model, ConvertRequest(factor=4.0)).outputs[0].path
+    dynamic = DynamicYarn(open_model(converted), LoadOptions(n_ctx=N_CTX, n_threads=1))
+    llm, effective = dynamic.load(None)
+    try:
+        assert effective.scaling_type == "none" and effective.n_ctx_train == 256
+        reply = ChatSession(llm, GREEDY, dynamic=dynamic).reply("the")[0]
+    finally:
+        llm.close()
+    assert reply == static_reply(tiny_model, None, [{"role": "user", "content": "the"}])
+
+
+def test_one_shot_chooses_the_scale_from_the_prompt(run_cli, tiny_model: Path) -> None:
+    args = ("chat", tiny_model, "--yarn", "dynamic", "-c", str(N_CTX), "--temp", "0", "-n", "1", "-t", "1", "--json")
+    short = json.loads(run_cli(*args, "-p", "the").stdout)
+    assert short["scale"] is None
+    long = run_cli(*args, "-p", LONG)
+    assert long.returncode == 0, long.stderr
+    assert json.loads(long.stdout)["scale"] in LADDER
+    shown = run_cli(*args[:-1], "-p", LONG)
+    assert "--yarn dynamic: YaRN x" in shown.stderr and "from this reply (was the model as it came)" in shown.stderr
+    refused = run_cli("chat", tiny_model, "--yarn", "dynamic", "--rope-scale", "2", "-p", "the")
+    assert refused.returncode == 1 and "--yarn dynamic chooses the scaling itself" in refused.stderr
