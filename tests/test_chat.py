@@ -253,7 +253,7 @@ def test_effective_settings_are_read_back(tiny_model: Path) -> None:
         (["--temp", "-1"], "--temp must be 0 or more"),
         (["--top-p", "2"], "--top-p must be between 0 and 1"),
         (["-n", "0"], "-n/--max-tokens must be positive"),
-        (["--yarn", "sometimes"], "--yarn must be auto or off"),
+        (["--yarn", "sometimes"], "--yarn must be auto, dynamic or off"),
         (["-t", "0"], "-t/--threads must be at least 1"),
     ],
 )

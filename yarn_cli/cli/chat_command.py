@@ -354,7 +354,8 @@ def _stats_line(stats: TurnStats) -> str:
     if not stats.prompt_counted:
         prompt = f"first token after {stats.first_token_ms / 1000:.2f} s"
     context = f"{stats.context_used}/{stats.n_ctx}" if stats.n_ctx else f"{stats.context_used} tokens"
-    return f"{prompt}, generation {stats.generation_tps:.1f} tok/s, context {context}"
+    scale = f", YaRN x{stats.scale:g}" if stats.scale else ""
+    return f"{prompt}, generation {stats.generation_tps:.1f} tok/s, context {context}{scale}"
 
 
 def _read_message() -> str | None:
