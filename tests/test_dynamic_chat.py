@@ -115,3 +115,25 @@ def test_one_shot_chooses_the_scale_from_the_prompt(run_cli, tiny_model: Path) -
     assert "--yarn dynamic: YaRN x" in shown.stderr and "from this reply (was the model as it came)" in shown.stderr
     refused = run_cli("chat", tiny_model, "--yarn", "dynamic", "--rope-scale", "2", "-p", "the")
     assert refused.returncode == 1 and "--yarn dynamic chooses the scaling itself" in refused.stderr
+
+
+def test_the_repl_says_when_the_scale_changes(tiny_model: Path, tmp_path: Path) -> None:
+    from test_chat import Terminal
+
+    term = Terminal(str(tiny_model), "--yarn", "dynamic", "-c", str(N_CTX), "--temp", "0", "-n", "1", cwd=tmp_path)
+    term.expect("> ")
+    term.type("the\r")
+    assert "YaRN x" not in term.expect("tok/s")
+    term.expect("> ")
+    term.type(LONG + "\r")
+    shown = term.expect("tok/s")
+    assert "--yarn dynamic: YaRN x" in shown and "(was the model as it came)" in shown
+    term.expect("> ")
+    term.type("/clear\r")
+    term.expect("Conversation cleared.")
+    term.expect("> ")
+    term.type("the\r")
+    assert "YaRN x" not in term.expect("tok/s")
+    term.expect("> ")
+    term.type("/exit\r")
+    assert term.wait() == 0
