@@ -40,6 +40,8 @@ class LlamaServer:
             [
                 sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--n_ctx", str(n_ctx),
                 "--host", "127.0.0.1", "--port", str(self.port), "--n_threads", "2",
+                # a request must not cut short another's stream (its default, made for one chat user)
+                "--interrupt_requests", "false",
             ],
             stdout=subprocess.DEVNULL,
             stderr=self.log,

@@ -179,8 +179,9 @@ def test_nothing_listening_and_a_slow_server(run_cli, server: LlamaServer, smoll
     assert time.monotonic() - start < 60  # retried a few times with backoff, then given up
 
     def slow(request: Any, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
-        if path.endswith("/completions"):
+        if path.endswith("/completions"):  # answered here, late: the real server is never asked after the test
             time.sleep(5)
+            return 200, {"choices": [{"text": " 1", "finish_reason": "length"}], "usage": {"prompt_tokens": 600}}
         return forward(server.url, path, body)
 
     fake = FakeServer(slow)
