@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.markup import escape
 
-from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ThreadsOption
+from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ServerModelOption, ThreadsOption
 from yarn_cli.cli.render import err, print_json, show_error, warn
 from yarn_cli.errors import InputError, YarnCliError
-from yarn_cli.model import Model, open_model
+from yarn_cli.model import open_model
 from yarn_cli.rope.architectures import flags_match_file
 from yarn_cli.rope.scaling import Method, ScalingOverride
 from yarn_cli.sampling import (
@@ -29,7 +29,6 @@ from yarn_cli.sampling import (
 
 if TYPE_CHECKING:  # llama.cpp is loaded by the chat command itself, not by every command
     from yarn_cli.conversation import TurnStats
-    from yarn_cli.llama.loader import LoadOptions
     from yarn_cli.llama.session import ChatSession
     from yarn_cli.serving.chat import ServerChatSession
 
@@ -125,13 +124,7 @@ def chat_command(
             rich_help_panel="Served models",
         ),
     ] = None,
-    server_model: Annotated[
-        str | None,
-        typer.Option(
-            help="The model name the server expects (default: the first in /v1/models).",
-            rich_help_panel="Served models",
-        ),
-    ] = None,
+    server_model: ServerModelOption = None,
 ) -> None:
     """Chat with a GGUF model on the CPU or GPU through llama.cpp.
 
@@ -173,21 +166,15 @@ def chat_command(
     if server is not None:
         _served_chat(server, server_model, sampling, system, prompt if one_shot else None, json_output, not no_stream)
         return
+    from yarn_cli.llama.dynamic import DynamicYarn
     from yarn_cli.llama.loader import LoadOptions, load_model
     from yarn_cli.llama.session import ChatSession
 
     assert opened is not None
     override = ScalingOverride(rope_scaling, rope_scale, yarn_orig_ctx, rope_freq_base)
     scaling = override.to_runtime()
-    if yarn == "dynamic":
-        if scaling is not None:
-            raise InputError(
-                "--yarn dynamic chooses the scaling itself; drop --rope-scaling/--rope-scale/--rope-freq-base"
-            )
-        _dynamic_chat(opened, LoadOptions(n_ctx=ctx_size, n_gpu_layers=gpu_layers, n_threads=threads,
-                      n_batch=batch_size, flash_attn=flash_attn, seed=seed, verbose=verbose),
-                      sampling, system, prompt if one_shot else None, json_output, not no_stream)  # fmt: skip
-        return
+    if yarn == "dynamic" and scaling is not None:
+        raise InputError("--yarn dynamic chooses the scaling itself; drop --rope-scaling/--rope-scale/--rope-freq-base")
     auto_note = None
     if scaling is not None and scaling.scales and not flags_match_file(opened.architecture):
         auto_note = (
@@ -199,63 +186,36 @@ def chat_command(
         if factor is not None:
             scaling = opened.rope.runtime(Method.YARN, factor)
             auto_note = f"--yarn auto: YaRN x{factor:g} (original context {opened.original_context}) for -c {ctx_size}"
-    llm, effective = load_model(
-        opened,
-        LoadOptions(
-            n_ctx=ctx_size,
-            scaling=scaling,
-            n_gpu_layers=gpu_layers,
-            n_threads=threads,
-            n_batch=batch_size,
-            flash_attn=flash_attn,
-            seed=seed,
-            verbose=verbose,
-        ),
+    options = LoadOptions(
+        n_ctx=ctx_size,
+        scaling=scaling,
+        n_gpu_layers=gpu_layers,
+        n_threads=threads,
+        n_batch=batch_size,
+        flash_attn=flash_attn,
+        seed=seed,
+        verbose=verbose,
     )
+    dynamic = DynamicYarn(opened, options) if yarn == "dynamic" else None
+    llm, effective = dynamic.load(None) if dynamic is not None else load_model(opened, options)
     for note in (auto_note, *effective.notes):
         if note:
             err.print(note, style="yellow", markup=False, soft_wrap=True)
     if not json_output:
         err.print(f"[dim]llama.cpp: {escape(effective.describe())}[/]", soft_wrap=True)
-    session = ChatSession(llm, sampling, system=system)
+        if dynamic is not None:
+            err.print(
+                f"[dim]--yarn dynamic: as the model came up to {dynamic.native} tokens, then YaRN from the ladder "
+                f"1.25, 1.5, 2, 3, 4... up to x{dynamic.max_factor:g} (-c {llm.n_ctx()})[/]",
+                soft_wrap=True,
+            )
+    session = ChatSession(llm, sampling, system=system, dynamic=dynamic)
     if session.plain and not json_output:
         err.print(
             "[dim]the file has no chat template (a base model): the text is continued as plain completion[/]",
             soft_wrap=True,
         )
-    if one_shot:
-        assert prompt is not None
-        _one_shot(session, prompt, effective.to_dict(), json_output=json_output, stream=not no_stream)
-    else:
-        _repl(session, stream=not no_stream)
-
-
-def _dynamic_chat(
-    opened: Model,
-    options: LoadOptions,
-    sampling: Sampling,
-    system: str | None,
-    prompt: str | None,
-    json_output: bool,
-    stream: bool,
-) -> None:
-    from yarn_cli.llama.dynamic import DynamicYarn
-    from yarn_cli.llama.session import ChatSession
-
-    dynamic = DynamicYarn(opened, options)
-    llm, effective = dynamic.load(None)
-    if not json_output:
-        err.print(f"[dim]llama.cpp: {escape(effective.describe())}[/]", soft_wrap=True)
-        err.print(
-            f"[dim]--yarn dynamic: as the model came up to {dynamic.native} tokens, then YaRN from the ladder "
-            f"1.25, 1.5, 2, 3, 4... up to x{dynamic.max_factor:g} (-c {llm.n_ctx()})[/]",
-            soft_wrap=True,
-        )
-    session = ChatSession(llm, sampling, system=system, dynamic=dynamic)
-    if prompt is not None:
-        _one_shot(session, prompt, effective.to_dict(), json_output=json_output, stream=stream)
-    else:
-        _repl(session, stream=stream)
+    _converse(session, prompt if one_shot else None, effective.to_dict(), json_output, not no_stream)
 
 
 def _served_chat(
@@ -276,10 +236,15 @@ def _served_chat(
         if not json_output:
             err.print(f"[dim]server: {escape(client.url)}, model {escape(client.model)}, {context}[/]", soft_wrap=True)
         settings = {"server": client.url, "model": client.model, "n_ctx": session.n_ctx or None}
-        if prompt is not None:
-            _one_shot(session, prompt, settings, json_output=json_output, stream=stream)
-        else:
-            _repl(session, stream=stream)
+        _converse(session, prompt, settings, json_output, stream)
+
+
+def _converse(session: Session, prompt: str | None, settings: dict[str, Any], json_output: bool, stream: bool) -> None:
+    """One reply to ``prompt``, or the REPL when there is none."""
+    if prompt is not None:
+        _one_shot(session, prompt, settings, json_output=json_output, stream=stream)
+    else:
+        _repl(session, stream=stream)
 
 
 def _write(text: str) -> None:

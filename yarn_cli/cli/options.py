@@ -23,3 +23,10 @@ ThreadsOption = Annotated[
     ),
 ]
 FlashAttnOption = Annotated[bool, typer.Option("--flash-attn", "-fa", help="Use flash attention.")]
+ServerModelOption = Annotated[
+    str | None,
+    typer.Option(
+        help="The model name the server expects (default: the first in /v1/models).",
+        rich_help_panel="Served models",
+    ),
+]

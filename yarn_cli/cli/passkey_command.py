@@ -11,13 +11,14 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ThreadsOption
+from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ServerModelOption, ThreadsOption
 from yarn_cli.cli.render import WorkProgress, check_run_outputs, out, save_figure, say, warn
 from yarn_cli.errors import InputError, ServerError, YarnCliError
 from yarn_cli.evals.lengths import default_lengths, parse_lengths
 from yarn_cli.evals.passkey import (
     PasskeySettings,
     Summary,
+    TrialKey,
     TrialResult,
     parse_depths,
     passkey_context,
@@ -89,13 +90,7 @@ def passkey_command(
             rich_help_panel="Served models",
         ),
     ] = None,
-    server_model: Annotated[
-        str | None,
-        typer.Option(
-            help="The model name the server expects (default: the first in /v1/models).",
-            rich_help_panel="Served models",
-        ),
-    ] = None,
+    server_model: ServerModelOption = None,
     tokenizer: Annotated[
         Path | None,
         typer.Option(
@@ -147,7 +142,29 @@ def passkey_command(
         n_threads=threads,
         flash_attn=flash_attn,
     )
-    done = load_previous(json_path, opened, settings) if json_path else {}
+    results, interrupted = _run_trials(
+        opened,
+        settings,
+        json_path,
+        lambda done, on_start, on_trial: run_passkey(opened, settings, done=done, on_start=on_start, on_trial=on_trial),
+    )
+    _finish(opened, settings, results, interrupted, json_path, csv_path, plot)
+
+
+TrialRunner = Callable[
+    [dict[TrialKey, TrialResult], Callable[[int], None], Callable[[TrialResult], None]], list[TrialResult]
+]
+
+
+def _run_trials(
+    source: Source, settings: PasskeySettings, json_path: Path | None, run: TrialRunner, *, say_kept: bool = False
+) -> tuple[list[TrialResult], bool]:
+    """Resume from ``json_path``, run the rest with progress, and keep the record up to date after each trial.
+
+    Returns every trial and whether Ctrl-C stopped the run. ``say_kept``: on an error, say where the
+    finished trials are (a server that stops mid-run is an everyday event).
+    """
+    done = load_previous(json_path, source, settings) if json_path else {}
     if done:
         say(f"Resuming {json_path}: {len(done)} trials already done.")
     results: list[TrialResult] = list(done.values())
@@ -159,13 +176,17 @@ def passkey_command(
             correct = sum(r.correct for r in results)
             progress.advance(1, f"{result.variant} @ {result.length}", f"{correct}/{len(results)} found")
             if json_path:
-                write_json(json_path, build_record(opened, settings, results))
+                write_json(json_path, build_record(source, settings, results))
 
         try:
-            run_passkey(opened, settings, done=done, on_start=progress.begin, on_trial=on_trial)
+            run(done, progress.begin, on_trial)
         except KeyboardInterrupt:
             interrupted = True
-    _finish(opened, settings, results, interrupted, json_path, csv_path, plot)
+        except YarnCliError:
+            if say_kept and json_path and results:
+                say(f"The {len(results)} finished trials are in {json_path}; the same command resumes the run.")
+            raise
+    return results, interrupted
 
 
 def _finish(
@@ -253,32 +274,25 @@ def _served(
             variants=[label for label, _ in servers], reuse=False,
         )  # fmt: skip
         source = served_record(servers, tokenizer_info)
-        done = load_previous(json_path, source, settings) if json_path else {}
-        if done:
-            say(f"Resuming {json_path}: {len(done)} trials already done.")
-        results: list[TrialResult] = list(done.values())
-        interrupted = False
-        with WorkProgress("trials") as progress:
-
-            def on_trial(result: TrialResult) -> None:
-                results.append(result)
-                correct = sum(r.correct for r in results)
-                progress.advance(1, f"{result.variant} @ {result.length}", f"{correct}/{len(results)} found")
-                if json_path:
-                    write_json(json_path, build_record(source, settings, results))
-
-            try:
-                run_passkey_served(
-                    servers, wanted, trials, settings.depths, seed, tokenize,
-                    parallel=parallel, estimated=estimated, done=done, on_start=progress.begin, on_trial=on_trial,
-                )  # fmt: skip
-            except KeyboardInterrupt:
-                interrupted = True
-            except YarnCliError:
-                if json_path and results:
-                    write_json(json_path, build_record(source, settings, results))
-                    say(f"The {len(results)} finished trials are in {json_path}; the same command resumes the run.")
-                raise
+        results, interrupted = _run_trials(
+            source,
+            settings,
+            json_path,
+            lambda done, on_start, on_trial: run_passkey_served(
+                servers,
+                wanted,
+                trials,
+                settings.depths,
+                seed,
+                tokenize,
+                parallel=parallel,
+                estimated=estimated,
+                done=done,
+                on_start=on_start,
+                on_trial=on_trial,
+            ),
+            say_kept=True,
+        )
     _finish(source, settings, results, interrupted, json_path, csv_path, plot)
 
 
