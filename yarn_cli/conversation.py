@@ -6,6 +6,7 @@ Kept apart from both, so the chat command's REPL, saving and loading work the sa
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,3 +101,38 @@ class Conversation:
             raise InputError(f"{path}: messages must have the role user or assistant")
         system = data.get("system")
         return cls(system=str(system) if system else None, turns=turns)
+
+
+class TurnTaking:
+    """What a chat session does with its conversation, whatever generates the replies (``_generate``).
+
+    ``_generate`` answers the conversation as it stands and appends the reply; a failure raised
+    from it takes the user's new message back off when it is one of ``_retract_on``.
+    """
+
+    conversation: Conversation
+    _retract_on: tuple[type[BaseException], ...] = (BaseException,)
+
+    def _generate(self, on_text: Callable[[str], None] | None) -> tuple[str, TurnStats]:
+        raise NotImplementedError
+
+    def reply(self, text: str, on_text: Callable[[str], None] | None = None) -> tuple[str, TurnStats]:
+        """Add a user message and generate the answer; KeyboardInterrupt stops it and keeps what came."""
+        self.conversation.turns.append({"role": "user", "content": text})
+        try:
+            return self._generate(on_text)
+        except self._retract_on:
+            if self.conversation.turns and self.conversation.turns[-1]["role"] == "user":
+                self.conversation.turns.pop()
+            raise
+
+    def regenerate(self, on_text: Callable[[str], None] | None = None) -> tuple[str, TurnStats]:
+        turns = self.conversation.turns
+        if not turns:
+            raise InputError("there is no reply to regenerate yet")
+        if turns[-1]["role"] == "assistant":
+            turns.pop()
+        return self._generate(on_text)
+
+    def clear(self) -> None:
+        self.conversation.turns.clear()

@@ -16,7 +16,7 @@ from typing import Any
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from yarn_cli.conversation import LOOP_MAX_PERIOD, LOOP_REPEATS, Conversation, TurnStats, ends_in_loop
+from yarn_cli.conversation import LOOP_MAX_PERIOD, LOOP_REPEATS, Conversation, TurnStats, TurnTaking, ends_in_loop
 from yarn_cli.errors import EvaluationError, InputError
 from yarn_cli.llama.dynamic import DynamicYarn, Rescale
 from yarn_cli.sampling import Sampling
@@ -31,8 +31,10 @@ class ContextOverflowError(InputError):
     """A single message does not fit in the context at all."""
 
 
-class ChatSession:
+class ChatSession(TurnTaking):
     """A conversation bound to a model; ``reply`` streams the next assistant turn."""
+
+    _retract_on = (ContextOverflowError,)  # a message that can never fit is taken back
 
     def __init__(
         self, llm: llama_cpp.Llama, sampling: Sampling, system: str | None = None, dynamic: DynamicYarn | None = None
@@ -91,25 +93,8 @@ class ChatSession:
             )
         return tokens, formatted, dropped
 
-    def reply(self, text: str, on_text: Callable[[str], None] | None = None) -> tuple[str, TurnStats]:
-        """Add a user message and generate the answer; KeyboardInterrupt stops it and keeps what came."""
-        self.conversation.turns.append({"role": "user", "content": text})
-        try:
-            return self._generate(on_text)
-        except ContextOverflowError:
-            self.conversation.turns.pop()
-            raise
-
-    def regenerate(self, on_text: Callable[[str], None] | None = None) -> tuple[str, TurnStats]:
-        turns = self.conversation.turns
-        if not turns:
-            raise InputError("there is no reply to regenerate yet")
-        if turns[-1]["role"] == "assistant":
-            turns.pop()
-        return self._generate(on_text)
-
     def clear(self) -> None:
-        self.conversation.turns.clear()
+        super().clear()
         if self.dynamic is not None and self.dynamic.factor is not None:
             self.llm, _ = self.dynamic.rescale(self.llm, None)  # a new conversation starts as the model came
 

@@ -11,12 +11,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from yarn_cli.conversation import LOOP_MAX_PERIOD, LOOP_REPEATS, Conversation, TurnStats, ends_in_loop
+from yarn_cli.conversation import LOOP_MAX_PERIOD, LOOP_REPEATS, Conversation, TurnStats, TurnTaking, ends_in_loop
 from yarn_cli.sampling import Sampling
 from yarn_cli.serving.client import ServerClient
 
 
-class ServerChatSession:
+class ServerChatSession(TurnTaking):
     """A conversation bound to a served model."""
 
     plain = False  # the server formats the messages with the model's template
@@ -31,28 +31,6 @@ class ServerChatSession:
     def prompt_tokens(self, messages: list[dict[str, str]]) -> tuple[list[int], None]:
         """The messages' text in the server's tokens (without the template's markers), where it can count them."""
         return self.client.tokenize("\n".join(m["content"] for m in messages)) or [], None
-
-    def reply(self, text: str, on_text: Callable[[str], None] | None = None) -> tuple[str, TurnStats]:
-        self.conversation.turns.append({"role": "user", "content": text})
-        try:
-            return self._generate(on_text)
-        except BaseException:
-            if self.conversation.turns and self.conversation.turns[-1]["role"] == "user":
-                self.conversation.turns.pop()
-            raise
-
-    def regenerate(self, on_text: Callable[[str], None] | None = None) -> tuple[str, TurnStats]:
-        from yarn_cli.errors import InputError
-
-        turns = self.conversation.turns
-        if not turns:
-            raise InputError("there is no reply to regenerate yet")
-        if turns[-1]["role"] == "assistant":
-            turns.pop()
-        return self._generate(on_text)
-
-    def clear(self) -> None:
-        self.conversation.turns.clear()
 
     def _body(self) -> dict[str, Any]:
         s = self.sampling
