@@ -19,7 +19,7 @@ from yarn_cli.default_model import resolve_model
 from yarn_cli.errors import InputError, NotGGUFError
 from yarn_cli.gguf.header import GGUFHeader, read_header
 from yarn_cli.gguf.inplace import check_not_pending
-from yarn_cli.rope.architectures import DEFAULT_WINDOW, window_layers, window_scaling
+from yarn_cli.rope.architectures import window_layers, window_scaling
 from yarn_cli.rope.explain import explain, scaling_origin
 from yarn_cli.rope.keys import arch_key
 from yarn_cli.rope.state import RopeState, rope_state
@@ -168,21 +168,21 @@ def describe(header: GGUFHeader) -> Model:
         n_kv, kv_total = None, None
     n_embd = _int(get(Keys.LLM.EMBEDDING_LENGTH))
     default_head = n_embd // n_heads if n_embd and n_heads else None
-    window = _int(get(Keys.Attention.SLIDING_WINDOW)) or DEFAULT_WINDOW.get(arch)
-    windowed = (
-        window_layers(arch, n_layers, get(Keys.Attention.SLIDING_WINDOW_PATTERN)) if window and n_layers else None
-    )
     head_k = _int(get(Keys.Attention.KEY_LENGTH)) or default_head
     head_v = _int(get(Keys.Attention.VALUE_LENGTH)) or default_head
     split = None
     count = header.get(Keys.Split.LLM_KV_SPLIT_COUNT)
     if count is not None and int(count) > 1:
         split = SplitInfo(number=int(header.get(Keys.Split.LLM_KV_SPLIT_NO, 0)) + 1, count=int(count))
+    rope = rope_state(header, arch, _rotary_dims(header, arch, _int(get(Keys.Rope.DIMENSION_COUNT)) or head_k))
+    window = rope.window
+    pattern = get(Keys.Attention.SLIDING_WINDOW_PATTERN)
+    windowed = window_layers(arch, n_layers, pattern) if window and n_layers else None
     return Model(
         header=header,
         architecture=arch,
         shape=Shape(n_layers, n_heads, n_kv, kv_total, head_k, head_v, window, windowed),
-        rope=rope_state(header, arch, _rotary_dims(header, arch, _int(get(Keys.Rope.DIMENSION_COUNT)) or head_k)),
+        rope=rope,
         split=split,
     )
 

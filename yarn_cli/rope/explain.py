@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from yarn_cli.rope.architectures import CONTEXT_BASE_WINDOWS, DEFAULT_FREQ_BASE_SWA, DEFAULT_WINDOW, window_note
+from yarn_cli.rope.architectures import CONTEXT_BASE_WINDOWS, DEFAULT_FREQ_BASE_SWA, window_note
 from yarn_cli.rope.state import RopeState
 
 
@@ -67,15 +67,14 @@ def explain(rope: RopeState) -> list[str]:
         notes.append(
             f"freq_base raised from {rope.original.freq_base:g} to {rope.current.freq_base:g} (NTK-aware scaling)"
         )
-    size = rope.window or DEFAULT_WINDOW.get(rope.architecture)
     if rope.freq_base_swa is not None and rope.architecture not in CONTEXT_BASE_WINDOWS:
         notes.append(f"the sliding-window layers use their own freq_base {rope.freq_base_swa:g}")
-    elif size and rope.architecture in DEFAULT_FREQ_BASE_SWA:
+    elif rope.window and rope.architecture in DEFAULT_FREQ_BASE_SWA:
         notes.append(
             f"the sliding-window layers use freq_base {DEFAULT_FREQ_BASE_SWA[rope.architecture]:g} "
             "(llama.cpp's default: the file states no rope.freq_base_swa)"
         )
-    window = window_note(rope.architecture, size)
-    if window and size:
+    window = window_note(rope.architecture, rope.window)
+    if window and rope.window:
         notes.append(window)
     return notes

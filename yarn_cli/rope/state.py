@@ -21,7 +21,7 @@ from gguf import GGUFValueType
 from yarn_cli.errors import UnsupportedModelError
 from yarn_cli.gguf.header import GGUFHeader
 from yarn_cli.gguf.values import Value, f32, float32, string, uint32
-from yarn_cli.rope.architectures import DEFAULT_BETA_FAST_BY_ARCH, NO_ROPE_ARCHS
+from yarn_cli.rope.architectures import DEFAULT_BETA_FAST_BY_ARCH, DEFAULT_WINDOW, NO_ROPE_ARCHS
 from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, ntk_freq_base
 from yarn_cli.rope.keys import DEFAULT_FREQ_BASE, RECORD_KEY, RopeKeys
 from yarn_cli.rope.scaling import FileScaling, Method, OverrideValue, RuntimeScaling, scaling_from
@@ -84,7 +84,7 @@ class RopeState:
     record: OriginalKeys | None  # yarn-cli's undo record, None for a file it has not converted
     # What else shapes llama.cpp's rotation, never written by yarn-cli:
     factor_tensors: tuple[str, ...] = ()  # rope_freqs (Llama 3), rope_factors_long/short (Phi-3 longrope)
-    window: int | None = None  # attention.sliding_window, in tokens
+    window: int | None = None  # sliding window in tokens: attention.sliding_window, or llama.cpp's default
     freq_base_swa: float | None = None  # the sliding-window layers' own base
     yarn_log_multiplier: float | None = None  # DeepSeek's mscale_all_dim, for llama.cpp's YaRN temperature
 
@@ -334,6 +334,8 @@ def rope_state(header: GGUFHeader, architecture: str, dims: int | None) -> RopeS
     """The state of ``header``'s model; ``dims`` is its rotary dimension count as llama.cpp derives it."""
     keys = RopeKeys.for_arch(architecture)
     window = header.get(keys.sliding_window)
+    if isinstance(window, list):  # per layer: the widest
+        window = max((int(w) for w in window), default=0)
     base_swa = header.get(keys.freq_base_swa)
     log_mul = header.get(keys.yarn_log_multiplier)
     return RopeState(
@@ -342,12 +344,9 @@ def rope_state(header: GGUFHeader, architecture: str, dims: int | None) -> RopeS
         dims=dims,
         current_values={k: header.scalar(k) for k in keys.tracked},
         record=read_record(header),
-        factor_tensors=tuple(
-            t.name
-            for t in header.tensors
-            if t.name.split(".")[0] in ("rope_freqs", "rope_factors_long", "rope_factors_short")
-        ),
-        window=int(window) if isinstance(window, int) and window > 0 else None,
+        factor_tensors=tuple(t.name for t in header.tensors if t.name.split(".")[0] in FACTOR_TENSORS),
+        # the file's window, else the one llama.cpp assumes for the architecture
+        window=int(window) if isinstance(window, int) and window > 0 else DEFAULT_WINDOW.get(architecture),
         freq_base_swa=float(base_swa) if isinstance(base_swa, float | int) else None,
         yarn_log_multiplier=float(log_mul) if isinstance(log_mul, float | int) else None,
     )
