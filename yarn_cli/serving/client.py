@@ -170,6 +170,8 @@ class ServerClient:
             raise ServerError(f"{url} did not answer within {self.read_timeout:g} s") from exc
         except httpx.RemoteProtocolError as exc:
             raise ServerError(f"{self.url} closed the connection mid-reply ({exc}); did it stop?") from exc
+        except httpx.HTTPError as exc:
+            raise ServerError(f"the reply from {url} failed: {_reason(exc)}") from exc
 
     def tokenize(self, text: str) -> list[int] | None:
         """The server's own tokens for ``text`` (with BOS, as a completion prompt), None if it has no endpoint."""
@@ -206,9 +208,7 @@ class ServerClient:
             except httpx.HTTPError as exc:
                 raise ServerError(f"request to {url} failed: {_reason(exc)}") from exc
             else:
-                if response.status_code in TRANSIENT_STATUS and not last:
-                    pass
-                else:
+                if last or response.status_code not in TRANSIENT_STATUS:
                     return self._decode(response, url, missing_ok)
             time.sleep(delay)
             delay *= 2
