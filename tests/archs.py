@@ -197,6 +197,22 @@ def _qwen3moe(m: _Model) -> None:
     _decoder(m, qk_norm=True, moe=True)
 
 
+def _gemma_layers(m: _Model, *, qk_norm: bool) -> None:
+    """Gemma's two layers: norms after attention and after the FFN too, q/k norms from Gemma 3 on; output tied."""
+    m.embeddings()
+    for i in range(2):
+        m.ones(f"blk.{i}.attn_norm.weight", N_EMBD)
+        m.qkvo(i)
+        if qk_norm:
+            m.ones(f"blk.{i}.attn_q_norm.weight", HEAD_DIM)
+            m.ones(f"blk.{i}.attn_k_norm.weight", HEAD_DIM)
+        m.ones(f"blk.{i}.post_attention_norm.weight", N_EMBD)
+        m.ones(f"blk.{i}.ffn_norm.weight", N_EMBD)
+        m.swiglu(i)
+        m.ones(f"blk.{i}.post_ffw_norm.weight", N_EMBD)
+    m.head(tied=True)
+
+
 def _gemma2(m: _Model) -> None:
     """Gemma 2: 2 layers, the default pattern 2 makes layer 0 sliding-window (32 tokens) and layer 1 global.
 
@@ -207,15 +223,7 @@ def _gemma2(m: _Model) -> None:
     m.sliding_window(None)
     m.f32("attn_logit_softcapping", 50.0)
     m.f32("final_logit_softcapping", 30.0)
-    m.embeddings()
-    for i in range(2):
-        m.ones(f"blk.{i}.attn_norm.weight", N_EMBD)
-        m.qkvo(i)
-        m.ones(f"blk.{i}.post_attention_norm.weight", N_EMBD)
-        m.ones(f"blk.{i}.ffn_norm.weight", N_EMBD)
-        m.swiglu(i)
-        m.ones(f"blk.{i}.post_ffw_norm.weight", N_EMBD)
-    m.head(tied=True)
+    _gemma_layers(m, qk_norm=False)
 
 
 def _gemma3(m: _Model) -> None:
@@ -227,17 +235,7 @@ def _gemma3(m: _Model) -> None:
     """
     m.attention_keys(2)
     m.sliding_window(2)
-    m.embeddings()
-    for i in range(2):
-        m.ones(f"blk.{i}.attn_norm.weight", N_EMBD)
-        m.qkvo(i)
-        m.ones(f"blk.{i}.attn_q_norm.weight", HEAD_DIM)
-        m.ones(f"blk.{i}.attn_k_norm.weight", HEAD_DIM)
-        m.ones(f"blk.{i}.post_attention_norm.weight", N_EMBD)
-        m.ones(f"blk.{i}.ffn_norm.weight", N_EMBD)
-        m.swiglu(i)
-        m.ones(f"blk.{i}.post_ffw_norm.weight", N_EMBD)
-    m.head(tied=True)
+    _gemma_layers(m, qk_norm=True)
 
 
 def _phi3(m: _Model) -> None:

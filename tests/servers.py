@@ -120,6 +120,12 @@ class FakeServer:
         self.server.shutdown()
         self.server.server_close()
 
+    def __enter__(self) -> FakeServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 def forward(target: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
     """The same request to the real server at ``target`` (its /v1 URL)."""

@@ -82,10 +82,8 @@ def test_a_silently_truncating_server_is_reported_not_scored(
         "passkey", "--server", f"ollama-like={proxy.url}", "--tokenizer", smollm2, "--lengths", "1k",
         "--trials", "2", "--json", "cut.json",
     )  # fmt: skip
-    try:
+    with proxy:
         result = run_cli(*args)
-    finally:
-        proxy.stop()
     assert result.returncode == 0, result.stderr
     assert "2 of 2 trials were truncated by the server (ollama-like)" in result.stderr
     assert "num_ctx" in result.stderr
@@ -98,11 +96,8 @@ def test_a_silently_truncating_server_is_reported_not_scored(
     assert record["passkey_context"] == {"ollama-like": None}
 
     # the same server with a larger context: the same command runs the truncated trials again
-    whole = FakeServer(lambda r, p, b: forward(server.url, p, b), port=proxy.port)
-    try:
+    with FakeServer(lambda r, p, b: forward(server.url, p, b), port=proxy.port):
         again = run_cli(*args)
-    finally:
-        whole.stop()
     assert again.returncode == 0, again.stderr
     assert "Resuming" not in again.stderr and "truncated" not in again.stderr
     rerun = json.loads((tmp_path / "cut.json").read_text())
@@ -132,11 +127,8 @@ def test_a_server_that_stops_mid_run_keeps_the_finished_trials_and_resumes(
     assert f"cannot connect to http://127.0.0.1:{port}/v1" in error_line(first, status_lines=(" ", "The 2 finished"))
     assert "2 finished trials are in run.json; the same command resumes" in first.stderr
     assert len(trials(tmp_path / "run.json")) == 2
-    restarted = FakeServer(lambda r, p, b: forward(server.url, p, b), port=port)
-    try:
+    with FakeServer(lambda r, p, b: forward(server.url, p, b), port=port) as restarted:
         second = run_cli(*args)
-    finally:
-        restarted.stop()
     assert second.returncode == 0, second.stderr
     assert "Resuming run.json: 2 trials already done." in second.stderr
     assert len(trials(tmp_path / "run.json")) == 4 and restarted.requests == 2 + 1  # 2 trials and /v1/models
@@ -161,11 +153,8 @@ def threading_stop(fake: FakeServer) -> None:
     ids=["500", "not-an-api-404", "not-json", "unauthorised"],
 )
 def test_a_failing_or_foreign_server_is_one_line(run_cli, handler: Any, expected: str) -> None:
-    fake = FakeServer(handler)
-    try:
+    with FakeServer(handler) as fake:
         result = run_cli("passkey", "--server", fake.url, "--lengths", "600", "--trials", "1")
-    finally:
-        fake.stop()
     assert result.returncode == 1
     assert expected in error_line(result) and "Traceback" not in result.stderr
 
@@ -184,14 +173,11 @@ def test_nothing_listening_and_a_slow_server(run_cli, server: LlamaServer, smoll
             return 200, {"choices": [{"text": " 1", "finish_reason": "length"}], "usage": {"prompt_tokens": 600}}
         return forward(server.url, path, body)
 
-    fake = FakeServer(slow)
-    try:
+    with FakeServer(slow) as fake:
         late = run_cli(
             "passkey", "--server", fake.url, "--tokenizer", smollm2, "--lengths", "600", "--trials", "1",
             "--timeout", "1",
         )  # fmt: skip
-    finally:
-        fake.stop()
     assert late.returncode == 1
     assert "did not answer within 1 s" in error_line(late) and "--timeout" in error_line(late)
 
@@ -273,11 +259,8 @@ def test_a_server_without_a_tokenizer_is_sized_by_its_own_counts(run_cli, server
             return 404, {"detail": "Not Found"}
         return forward(server.url, path, body)
 
-    fake = FakeServer(no_tokenizer)
-    try:
+    with FakeServer(no_tokenizer) as fake:
         result = run_cli("passkey", "--server", fake.url, "--lengths", "1k", "--trials", "2", "--json", "est.json")
-    finally:
-        fake.stop()
     assert result.returncode == 0, result.stderr
     assert "prompt sizes are estimated from the server's own token counts" in result.stderr
     record = json.loads((tmp_path / "est.json").read_text())
