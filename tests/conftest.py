@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# llama.cpp's libraries before numpy's (gguf imports numpy): CUDA builds crash the other way round.
+import yarn_cli.llama  # noqa: F401  # isort: skip
+
 import os
 import subprocess
 import sys

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 
 def error_line(result: subprocess.CompletedProcess[str], *, status_lines: tuple[str, ...] = ()) -> str:
@@ -30,3 +31,21 @@ def interrupt_on_call(n: int) -> Callable[[int, int], None]:
             raise KeyboardInterrupt
 
     return progress
+
+
+def assert_drawn_png(path: Path) -> None:
+    """A complete PNG with something drawn in it (not one flat colour)."""
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    pixels = matplotlib.image.imread(path)
+    assert pixels.shape[0] > 100 and pixels.shape[1] > 100
+    assert len({tuple(px) for px in pixels.reshape(-1, pixels.shape[-1])[::97]}) > 5
+
+
+def expected_backend() -> str:
+    """What the settings line names with the default -ngl: the first GPU's backend, else CPU."""
+    from yarn_cli.llama.devices import gpus
+
+    found = gpus()
+    return found[0].backend if found else "CPU"

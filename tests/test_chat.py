@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from ggufs import write_tiny_llama
-from helpers import error_line
+from helpers import error_line, expected_backend
 
 from yarn_cli.conversation import Conversation, ends_in_loop
 from yarn_cli.conversion import ConvertRequest, convert_file
@@ -37,7 +37,7 @@ def test_one_shot_prints_only_the_reply(run_cli) -> None:
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
     assert result.stdout.endswith("\n") and "llama.cpp" not in result.stdout
-    assert "llama.cpp: n_ctx 8192 (trained 8192), rope none, freq_base 100000, CPU" in result.stderr
+    assert f"llama.cpp: n_ctx 8192 (trained 8192), rope none, freq_base 100000, {expected_backend()} (" in result.stderr
 
 
 def test_prompt_from_a_pipe(run_cli, tmp_path: Path) -> None:
@@ -68,7 +68,10 @@ def test_json_result(run_cli) -> None:
     assert data["timings"]["first_token_ms"] > 0
     assert data["settings"]["n_ctx"] == 1024
     assert data["settings"]["rope_scaling"] == "none"
-    assert data["settings"]["backend"] == "CPU"
+    assert data["settings"]["backend"] == expected_backend()
+    # counted as llama.cpp counts them: SmolLM2's 30 blocks and the output layer
+    assert data["settings"]["n_layers"] == 31
+    assert data["settings"]["gpu_layers"] == (31 if expected_backend() != "CPU" else 0)
     assert data["mode"] == "chat"  # SmolLM2's file has a chat template
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import llama_cpp
 import pytest
 from ggufs import write_tiny_llama
-from helpers import error_line
+from helpers import assert_drawn_png, error_line
 
 from yarn_cli.errors import InputError
 from yarn_cli.evals.lengths import default_lengths, parse_length
@@ -171,9 +171,11 @@ def test_resume_runs_only_the_missing_trials(run_cli, tiny_model: Path, tmp_path
     before = json.loads(record_path.read_text())["trials"]
     second = run_cli(
         "passkey", tiny_model, "--lengths", "600", "--trials", "3", "--compare", "as-is,yarn:2",
-        "--json", record_path, "--csv", tmp_path / "t.csv",
+        "--json", record_path, "--csv", tmp_path / "t.csv", "--plot", tmp_path / "t.png",
     )  # fmt: skip
     assert second.returncode == 0, second.stderr
+    assert "Fatal Python error" not in second.stderr
+    assert_drawn_png(tmp_path / "t.png")
     assert "Resuming" in second.stderr and "2 trials already done" in second.stderr
     after = json.loads(record_path.read_text())["trials"]
     assert len(after) == 6

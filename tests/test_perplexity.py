@@ -9,7 +9,7 @@ import llama_cpp
 import numpy as np
 import pytest
 from ggufs import write_tiny_llama
-from helpers import error_line
+from helpers import assert_drawn_png, error_line
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -187,9 +187,11 @@ def test_cli_table_json_and_csv(run_cli, tiny_model: Path, tmp_path: Path) -> No
     text.write_text(TEXT)
     result = run_cli(
         "perplexity", tiny_model, "--text", text, "--contexts", "128,384", "--compare", "none,yarn:2",
-        "--chunks", "2", "--json", "run.json", "--csv", "run.csv",
+        "--chunks", "2", "--json", "run.json", "--csv", "run.csv", "--plot", "run.png",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert "Fatal Python error" not in result.stderr
+    assert_drawn_png(tmp_path / "run.png")
     assert "none" in result.stdout and "yarn:2" in result.stdout and "384*" in result.stdout
     assert "100%" in result.stderr  # the plain progress lines of a non-terminal stderr
     record = json.loads((tmp_path / "run.json").read_text())

@@ -202,12 +202,12 @@ def _finish(
         write_json(json_path, build_record(source, settings, results))
     if csv_path:
         write_csv(csv_path, results)
+    if plot is not None:  # every file is written before the table, the last thing a run does
+        _plot(plot, results, settings)
     _render(results, settings)
     note = truncation_note(results)
     if note:
         warn(note)
-    if plot is not None:
-        _plot(plot, results, settings)
     if interrupted:
         if json_path:
             say(f"The {len(results)} finished trials are in {json_path}; the same command resumes the run.")
@@ -359,7 +359,8 @@ def _plot(path: Path, results: list[TrialResult], settings: PasskeySettings) -> 
         if points:
             curve.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=variant)
     curve.set_xscale("log", base=2)
-    curve.set_xticks(settings.lengths, [f"{n / 1024:g}k" for n in settings.lengths])
+    labels = [f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in settings.lengths]
+    curve.set_xticks(settings.lengths, labels)
     curve.minorticks_off()
     curve.set_ylim(-0.05, 1.05)
     curve.set_xlabel("prompt length (tokens)")
@@ -371,7 +372,7 @@ def _plot(path: Path, results: list[TrialResult], settings: PasskeySettings) -> 
         grid = depth_grid(results, variant, settings.lengths)
         data = [[float("nan") if v is None else v for v in row] for row in grid]
         image = ax.imshow(data, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="lower")
-        ax.set_xticks(range(len(settings.lengths)), [f"{n // 1024}k" for n in settings.lengths])
+        ax.set_xticks(range(len(settings.lengths)), labels)
         ax.set_yticks(range(DEPTH_BINS), [f"{(b + 0.5) / DEPTH_BINS:.1f}" for b in range(DEPTH_BINS)])
         ax.set_xlabel("length")
         ax.set_ylabel("depth of the key")

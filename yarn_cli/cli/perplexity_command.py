@@ -92,13 +92,13 @@ def perplexity_command(
         write_json(json_path, build_record(opened, settings, text, source, run))
     if csv_path:
         write_csv(csv_path, run)
+    if plot is not None:  # every file is written before the table, the last thing a run does
+        _plot(plot, run.results, settings, opened)
     out.print(_table(run.results, settings, opened))
     err.print(
         f"{settings.protocol} protocol, {settings.chunks} chunk(s); {run.evaluated_tokens:,} tokens evaluated "
         f"in {run.seconds:.1f} s ({run.evaluated_tokens / max(run.seconds, 1e-9):,.0f} tokens/s)"
     )
-    if plot is not None:
-        _plot(plot, run.results, settings, opened)
 
 
 def _table(results: list[PerplexityResult], settings: PerplexitySettings, model: Model) -> Table:

@@ -246,7 +246,7 @@ def run_passkey(
 
     variants = parse_variants(",".join(settings.variants), model.rope)
     longest = max(settings.lengths) + ANSWER_TOKENS + 8
-    check_kv_memory(model, longest, "test shorter lengths")
+    check_kv_memory(model, longest, "test shorter lengths", settings.n_gpu_layers)
     with vocabulary(model) as vocab:
         builder = PromptBuilder(lambda text: vocab.tokenize(text, add_bos=True))
         for length in settings.lengths:

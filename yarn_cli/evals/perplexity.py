@@ -194,7 +194,7 @@ def run_perplexity(
     from yarn_cli.llama.memory import check_kv_memory
 
     settings.check()
-    check_kv_memory(model, max(settings.contexts), "score shorter contexts")
+    check_kv_memory(model, max(settings.contexts), "score shorter contexts", settings.n_gpu_layers)
     with vocabulary(model) as vocab:
         bos, bos_token = vocab.add_bos, vocab.bos_token
         stream = vocab.tokenize(text, add_bos=False)

@@ -8,11 +8,13 @@ effective context and scaling rather than an echo of the flags.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import os
 import re
 import threading
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,8 @@ from pathlib import Path
 import llama_cpp
 
 from yarn_cli.errors import InputError, ModelLoadError, UnsupportedModelError
+from yarn_cli.llama import NUMPY_LOADED_FIRST
+from yarn_cli.llama.devices import resolve_gpu_layers
 from yarn_cli.llama.memory import choose_context
 from yarn_cli.llama.threads import default_threads
 from yarn_cli.model import Model
@@ -87,31 +91,50 @@ class Effective:
 
 
 # llama.cpp's log goes through one process-wide callback; it keeps the lines of the load in
-# progress, and after that only echoes them when --verbose asked for them.
+# progress, and after that only echoes them when --verbose asked for them. The echo writes to a
+# copy of stderr taken before the load: llama-cpp-python points fd 2 at /dev/null while it loads.
 _log_lock = threading.Lock()
 _log_lines: list[str] = []
 _log_capture = False
-_log_echo = False
+_log_echo_fd: int | None = None
 
 
 @llama_cpp.llama_log_callback
 def _log_callback(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
     if _log_capture:
         _log_lines.append(text.decode("utf-8", "replace"))
-    if _log_echo:
-        os.write(2, text)
+    if _log_echo_fd is not None:
+        with contextlib.suppress(OSError):
+            os.write(_log_echo_fd, text)
 
 
 llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
 
 
+@atexit.register
+def _log_to_stderr_at_exit() -> None:
+    """Hand llama.cpp's log back to its own stderr logger before the interpreter goes away.
+
+    Whatever llama.cpp logs while its libraries are unloaded (a GPU backend freeing its devices)
+    would otherwise call into a Python that no longer exists.
+    """
+    global _log_echo_fd
+    llama_cpp.llama_log_set(llama_cpp.llama_log_callback(), ctypes.c_void_p(0))  # NULL: its own logger
+    if _log_echo_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(_log_echo_fd)
+        _log_echo_fd = None
+
+
 @contextlib.contextmanager
 def captured_log(echo: bool) -> Iterator[list[str]]:
-    """Collect llama.cpp's log while loading; ``echo`` keeps printing it afterwards too."""
-    global _log_capture, _log_echo
+    """Collect llama.cpp's log while loading; ``echo`` prints it too, then and afterwards."""
+    global _log_capture, _log_echo_fd
     with _log_lock:
         _log_lines.clear()
-        _log_capture, _log_echo = True, echo
+        _log_capture = True
+        if echo and _log_echo_fd is None:
+            _log_echo_fd = os.dup(2)
         try:
             yield _log_lines
         finally:
@@ -142,19 +165,22 @@ def _backend(lines: list[str]) -> str:
     return "CPU"
 
 
-def default_gpu_layers() -> int:
-    return -1 if llama_cpp.llama_supports_gpu_offload() else 0
-
-
 def load_model(model: Model, options: LoadOptions) -> tuple[llama_cpp.Llama, Effective]:
     """Load an opened model with ``options``; every failure becomes one clear YarnCliError."""
-    n_ctx, note = choose_context(model, options.n_ctx)
+    n_gpu_layers = resolve_gpu_layers(options.n_gpu_layers)
+    n_ctx, note = choose_context(model, options.n_ctx, n_gpu_layers)
     if options.scaling is not None and options.scaling.scales and not model.rope.uses_rope:
         raise UnsupportedModelError(
             f"{model.architecture} models use {model.rope.no_rope_reason}, not RoPE: a RoPE scaling has no effect"
         )
+    if NUMPY_LOADED_FIRST and llama_cpp.llama_supports_gpu_offload():
+        warnings.warn(
+            "numpy was imported before llama.cpp; on CUDA builds model loads have crashed that way: "
+            "import yarn_cli.llama before numpy",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     path = model.path
-    n_gpu_layers = default_gpu_layers() if options.n_gpu_layers is None else options.n_gpu_layers
     kwargs: dict[str, object] = {
         "model_path": str(path),
         "n_ctx": n_ctx,
@@ -208,11 +234,12 @@ def load_error(path: Path, lines: list[str], exc: Exception) -> str:
 
 def _effective(llm: llama_cpp.Llama, model: Model, options: LoadOptions, log: list[str], note: str | None) -> Effective:
     loaded = llm.model
-    n_layers = llama_cpp.llama_model_n_layer(loaded)
-    gpu_layers = 0
+    # Counted as llama.cpp counts them: the repeating layers and the output layer ("offloaded 31/31"
+    # for SmolLM2's 30 blocks); a CPU-only build prints no such line.
+    gpu_layers, n_layers = 0, llama_cpp.llama_model_n_layer(loaded) + 1
     offloaded = re.search(r"offloaded (\d+)/(\d+) layers to GPU", "".join(log))
     if offloaded:
-        gpu_layers = int(offloaded.group(1))
+        gpu_layers, n_layers = int(offloaded.group(1)), int(offloaded.group(2))
     freq_base = _log_value(log, "llama_context", "freq_base")
     freq_scale = _log_value(log, "llama_context", "freq_scale")
     flash = _log_value(log, "llama_context", "flash_attn")

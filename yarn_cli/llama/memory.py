@@ -1,4 +1,8 @@
-"""How much of the machine's memory a llama.cpp context may take: the KV cache is what grows with it."""
+"""How much memory a llama.cpp context may take: the KV cache is what grows with it.
+
+With every layer offloaded, llama.cpp keeps the KV cache on the GPUs (split like the layers), so
+it is the GPUs' free memory that counts there, not the host's.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import contextlib
 from pathlib import Path
 
 from yarn_cli.errors import InputError
+from yarn_cli.llama.devices import gpus, resolve_gpu_layers
 from yarn_cli.model import Model
 
 # Share of the available memory the KV cache may take when the context is chosen for the user.
@@ -21,26 +26,41 @@ def available_memory() -> int | None:
     return None
 
 
-def check_kv_memory(model: Model, n_tokens: int, advice: str) -> None:
-    """Refuse before loading when an f16 KV cache for ``n_tokens`` cannot fit in available memory."""
+def kv_memory(model: Model, n_gpu_layers: int) -> tuple[int | None, str]:
+    """Free bytes where the KV cache will live, and what that memory is called in a message.
+
+    ``n_gpu_layers`` as llama.cpp takes it (-1: all). With part of the layers offloaded the cache is
+    split; the host's memory is the one checked then.
+    """
+    n_layers = model.shape.n_layers
+    every_layer = n_gpu_layers < 0 or (n_layers is not None and n_gpu_layers >= n_layers)
+    on_gpu = gpus() if every_layer else []
+    if on_gpu:
+        names = ", ".join(d.name for d in on_gpu)
+        return sum(d.free for d in on_gpu), f"GPU memory ({names})"
+    return available_memory(), "memory"
+
+
+def check_kv_memory(model: Model, n_tokens: int, advice: str, n_gpu_layers: int | None = None) -> None:
+    """Refuse before loading when an f16 KV cache for ``n_tokens`` cannot fit where it will live."""
     need = model.shape.kv_cache_bytes(n_tokens)
-    free = available_memory()
+    free, where = kv_memory(model, resolve_gpu_layers(n_gpu_layers))
     if need and free and need > free:
         raise InputError(
             f"the KV cache for {n_tokens} tokens needs {need / 2**30:.1f} GiB but {free / 2**30:.1f} GiB "
-            f"of memory are available; {advice}"
+            f"of {where} are free; {advice}"
         )
 
 
-def choose_context(model: Model, requested: int | None) -> tuple[int, str | None]:
-    """The context to create: what was asked, else the model's, capped so the KV cache fits in memory."""
+def choose_context(model: Model, requested: int | None, n_gpu_layers: int = 0) -> tuple[int, str | None]:
+    """The context to create: what was asked, else the model's, capped so the KV cache fits where it lives."""
     if requested is not None:
         if requested <= 0:
             raise InputError(f"-c/--ctx-size must be a positive number of tokens, got {requested}")
         return requested, None
     native = model.context_length or 4096
     per_token = model.shape.kv_cache_bytes(1)
-    free = available_memory()
+    free, where = kv_memory(model, n_gpu_layers)
     if not per_token or not free:
         return native, None
     limit = int(free * KV_MEMORY_SHARE / per_token) // 256 * 256
@@ -49,5 +69,6 @@ def choose_context(model: Model, requested: int | None) -> tuple[int, str | None
     limit = max(limit, 256)
     return limit, (
         f"context capped at {limit} tokens (the model's {native} needs "
-        f"{per_token * native / 2**30:.1f} GiB of KV cache); set -c to choose"
+        f"{per_token * native / 2**30:.1f} GiB of KV cache, {free / 2**30:.1f} GiB of {where} are free); "
+        "set -c to choose"
     )

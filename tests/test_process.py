@@ -1,0 +1,103 @@
+"""What a process running yarn-cli must get right on every build, CPU or GPU.
+
+On a CUDA build, loading numpy's libraries before llama.cpp's made every model load crash; the
+order is checked here with the dynamic loader's own trace, and the devices and memory llama.cpp
+reports are read back through the real library.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import expected_backend
+
+from yarn_cli.llama.devices import devices, gpus
+from yarn_cli.llama.memory import available_memory, kv_memory
+from yarn_cli.model import open_model
+
+
+def initialised_libraries(args: list[str], cwd: Path) -> list[str]:
+    """The shared libraries the process initialised, in order (glibc's LD_DEBUG=files trace)."""
+    env = dict(os.environ, LD_DEBUG="files", LD_DEBUG_OUTPUT=str(cwd / "ld"))
+    result = subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    trace = "".join(path.read_text() for path in sorted(cwd.glob("ld.*")))
+    return [line.split("calling init:", 1)[1].strip() for line in trace.splitlines() if "calling init:" in line]
+
+
+def first_index(libraries: list[str], *needles: str) -> int:
+    return next(i for i, lib in enumerate(libraries) if any(n in Path(lib).name for n in needles))
+
+
+@pytest.mark.parametrize("how", ["module", "script"])
+def test_llama_cpp_libraries_load_before_numpys(tiny_model: Path, tmp_path: Path, how: str) -> None:
+    """Both ways of starting the command line, with a command that loads a model."""
+    start = [sys.executable, "-m", "yarn_cli"] if how == "module" else [shutil.which("yarn-cli") or "yarn-cli"]
+    libraries = initialised_libraries([*start, "chat", str(tiny_model), "-p", "hi", "-n", "1"], tmp_path)
+    llama = first_index(libraries, "libggml-base", "libllama")
+    numpy = next(i for i, lib in enumerate(libraries) if "numpy" in lib)
+    assert llama < numpy, "\n".join(libraries)
+
+
+NUMPY_FIRST = """
+import warnings
+import numpy  # first, as a program using yarn-cli as a library might
+from yarn_cli.model import open_model
+from yarn_cli.llama.loader import LoadOptions, load_model
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    llm, effective = load_model(open_model("{model}"), LoadOptions(n_ctx=128))
+out = llm.create_completion("hello", max_tokens=2, temperature=0.0)
+llm.close()
+print("loaded", effective.backend, len(out["choices"][0]["text"]) >= 0)
+print("warned", any("import yarn_cli.llama before numpy" in str(w.message) for w in caught))
+"""
+
+
+def test_a_library_user_who_imports_numpy_first_still_loads_a_model(tiny_model: Path) -> None:
+    """The order the CUDA build crashed with; yarn-cli warns there, where a GPU build makes it matter."""
+    script = NUMPY_FIRST.format(model=tiny_model)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"loaded {expected_backend()} True"
+    assert lines[1] == f"warned {expected_backend() != 'CPU'}"
+
+
+def test_verbose_shows_llama_cpp_load_log_with_its_devices(run_cli, tiny_model: Path) -> None:
+    result = run_cli("chat", tiny_model, "-p", "hi", "-n", "1", "--verbose")
+    assert result.returncode == 0, result.stderr
+    assert "load_tensors:" in result.stderr and "llama_context:" in result.stderr
+    for device in devices():
+        if device.kind in ("CPU", "GPU"):
+            assert f"{device.name}" in result.stderr
+
+
+def test_devices_and_their_memory_come_from_llama_cpp() -> None:
+    found = devices()
+    cpu = [d for d in found if d.kind == "CPU"]
+    assert len(cpu) == 1 and cpu[0].name == "CPU"
+    mem_total = next(
+        int(line.split()[1]) * 1024 for line in Path("/proc/meminfo").read_text().splitlines() if "MemTotal" in line
+    )
+    assert cpu[0].total == pytest.approx(mem_total, rel=0.05)
+    for gpu in gpus():
+        assert 0 < gpu.free <= gpu.total
+
+
+def test_kv_memory_is_the_hosts_unless_every_layer_is_on_a_gpu(smollm2: Path) -> None:
+    model = open_model(smollm2)
+    host_free, host_name = kv_memory(model, 0)
+    assert host_name == "memory" and host_free == pytest.approx(available_memory(), rel=0.2)
+    assert kv_memory(model, 10)[1] == "memory"  # 10 of 30 layers: the cache is mostly on the host
+    free, name = kv_memory(model, -1)
+    if gpus():
+        assert name.startswith("GPU memory (") and free == pytest.approx(sum(g.free for g in gpus()), rel=0.2)
+    else:
+        assert name == "memory"
