@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.errors import InputError
 from yarn_cli.evals.perplexity import PerplexitySettings, plan_passes, run_perplexity
+from yarn_cli.llama.scoring import LogitScorer
 from yarn_cli.model import Model, open_model
 from yarn_cli.rope.scaling import Method
 from yarn_cli.rope.variants import parse_variants
@@ -68,6 +69,25 @@ def test_matches_an_independent_log_softmax_on_smollm2(smollm2: Path) -> None:
         expected = float(np.exp(nll[: c - 1].mean()))
         assert ours[("as-is", c)] == pytest.approx(expected, rel=1e-3)
     assert 5 < ours[("as-is", 300)] < 60  # English prose, a small instruct model
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_block_scoring_equals_whole_batch_log_softmax(workers: int) -> None:
+    """The cache-sized blocks on threads give the same numbers as one whole-batch numpy log-softmax."""
+    rng = np.random.default_rng(7)
+    logits = (rng.standard_normal((61, 49_152)) * 4 + 2).astype(np.float32)  # rows: not a multiple of a block
+    targets = rng.integers(0, 49_152, len(logits))
+    top = logits.max(axis=1)
+    whole = top + np.log(np.exp(logits - top[:, None]).sum(axis=1, dtype=np.float64))
+    whole -= logits[np.arange(len(logits)), targets]
+    wide = logits.astype(np.float64)
+    exact = np.log(np.exp(wide).sum(axis=1)) - wide[np.arange(len(wide)), targets]
+    out = np.full(len(logits), np.nan)
+    with LogitScorer(49_152, workers=workers) as scorer:
+        scorer.score(logits, targets, out)
+        scorer.score(logits, targets, out)  # buffers are reused, not accumulated into
+    np.testing.assert_array_equal(out, whole)
+    np.testing.assert_allclose(out, exact, rtol=1e-6)
 
 
 def test_bos_models_score_the_first_text_token_from_bos(tiny_model: Path) -> None:
@@ -200,6 +220,8 @@ def test_cli_table_json_and_csv(run_cli, tiny_model: Path, tmp_path: Path) -> No
     assert record["settings"]["protocol"] == "nested" and record["settings"]["chunks"] == 2
     assert record["settings"]["bos"] is True
     assert record["evaluated_tokens"] == 2 * 2 * 384
+    assert record["decode_seconds"] > 0 and record["scoring_seconds"] > 0
+    assert record["decode_seconds"] + record["scoring_seconds"] <= record["seconds"]
     assert {(r["variant"], r["context"]) for r in record["results"]} == {
         (v, c) for v in ("none", "yarn:2") for c in (128, 384)
     }

@@ -157,7 +157,9 @@ def _reporter(on_tokens: Callable[[int, str], None] | None, label: str) -> Calla
 class PerplexityRun:
     results: list[PerplexityResult]
     evaluated_tokens: int
-    seconds: float
+    seconds: float  # the whole run: loads, tokenizing, decoding and scoring
+    decode_seconds: float  # inside llama_decode
+    scoring_seconds: float  # turning each batch's logits into log-likelihoods
     text_tokens: int
     bos: bool
 
@@ -189,9 +191,10 @@ def run_perplexity(
 ) -> PerplexityRun:
     """Score ``text`` at every context under every variant; KeyboardInterrupt propagates."""
     # llama.cpp is imported here, when a run starts: every command imports this module.
-    from yarn_cli.llama.evaluation import negative_log_likelihoods, vocabulary
+    from yarn_cli.llama.evaluation import EvaluationTime, negative_log_likelihoods, vocabulary
     from yarn_cli.llama.loader import LoadOptions, load_model
     from yarn_cli.llama.memory import check_kv_memory
+    from yarn_cli.llama.scoring import LogitScorer
 
     settings.check()
     check_kv_memory(model, max(settings.contexts), "score shorter contexts", settings.n_gpu_layers)
@@ -210,6 +213,7 @@ def run_perplexity(
     sums: dict[tuple[str, int], float] = {}
     counts: dict[tuple[str, int], int] = {}
     started = time.perf_counter()
+    timings = EvaluationTime()
     i = 0
     while i < len(passes):
         # Consecutive passes with the same variant and scaling share one loaded context.
@@ -229,15 +233,19 @@ def run_perplexity(
             flash_attn=settings.flash_attn,
         )
         llm, _ = load_model(model, options)
+        # llama.cpp's batch threads are idle while a batch is scored: the scoring takes them
+        scorer = LogitScorer(llm.n_vocab(), workers=llm.context_params.n_threads_batch)
         try:
             for p in group:
                 window = ([bos_token] if bos else []) + stream[p.offset : p.offset + p.length - int(bos)]
-                nll = negative_log_likelihoods(llm, window, _reporter(on_tokens, f"{variant.name} @ {p.length:,}"))
+                report = _reporter(on_tokens, f"{variant.name} @ {p.length:,}")
+                nll = negative_log_likelihoods(llm, window, report, scorer=scorer, timings=timings)
                 for t in p.targets:
                     key = (variant.name, t.context)
                     sums[key] = sums.get(key, 0.0) + float(nll[t.start : t.stop].sum())
                     counts[key] = counts.get(key, 0) + (t.stop - t.start)
         finally:
+            scorer.close()
             llm.close()
         i = j
     results = []
@@ -250,6 +258,8 @@ def run_perplexity(
         results=results,
         evaluated_tokens=sum(p.length for p in passes),
         seconds=time.perf_counter() - started,
+        decode_seconds=timings.decode,
+        scoring_seconds=timings.scoring,
         text_tokens=len(stream),
         bos=bos,
     )

@@ -32,6 +32,8 @@ def build_record(
         "results": [r.to_dict() for r in run.results],
         "evaluated_tokens": run.evaluated_tokens,
         "seconds": round(run.seconds, 3),
+        "decode_seconds": round(run.decode_seconds, 3),
+        "scoring_seconds": round(run.scoring_seconds, 3),
     }
 
 

@@ -7,7 +7,9 @@ llama.cpp really evaluated (a prefix reused from the KV cache is not counted aga
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import llama_cpp
@@ -15,6 +17,7 @@ import numpy as np
 
 from yarn_cli.errors import EvaluationError, ModelLoadError
 from yarn_cli.llama.loader import captured_log, load_error
+from yarn_cli.llama.scoring import LogitScorer
 from yarn_cli.model import Model
 
 
@@ -60,13 +63,26 @@ def greedy_completion(llm: llama_cpp.Llama, tokens: Sequence[int], max_tokens: i
     return completion["choices"][0]["text"], int(perf.n_p_eval) + int(perf.n_eval)
 
 
+@dataclass
+class EvaluationTime:
+    """Where a scoring pass spends its time: inside ``llama_decode``, and scoring the logits it gave."""
+
+    decode: float = 0.0
+    scoring: float = 0.0
+
+
 def negative_log_likelihoods(
-    llm: llama_cpp.Llama, tokens: Sequence[int], on_batch: Callable[[int], None] | None = None
+    llm: llama_cpp.Llama,
+    tokens: Sequence[int],
+    on_batch: Callable[[int], None] | None = None,
+    *,
+    scorer: LogitScorer | None = None,
+    timings: EvaluationTime | None = None,
 ) -> Any:
     """``nll[i] = -log p(tokens[i + 1] | tokens[: i + 1])``, from a fresh KV cache, batch by batch.
 
     Only one batch of logits (n_batch x n_vocab floats) is alive at a time, so a 64k-token pass
-    does not need gigabytes for logits.
+    does not need gigabytes for logits; each is scored before the next ``llama_decode`` reuses it.
     """
     ctx = llm.ctx
     llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
@@ -74,6 +90,9 @@ def negative_log_likelihoods(
     n_vocab = int(llm.n_vocab())
     targets = np.asarray(tokens[1:], dtype=np.int64)
     nll = np.empty(len(tokens) - 1, dtype=np.float64)
+    timings = timings if timings is not None else EvaluationTime()
+    own_scorer = scorer is None
+    scorer = scorer if scorer is not None else LogitScorer(n_vocab)
     batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
     try:
         for start in range(0, len(tokens), n_batch):
@@ -85,7 +104,10 @@ def negative_log_likelihoods(
                 batch.n_seq_id[i] = 1
                 batch.seq_id[i][0] = 0
                 batch.logits[i] = True
+            began = time.perf_counter()
             code = llama_cpp.llama_decode(ctx, batch)
+            decoded = time.perf_counter()
+            timings.decode += decoded - began
             if code != 0:
                 raise EvaluationError(
                     f"llama.cpp could not evaluate tokens {start}..{start + len(part)} (llama_decode returned {code})"
@@ -93,12 +115,12 @@ def negative_log_likelihoods(
             rows = min(len(part), len(targets) - start)
             if rows > 0:
                 logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx), shape=(len(part), n_vocab))[:rows]
-                top = logits.max(axis=1)
-                log_z = top + np.log(np.exp(logits - top[:, None]).sum(axis=1, dtype=np.float64))
-                picked = logits[np.arange(rows), targets[start : start + rows]]
-                nll[start : start + rows] = log_z - picked
+                scorer.score(logits, targets[start : start + rows], nll[start : start + rows])
+            timings.scoring += time.perf_counter() - decoded
             if on_batch:
                 on_batch(len(part))
     finally:
         llama_cpp.llama_batch_free(batch)
+        if own_scorer:
+            scorer.close()
     return nll
