@@ -25,18 +25,19 @@ from yarn_cli.evals.passkey import (
     run_passkey,
     summarize,
 )
-from yarn_cli.evals.passkey_report import DEPTH_BINS, Source, build_record, depth_grid, load_previous, write_csv
-from yarn_cli.evals.passkey_served import (
-    CalibratedCounter,
-    parse_endpoints,
-    run_passkey_served,
-    served_record,
+from yarn_cli.evals.passkey_report import (
+    DEPTH_BINS,
+    Source,
+    build_record,
+    depth_grid,
+    load_previous,
     truncation_note,
+    write_csv,
 )
 from yarn_cli.evals.records import write_json
 from yarn_cli.model import open_model
 from yarn_cli.rope.variants import parse_variants
-from yarn_cli.serving.client import DEFAULT_READ_TIMEOUT, ServerClient
+from yarn_cli.serving import DEFAULT_READ_TIMEOUT
 
 EPILOG = """\
 Examples:
@@ -228,6 +229,10 @@ def _served(
     csv_path: Path | None,
     plot: Path | None,
 ) -> None:
+    # httpx and the served-run code are imported here: a local run does not need them
+    from yarn_cli.evals.passkey_served import CalibratedCounter, parse_endpoints, run_passkey_served, served_record
+    from yarn_cli.serving.client import ServerClient
+
     endpoints = parse_endpoints(values)
     if not timeout > 0:
         raise InputError(f"--timeout must be a positive number of seconds, got {timeout:g}")

@@ -7,6 +7,7 @@ summary and each variant's passkey context, with a schema version.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -124,3 +125,18 @@ def depth_grid(results: list[TrialResult], variant: str, lengths: list[int]) -> 
             row.append(sum(marks) / len(marks) if marks else None)
         grid.append(row)
     return grid
+
+
+def truncation_note(results: Sequence[TrialResult]) -> str | None:
+    """One sentence when a server cut prompts, with the likely cause; None when none was cut."""
+    cut = [r for r in results if r.truncated]
+    if not cut:
+        return None
+    worst = min(cut, key=lambda r: (r.server_prompt_tokens or 0) / r.prompt_tokens)
+    labels = sorted({r.variant for r in cut})
+    return (
+        f"{len(cut)} of {len(results)} trials were truncated by the server ({', '.join(labels)}): it saw "
+        f"{worst.server_prompt_tokens:,} of {worst.prompt_tokens:,} tokens sent. They are marked truncated, not "
+        "counted as failures; raise the server's context (Ollama: num_ctx or OLLAMA_CONTEXT_LENGTH; "
+        "llama-server: -c) to test those lengths"
+    )

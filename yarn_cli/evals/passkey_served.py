@@ -187,18 +187,3 @@ def served_record(servers: Sequence[tuple[str, ServerClient]], tokenizer: dict[s
         "servers": [{"label": label, "url": client.url, "model": client.model} for label, client in servers],
         "tokenizer": tokenizer,
     }
-
-
-def truncation_note(results: Sequence[TrialResult]) -> str | None:
-    """One sentence when a server cut prompts, with the likely cause; None when none was cut."""
-    cut = [r for r in results if r.truncated]
-    if not cut:
-        return None
-    worst = min(cut, key=lambda r: (r.server_prompt_tokens or 0) / r.prompt_tokens)
-    labels = sorted({r.variant for r in cut})
-    return (
-        f"{len(cut)} of {len(results)} trials were truncated by the server ({', '.join(labels)}): it saw "
-        f"{worst.server_prompt_tokens:,} of {worst.prompt_tokens:,} tokens sent. They are marked truncated, not "
-        "counted as failures; raise the server's context (Ollama: num_ctx or OLLAMA_CONTEXT_LENGTH; "
-        "llama-server: -c) to test those lengths"
-    )

@@ -19,10 +19,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from yarn_cli.errors import InputError, ServerError
+from yarn_cli.serving import DEFAULT_READ_TIMEOUT
 
 API_KEY_VARIABLES = ("YARN_CLI_API_KEY", "OPENAI_API_KEY")
 CONNECT_TIMEOUT = 10.0
-DEFAULT_READ_TIMEOUT = 600.0  # a long prompt on a CPU takes minutes
 RETRIES = 3
 BACKOFF = 1.0  # seconds, doubled each retry
 TRANSIENT_STATUS = frozenset({502, 503, 504})
