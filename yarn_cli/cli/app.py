@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import logging
 import os
@@ -62,8 +63,10 @@ def main() -> None:
     see the traceback (``YARN_CLI_DEBUG=1``) and report it.
     """
     signal.signal(signal.SIGTERM, _terminate)  # clean up partial output on kill, as on Ctrl-C
-    # A crash inside a native library (llama.cpp, a GPU driver) still says where it happened.
-    faulthandler.enable()
+    # A crash inside a native library (llama.cpp, a GPU driver) still says where it happened; not
+    # possible where stderr is no real file (an embedding host), which costs only that message.
+    with contextlib.suppress(ValueError, OSError):
+        faulthandler.enable()
     try:
         code = app(standalone_mode=False)
     except typer.Abort:  # Ctrl-C or end of input outside a command's own handling
