@@ -198,24 +198,29 @@ def chat_command(
     )
     dynamic = DynamicYarn(opened, options) if yarn == "dynamic" else None
     llm, effective = dynamic.load(None) if dynamic is not None else load_model(opened, options)
-    for note in (auto_note, *effective.notes):
-        if note:
-            err.print(note, style="yellow", markup=False, soft_wrap=True)
-    if not json_output:
-        err.print(f"[dim]llama.cpp: {escape(effective.describe())}[/]", soft_wrap=True)
-        if dynamic is not None:
+    session: ChatSession | None = None
+    try:
+        for note in (auto_note, *effective.notes):
+            if note:
+                err.print(note, style="yellow", markup=False, soft_wrap=True)
+        if not json_output:
+            err.print(f"[dim]llama.cpp: {escape(effective.describe())}[/]", soft_wrap=True)
+            if dynamic is not None:
+                err.print(
+                    f"[dim]--yarn dynamic: as the model came up to {dynamic.native} tokens, then YaRN from the ladder "
+                    f"1.25, 1.5, 2, 3, 4... up to x{dynamic.max_factor:g} (-c {llm.n_ctx()})[/]",
+                    soft_wrap=True,
+                )
+        session = ChatSession(llm, sampling, system=system, dynamic=dynamic)
+        if session.plain and not json_output:
             err.print(
-                f"[dim]--yarn dynamic: as the model came up to {dynamic.native} tokens, then YaRN from the ladder "
-                f"1.25, 1.5, 2, 3, 4... up to x{dynamic.max_factor:g} (-c {llm.n_ctx()})[/]",
+                "[dim]the file has no chat template (a base model): the text is continued as plain completion[/]",
                 soft_wrap=True,
             )
-    session = ChatSession(llm, sampling, system=system, dynamic=dynamic)
-    if session.plain and not json_output:
-        err.print(
-            "[dim]the file has no chat template (a base model): the text is continued as plain completion[/]",
-            soft_wrap=True,
-        )
-    _converse(session, prompt if one_shot else None, effective.to_dict(), json_output, not no_stream)
+        _converse(session, prompt if one_shot else None, effective.to_dict(), json_output, not no_stream)
+    finally:
+        # freed here, in order (batch, context, model), not by the garbage collector at exit
+        (session.llm if session is not None else llm).close()
 
 
 def _served_chat(
