@@ -31,7 +31,7 @@ def free_port() -> int:
 class LlamaServer:
     """``python -m llama_cpp.server`` with one model, started and stopped by the test."""
 
-    def __init__(self, model: Path, n_ctx: int = 2048, port: int | None = None) -> None:
+    def __init__(self, model: Path, n_ctx: int = 2048, port: int | None = None, extra: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
         # llama.cpp's log: a pipe would fill up and block the server; closed in stop()
@@ -41,7 +41,7 @@ class LlamaServer:
                 sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--n_ctx", str(n_ctx),
                 "--host", "127.0.0.1", "--port", str(self.port), "--n_threads", "2",
                 # a request must not cut short another's stream (its default, made for one chat user)
-                "--interrupt_requests", "false",
+                "--interrupt_requests", "false", *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=self.log,

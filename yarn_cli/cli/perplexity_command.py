@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ThreadsOption
-from yarn_cli.cli.render import WorkProgress, check_run_outputs, err, out, save_figure
+from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ServerModelOption, ThreadsOption
+from yarn_cli.cli.render import WorkProgress, check_run_outputs, err, out, save_figure, say, warn
+from yarn_cli.errors import InputError
 from yarn_cli.evals.lengths import default_lengths, parse_lengths
 from yarn_cli.evals.perplexity import PerplexityResult, PerplexitySettings, read_text, run_perplexity
 from yarn_cli.evals.perplexity_report import build_record, write_csv
 from yarn_cli.evals.records import write_json
-from yarn_cli.model import Model, open_model
+from yarn_cli.model import open_model
 from yarn_cli.rope.variants import parse_variants
+from yarn_cli.serving import DEFAULT_READ_TIMEOUT
 
 EPILOG = """\
 Examples:
@@ -25,6 +27,8 @@ Examples:
   yarn-cli perplexity model.gguf --text book.txt --contexts 4k,8k --chunks 4 --json ppl.json --plot ppl.png
 
   yarn-cli perplexity --text book.txt --contexts 2k --stride 512        # sliding windows
+
+  yarn-cli perplexity --server http://127.0.0.1:8000/v1 --tokenizer model.gguf --text book.txt --contexts 4k,8k
 """
 
 
@@ -53,12 +57,48 @@ def perplexity_command(
     gpu_layers: GpuLayersOption = None,
     threads: ThreadsOption = None,
     flash_attn: FlashAttnOption = False,
+    servers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--server",
+            metavar="[LABEL=]URL",
+            help="Score a served model instead, from the log-probabilities its server gives a prompt's tokens "
+            "(llama-cpp-python's server, vLLM). Give it more than once to compare servers.",
+            rich_help_panel="Served models",
+        ),
+    ] = None,
+    server_model: ServerModelOption = None,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(
+            help="The served GGUF, to cut windows in its tokens (default: the server's tokenize endpoint).",
+            rich_help_panel="Served models",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for one answer.", rich_help_panel="Served models")
+    ] = DEFAULT_READ_TIMEOUT,
 ) -> None:
     """Score a long text at several context lengths, under several RoPE scalings.
 
     The paper's protocol: perplexity at context c = exp(mean negative log-likelihood of the first c tokens
-    of each chunk); one pass over the longest context gives every shorter one.
+    of each chunk); one pass over the longest context gives every shorter one. With --server, the model
+    is the one a server runs, scored from the log-probabilities it returns.
     """
+    if servers:
+        local_only = {"--compare": compare != "as-is", "--stride": stride is not None, "--no-nesting": no_nesting,
+                      "-ngl": gpu_layers is not None, "-t": threads is not None, "-fa": flash_attn}  # fmt: skip
+        used = [name for name, given in local_only.items() if given]
+        if used:
+            raise InputError(
+                f"{', '.join(used)} applies to a model run here, not to --server (compare servers by giving "
+                "--server LABEL=URL more than once)"
+            )
+        if model is not None and tokenizer is not None:
+            raise InputError("give the served GGUF once: as MODEL or as --tokenizer")
+        served = tokenizer or (Path(model) if model is not None else None)
+        _served(servers, server_model, served, text, contexts, chunks, timeout, json_path, csv_path, plot)
+        return
     opened = open_model(model)
     wanted = parse_lengths(contexts, "--contexts") if contexts else default_lengths(opened.context_length or 8192)
     variants = parse_variants(compare, opened.rope)
@@ -93,45 +133,127 @@ def perplexity_command(
     if csv_path:
         write_csv(csv_path, run)
     if plot is not None:  # every file is written before the table, the last thing a run does
-        _plot(plot, run.results, settings, opened)
-    out.print(_table(run.results, settings, opened))
+        _plot(plot, run.results, settings.variants, opened.original_context, opened.path.name)
+    out.print(_table(run.results, settings.contexts, settings.variants, opened.original_context))
     err.print(
         f"{settings.protocol} protocol, {settings.chunks} chunk(s); {run.evaluated_tokens:,} tokens evaluated "
         f"in {run.seconds:.1f} s ({run.evaluated_tokens / max(run.seconds, 1e-9):,.0f} tokens/s)"
     )
 
 
-def _table(results: list[PerplexityResult], settings: PerplexitySettings, model: Model) -> Table:
+def _served(
+    values: list[str],
+    server_model: str | None,
+    tokenizer: Path | None,
+    text: Path,
+    contexts: str | None,
+    chunks: int,
+    timeout: float,
+    json_path: Path | None,
+    csv_path: Path | None,
+    plot: Path | None,
+) -> None:
+    import contextlib
+
+    # httpx and the served-run code are imported here: a local run does not need them
+    from yarn_cli.evals.passkey_served import parse_endpoints
+    from yarn_cli.evals.perplexity_served import (
+        ServerTokens,
+        check_served_settings,
+        run_perplexity_served,
+        served_perplexity_record,
+    )
+    from yarn_cli.evals.records import software
+    from yarn_cli.evals.records import write_csv as write_rows
+    from yarn_cli.serving.client import ServerClient
+
+    endpoints = parse_endpoints(values)
+    if not timeout > 0:
+        raise InputError(f"--timeout must be a positive number of seconds, got {timeout:g}")
+    gguf = open_model(tokenizer) if tokenizer is not None else None
+    if contexts:
+        wanted = parse_lengths(contexts, "--contexts")
+    elif gguf is not None:
+        wanted = default_lengths(gguf.context_length or 8192)
+    else:
+        raise InputError("give --contexts (or the served GGUF with --tokenizer, whose context sets the default)")
+    check_served_settings(wanted, chunks)
+    source_text = read_text(text)
+    check_run_outputs(json_path, csv_path, plot)
+    with contextlib.ExitStack() as stack:
+        servers = [
+            (e.label, stack.enter_context(ServerClient(e.url, server_model, read_timeout=timeout))) for e in endpoints
+        ]
+        if gguf is not None:
+            from yarn_cli.llama.evaluation import vocabulary  # llama.cpp only when a run starts
+
+            tokens: Any = stack.enter_context(vocabulary(gguf))
+            tokenizer_info: dict[str, Any] | str = {"header_sha256": gguf.header.fingerprint(), "path": str(gguf.path)}
+        else:
+            tokens = ServerTokens(servers[0][1])
+            tokenizer_info = f"server {servers[0][1].url}"
+        with WorkProgress("tokens") as progress:
+            try:
+                run = run_perplexity_served(
+                    servers, source_text, wanted, chunks, tokens, on_start=progress.begin, on_tokens=progress.advance
+                )
+            except KeyboardInterrupt:
+                raise typer.Exit(130) from None
+        labels = [label for label, _ in servers]
+        if json_path:
+            text_info = {"path": str(text), "characters": len(source_text)}
+            write_json(
+                json_path,
+                served_perplexity_record(servers, tokenizer_info, wanted, chunks, text_info, run, software()),
+            )
+    if csv_path:
+        write_rows(csv_path, ["variant", "context", "ppl", "tokens", "nll"], (r.to_dict() for r in run.results))
+    if plot is not None and run.results:
+        _plot(plot, run.results, [x for x in labels if x not in run.truncated], None, "served models")
+    out.print(_table(run.results, wanted, labels, gguf.original_context if gguf else None))
+    for label, what in run.truncated.items():
+        warn(
+            f"{label} cut the prompt ({what}): not scored. Raise the server's context (Ollama: num_ctx or "
+            "OLLAMA_CONTEXT_LENGTH; llama-server: -c) to score these contexts"
+        )
+    say(
+        f"over {len(servers)} server(s), {chunks} chunk(s); {run.evaluated_tokens:,} prompt tokens in "
+        f"{run.seconds:.1f} s; a served window scores one token fewer than a local one (the first has no score)"
+    )
+
+
+def _table(results: list[PerplexityResult], contexts: list[int], variants: list[str], native: int | None) -> Table:
     """The layout of the paper's Table 1: one row per method, one column per evaluation context."""
-    native = model.original_context
     table = Table(title="Perplexity (lower is better)", title_justify="left", caption_justify="left")
     if native:
         table.caption = f"* beyond the native context ({native:,})"
     table.add_column("variant")
-    for c in settings.contexts:
+    for c in contexts:
         table.add_column(f"{c:,}" + ("*" if native and c > native else ""), justify="right")
-    for variant in settings.variants:
+    for variant in variants:
         cells = []
         row = {r.context: r for r in results if r.variant == variant}
-        best = {c: min(r.ppl for r in results if r.context == c) for c in settings.contexts}
-        for c in settings.contexts:
+        for c in contexts:
+            if c not in row:
+                cells.append("cut")  # the server truncated the window
+                continue
+            best = min(r.ppl for r in results if r.context == c)
             ppl = row[c].ppl
-            cells.append(f"[bold]{ppl:.2f}[/]" if ppl == best[c] and len(settings.variants) > 1 else f"{ppl:.2f}")
+            cells.append(f"[bold]{ppl:.2f}[/]" if ppl == best and len(variants) > 1 else f"{ppl:.2f}")
         table.add_row(variant, *cells)
     return table
 
 
-def _plot(path: Path, results: list[PerplexityResult], settings: PerplexitySettings, model: Model) -> None:
+def _plot(path: Path, results: list[PerplexityResult], variants: list[str], native: int | None, name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for variant in settings.variants:
+    for variant in variants:
         points = sorted((r.context, r.ppl) for r in results if r.variant == variant)
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=variant)
-    native = model.original_context
     if native:
         ax.axvline(native, color="grey", linestyle=":", linewidth=1, label=f"native context ({native:,})")
     ax.set_yscale("log")
@@ -140,7 +262,7 @@ def _plot(path: Path, results: list[PerplexityResult], settings: PerplexitySetti
     ax.yaxis.set_minor_formatter(plain)
     ax.set_xlabel("context (tokens)")
     ax.set_ylabel("perplexity")
-    ax.set_title(f"{model.path.name}: perplexity against context")
+    ax.set_title(f"{name}: perplexity against context")
     ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)

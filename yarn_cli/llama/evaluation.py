@@ -33,6 +33,17 @@ class Vocabulary:
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
         return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
 
+    # the token source a served perplexity run cuts its windows with
+    @property
+    def bos(self) -> bool:
+        return self.add_bos
+
+    def tokens(self, text: str) -> list[int]:
+        return self.tokenize(text, add_bos=False)
+
+    def text(self, tokens: list[int]) -> str:
+        return self._llm.detokenize(tokens).decode("utf-8", errors="replace")
+
 
 @contextlib.contextmanager
 def vocabulary(model: Model) -> Iterator[Vocabulary]:

@@ -35,6 +35,20 @@ class Completion:
     finish_reason: str | None
 
 
+@dataclass(frozen=True)
+class PromptScores:
+    """A prompt's tokens as the server saw them, each with its log-probability given the ones before.
+
+    The first token has none (nothing before it, or only a BOS the server does not echo).
+    """
+
+    tokens: list[str]
+    logprobs: list[float | None]
+    offsets: list[int]  # where each token starts in the prompt's text
+    top: list[dict[str, float] | None]  # the most likely tokens at each position, as the server gave them
+    prompt_tokens: int | None  # usage.prompt_tokens: a BOS included where the server adds one
+
+
 class ContextExceededError(ServerError):
     """The server refused a prompt longer than its context."""
 
@@ -172,6 +186,75 @@ class ServerClient:
             raise ServerError(f"{self.url} closed the connection mid-reply ({exc}); did it stop?") from exc
         except httpx.HTTPError as exc:
             raise ServerError(f"the reply from {url} failed: {_reason(exc)}") from exc
+
+    def prompt_logprobs(self, text: str, top: int = 1) -> PromptScores:
+        """The log-probability of every token of ``text``: ``/v1/completions`` with ``echo`` and ``logprobs``.
+
+        llama-cpp-python's server (unless started with ``--logits_all false``) and vLLM answer it;
+        llama-server and Ollama give log-probabilities of generated tokens only.
+        """
+        body = {
+            "model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0.0, "top_k": 1,
+            "echo": True, "logprobs": top,
+        }  # fmt: skip
+        try:
+            data = self._request("POST", f"{self.url}/completions", json=body)
+        except ContextExceededError:
+            raise
+        except ServerError as exc:
+            raise ServerError(
+                f"{self.url} gives no log-probabilities of a prompt ({exc}); llama-cpp-python's server gives them "
+                "unless started with --logits_all false, vLLM does, llama-server and Ollama do not"
+            ) from exc
+        try:
+            choice = data["choices"][0]
+            scores = choice["logprobs"]
+            offsets = [int(o) for o in scores["text_offset"]]
+            # the echo ends with the generated token, which starts where the prompt ends
+            n = sum(1 for o in offsets if o < len(text))
+            usage = data.get("usage") or {}
+            counted = usage.get("prompt_tokens")
+            top_entries = scores.get("top_logprobs") or [None] * len(offsets)
+            return PromptScores(
+                tokens=[str(t) for t in scores["tokens"][:n]],
+                logprobs=[None if v is None else float(v) for v in scores["token_logprobs"][:n]],
+                offsets=offsets[:n],
+                top=[None if e is None else {str(k): float(v) for k, v in e.items()} for e in top_entries[:n]],
+                prompt_tokens=int(counted) if isinstance(counted, int) and counted > 0 else None,
+            )
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            raise ServerError(
+                f"{self.url}/completions echoed no log-probabilities of the prompt ({exc!r}); llama-cpp-python's "
+                "server gives them unless started with --logits_all false, llama-server and Ollama give none"
+            ) from exc
+
+    def next_token(self, text: str, top: int = 5) -> dict[str, float]:
+        """The most likely next tokens after ``text`` and their log-probabilities, from a generation."""
+        body = {
+            "model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0.0, "top_k": 1, "logprobs": top,
+        }  # fmt: skip
+        data = self._request("POST", f"{self.url}/completions", json=body)
+        try:
+            entry = data["choices"][0]["logprobs"]["top_logprobs"][0]
+            return {str(k): float(v) for k, v in entry.items()}
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+            raise ServerError(
+                f"{self.url}/completions gave no log-probabilities of a generated token ({exc!r})"
+            ) from exc
+
+    def detokenize(self, tokens: list[int]) -> str | None:
+        """The text of ``tokens`` by the server's own tokenizer, None if it has no endpoint for it."""
+        for path, body, field in (
+            ("/detokenize", {"tokens": tokens}, "content"),  # llama-server
+            ("/extras/detokenize", {"tokens": tokens, "model": self.model}, "text"),  # llama-cpp-python
+        ):
+            try:
+                data = self._request("POST", f"{self.root}{path}", json=body, missing_ok=True)
+            except MissingEndpointError:
+                continue
+            if isinstance(data, dict) and isinstance(data.get(field), str):
+                return str(data[field])
+        return None
 
     def tokenize(self, text: str) -> list[int] | None:
         """The server's own tokens for ``text`` (with BOS, as a completion prompt), None if it has no endpoint."""

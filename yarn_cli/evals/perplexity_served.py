@@ -1,0 +1,210 @@
+"""Perplexity of a served model, from the log-probabilities a server gives of a prompt's tokens.
+
+The paper's nested protocol, as locally: for each chunk one request holds the longest context,
+and every shorter context's figure is read from its first tokens. Windows are cut in the model's
+tokens (from the served GGUF, or the server's tokenize endpoint) and sent as text, since servers
+take text; the server's echo says which tokens it saw. The first token of a window has no score
+over a server (the OpenAI API gives none to the first echoed token, which after a BOS is the one
+a local run scores from the BOS), so a served figure averages one token fewer per window.
+
+Before the run, the server's echo is checked against its own generation: the log-probabilities
+it gives the last token of a prompt must be those it gives when generating that token after the
+rest. llama-cpp-python 0.3.36's server fails this on models without a BOS token (its echo is
+shifted by one position), and a perplexity from it would be meaningless.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from yarn_cli.errors import InputError, ServerError
+from yarn_cli.evals.perplexity import PerplexityResult
+from yarn_cli.serving.client import ContextExceededError, ServerClient
+
+# A server may retokenize a window's text a token or two differently at its ends.
+TOKEN_SLACK = 2
+# The check of a server's echo: a prompt whose last token is a whole word.
+ALIGNMENT_PROBE = "The capital of France is Paris. The capital of Germany is"
+ALIGNMENT_TOLERANCE = 0.02  # nats: two evaluations of the same position on one server
+
+
+class TokenSource(Protocol):
+    """Whose tokens cut the windows: the served GGUF's or the server's own."""
+
+    bos: bool
+
+    def tokens(self, text: str) -> list[int]: ...
+
+    def text(self, tokens: list[int]) -> str: ...
+
+
+class ServerTokens:
+    """The server's tokenize and detokenize endpoints (llama-server, llama-cpp-python's server)."""
+
+    def __init__(self, client: ServerClient) -> None:
+        self.client = client
+        empty = client.tokenize("")
+        if empty is None:
+            raise InputError(
+                f"{client.url} has no tokenize endpoint to cut windows in the model's tokens; give the served GGUF "
+                "with --tokenizer MODEL.gguf"
+            )
+        self.bos = len(empty) > 0  # what the server adds to an empty prompt: its BOS, or nothing
+
+    def tokens(self, text: str) -> list[int]:
+        found = self.client.tokenize(text)
+        if found is None:
+            raise ServerError(f"{self.client.url} stopped answering its tokenize endpoint")
+        return found[int(self.bos) :]
+
+    def text(self, tokens: list[int]) -> str:
+        found = self.client.detokenize(tokens)
+        if found is None:
+            raise InputError(
+                f"{self.client.url} has no detokenize endpoint to turn windows back into text; give the served "
+                "GGUF with --tokenizer MODEL.gguf"
+            )
+        return found
+
+
+def check_alignment(client: ServerClient) -> None:
+    """Refuse a server whose prompt log-probabilities do not line up with its own generation."""
+    echo = client.prompt_logprobs(ALIGNMENT_PROBE, top=5)
+    if len(echo.tokens) < 3 or echo.top[-1] is None:
+        raise ServerError(f"{client.url} echoed too little of a {len(ALIGNMENT_PROBE)}-character prompt to check")
+    generated = client.next_token(ALIGNMENT_PROBE[: echo.offsets[-1]], top=5)
+    echoed = echo.top[-1]
+    best = max(generated, key=lambda token: generated[token])
+    if best not in echoed or abs(echoed[best] - generated[best]) > ALIGNMENT_TOLERANCE:
+        raise ServerError(
+            f"{client.url} gives prompt log-probabilities that do not line up with its own generation (for the "
+            f"last token of a prompt it gives the distribution of the token after it: llama-cpp-python's server "
+            "does this on models without a BOS token); its perplexity would be meaningless"
+        )
+
+
+def check_served_settings(contexts: Sequence[int], chunks: int) -> None:
+    if chunks < 1:
+        raise InputError(f"--chunks must be at least 1, got {chunks}")
+    if min(contexts) < 3:
+        raise InputError("every context needs at least 3 tokens over a server: its first token has no score")
+
+
+@dataclass
+class ServedPerplexityRun:
+    results: list[PerplexityResult]
+    evaluated_tokens: int  # prompt tokens the servers evaluated
+    seconds: float
+    text_tokens: int
+    bos: bool
+    truncated: dict[str, str] = field(default_factory=dict)  # label -> what the server did
+
+
+def run_perplexity_served(
+    servers: Sequence[tuple[str, ServerClient]],
+    text: str,
+    contexts: Sequence[int],
+    chunks: int,
+    source: TokenSource,
+    *,
+    on_start: Callable[[int], None] | None = None,
+    on_tokens: Callable[[int, str], None] | None = None,
+) -> ServedPerplexityRun:
+    """Score ``text`` at every context on every server; a server that cut a window is reported, not scored."""
+    check_served_settings(contexts, chunks)
+    for _, client in servers:
+        check_alignment(client)
+    stream = source.tokens(text)
+    w = int(source.bos)
+    longest = max(contexts)
+    span = chunks * (longest - w)
+    if len(stream) < span:
+        raise InputError(
+            f"the text has {len(stream):,} tokens but {chunks} chunk(s) of {longest:,} need {span:,}: give a "
+            "longer text, fewer --chunks or shorter --contexts"
+        )
+    windows = [source.text(stream[k * (longest - w) : (k + 1) * (longest - w)]) for k in range(chunks)]
+    if on_start:
+        on_start(len(servers) * chunks * longest)
+    sums: dict[tuple[str, int], float] = {}
+    counts: dict[tuple[str, int], int] = {}
+    truncated: dict[str, str] = {}
+    evaluated = 0
+    started = time.perf_counter()
+    for label, client in servers:
+        for window in windows:
+            try:
+                scores = client.prompt_logprobs(window)
+            except ContextExceededError as exc:
+                raise ServerError(
+                    f"{exc}; score shorter --contexts, or raise the server's context (llama-server -c, "
+                    "llama-cpp-python --n_ctx, vLLM --max-model-len)"
+                ) from exc
+            evaluated += scores.prompt_tokens or len(scores.tokens) + w
+            seen = len(scores.tokens)
+            if seen < longest - w - TOKEN_SLACK:
+                truncated[label] = f"saw {seen:,} of {longest - w:,} tokens"
+                break
+            for c in contexts:
+                # positions 1 .. c-1-w of the echo: the tokens a local run scores, less the first
+                values = [v for v in scores.logprobs[1 : c - w] if v is not None]
+                key = (label, c)
+                sums[key] = sums.get(key, 0.0) - math.fsum(values)
+                counts[key] = counts.get(key, 0) + len(values)
+            if on_tokens:
+                on_tokens(longest, label)
+    results = []
+    for label, _ in servers:
+        if label in truncated:
+            continue
+        for c in sorted(contexts):
+            key = (label, c)
+            mean = sums[key] / counts[key]
+            results.append(PerplexityResult(label, c, math.exp(mean), counts[key], mean))
+    return ServedPerplexityRun(
+        results=results,
+        evaluated_tokens=evaluated,
+        seconds=time.perf_counter() - started,
+        text_tokens=len(stream),
+        bos=source.bos,
+        truncated=truncated,
+    )
+
+
+def served_perplexity_record(
+    servers: Sequence[tuple[str, ServerClient]],
+    tokenizer: dict[str, Any] | str,
+    contexts: Sequence[int],
+    chunks: int,
+    text: dict[str, Any],
+    run: ServedPerplexityRun,
+    software: dict[str, Any],
+) -> dict[str, Any]:
+    from yarn_cli.evals.perplexity import SCHEMA_VERSION
+
+    return {
+        "schema": SCHEMA_VERSION,
+        "model": {
+            "servers": [{"label": label, "url": client.url, "model": client.model} for label, client in servers],
+            "tokenizer": tokenizer,
+        },
+        "settings": {
+            "contexts": list(contexts),
+            "variants": [label for label, _ in servers],
+            "chunks": chunks,
+            "stride": None,
+            "protocol": "nested",
+            "bos": run.bos,
+            "scored_per_window": "context minus one token less than a local run: a server gives the first none",
+            "text": text | {"tokens": run.text_tokens},
+        },
+        "software": software,
+        "results": [r.to_dict() for r in run.results],
+        "truncated": run.truncated,
+        "evaluated_tokens": run.evaluated_tokens,
+        "seconds": round(run.seconds, 3),
+    }
