@@ -128,12 +128,18 @@ def test_the_repl_says_when_the_scale_changes(tiny_model: Path, tmp_path: Path) 
     term.type(LONG + "\r")
     shown = term.expect("tok/s")
     assert "--yarn dynamic: YaRN x" in shown and "(was the model as it came)" in shown
+    factor = shown.split("--yarn dynamic: YaRN x")[1].split(" ")[0]
     term.expect("> ")
+    term.type("/stats\r")
+    stats = term.expect("> ")
+    assert f"scale per reply: 1 as the model came; 2 YaRN x{factor} (rescaled in " in stats
     term.type("/clear\r")
     term.expect("Conversation cleared.")
     term.expect("> ")
     term.type("the\r")
     assert "YaRN x" not in term.expect("tok/s")
     term.expect("> ")
+    term.type("/stats\r")
+    assert "scale per reply: 1 as the model came\r" in term.expect("> ")
     term.type("/exit\r")
     assert term.wait() == 0

@@ -319,6 +319,23 @@ def _scale_note(stats: TurnStats) -> str | None:
     )
 
 
+def scale_history(history: list[TurnStats]) -> str:
+    """--yarn dynamic: which replies ran at which scale, e.g. "1-3 as the model came; 4-5 YaRN x1.25"."""
+    spans: list[list[Any]] = []  # [first, last, scale, seconds to rescale]
+    for number, stats in enumerate(history, start=1):
+        if spans and spans[-1][2] == stats.scale and not stats.rescaled:
+            spans[-1][1] = number
+        else:
+            spans.append([number, number, stats.scale, stats.rescale_seconds if stats.rescaled else None])
+    parts = []
+    for first, last, scale, seconds in spans:
+        replies = str(first) if first == last else f"{first}-{last}"
+        what = "as the model came" if scale is None else f"YaRN x{scale:g}"
+        cost = f" (rescaled in {seconds:.2f} s)" if seconds is not None else ""
+        parts.append(f"{replies} {what}{cost}")
+    return "; ".join(parts)
+
+
 def _stats_line(stats: TurnStats) -> str:
     prompt = f"prompt {stats.prompt_tps:.1f} tok/s" if stats.prompt_evaluated > 1 else "prompt cached"
     if not stats.prompt_counted:
@@ -349,7 +366,7 @@ def _repl(session: Session, *, stream: bool) -> None:
     with contextlib.suppress(ImportError):
         import readline  # noqa: F401  (line editing and history for input())
     err.print("[dim]Type /help for commands, /exit or Ctrl-D to leave.[/]")
-    last: TurnStats | None = None
+    history: list[TurnStats] = []  # the replies since the conversation began or was cleared
     while True:
         try:
             text = _read_message()
@@ -364,12 +381,14 @@ def _repl(session: Session, *, stream: bool) -> None:
         if text.startswith("/"):
             command, _, arg = text.strip().partition(" ")
             try:
-                if _command(session, command, arg.strip(), last, stream):
+                if _command(session, command, arg.strip(), history, stream):
                     return
             except YarnCliError as exc:
                 show_error(str(exc))
             continue
-        last = _turn(session, partial(session.reply, text), stream) or last
+        stats = _turn(session, partial(session.reply, text), stream)
+        if stats is not None:
+            history.append(stats)
 
 
 def _turn(session: Session, run: Any, stream: bool) -> TurnStats | None:
@@ -393,7 +412,7 @@ def _turn(session: Session, run: Any, stream: bool) -> TurnStats | None:
     return stats
 
 
-def _command(session: Session, command: str, arg: str, last: TurnStats | None, stream: bool) -> bool:
+def _command(session: Session, command: str, arg: str, history: list[TurnStats], stream: bool) -> bool:
     """Run a /command; True means leave."""
     if command in ("/exit", "/quit", "/bye"):
         return True
@@ -401,9 +420,12 @@ def _command(session: Session, command: str, arg: str, last: TurnStats | None, s
         err.print(REPL_HELP, markup=False)
     elif command == "/clear":
         session.clear()
+        history.clear()
         err.print("[dim]Conversation cleared.[/]")
     elif command == "/regen":
-        _turn(session, session.regenerate, stream)
+        stats = _turn(session, session.regenerate, stream)
+        if stats is not None:
+            history[-1:] = [stats]  # the regenerated reply replaces the last one
     elif command == "/system":
         session.conversation.system = arg or None
         err.print(f"[dim]System prompt {'set' if arg else 'removed'}.[/]")
@@ -412,11 +434,14 @@ def _command(session: Session, command: str, arg: str, last: TurnStats | None, s
         tokens, _ = session.prompt_tokens(session.conversation.messages())
         room = f" of {session.n_ctx}" if session.n_ctx else ""
         err.print(f"{turns} messages, {len(tokens)} tokens{room} in the context")
-        if last is not None:
+        if history:
+            last = history[-1]
             err.print(
                 f"last reply: {last.completion_tokens} tokens, {_stats_line(last)}, "
                 f"first token after {last.first_token_ms:.0f} ms"
             )
+        if getattr(session, "dynamic", None) is not None and history:
+            err.print(f"scale per reply: {scale_history(history)}")
     elif command in ("/save", "/load"):
         if not arg:
             raise InputError(f"{command} needs a file name")
@@ -427,6 +452,7 @@ def _command(session: Session, command: str, arg: str, last: TurnStats | None, s
             from yarn_cli.conversation import Conversation
 
             session.conversation = Conversation.load(Path(arg))
+            history.clear()  # its replies were another session's
             err.print(f"[dim]Loaded {len(session.conversation.turns)} messages from {escape(arg)}.[/]")
     else:
         raise InputError(f"unknown command {command}; /help lists them")
