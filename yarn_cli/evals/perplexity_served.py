@@ -142,7 +142,8 @@ def run_perplexity_served(
             except ContextExceededError as exc:
                 raise ServerError(
                     f"{exc}; score shorter --contexts, or raise the server's context (llama-server -c, "
-                    "llama-cpp-python --n_ctx, vLLM --max-model-len)"
+                    "llama-cpp-python --n_ctx, vLLM --max-model-len; llama-server gives no more than the model's "
+                    "trained context, so a longer one needs a file extended by yarn-cli convert)"
                 ) from exc
             evaluated += scores.prompt_tokens or len(scores.tokens) + w
             seen = len(scores.tokens)
