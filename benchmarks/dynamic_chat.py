@@ -37,7 +37,7 @@ from yarn_cli.llama.session import ChatSession
 from yarn_cli.model import Model, open_model
 from yarn_cli.sampling import Sampling
 
-ASK = "What is the pass key? Answer with the number only."
+ASK = "Tell me the pass key."  # the phrasing SmolLM2-135M answers with the number (3/3 at 3k)
 FILL = "Here is more text. Reply with OK only."
 MODES = ("none", "static-x4", "dynamic")
 
@@ -58,7 +58,7 @@ def run_conversation(
         if room > 50:
             session.sampling = replace(sampling, max_tokens=4)
             session.reply(f"{filler(int(room * chars_per_token))}\n{FILL}")
-        session.sampling = replace(sampling, max_tokens=10)
+        session.sampling = replace(sampling, max_tokens=24)  # digits are single tokens in some vocabularies
         started = time.perf_counter()
         answer, stats = session.reply(ASK)
         asked.append(
@@ -127,7 +127,7 @@ def main() -> None:
             walls[mode].append(time.perf_counter() - started)
             for row in asked:
                 records.append({"trial": trial, "mode": mode, "key": key, **row})
-            marks = " ".join(f"{r['size'] // 1024}k:{'ok' if r['correct'] else r['answer'][:8]!r}" for r in asked)
+            marks = " ".join(f"{r['size'] // 1024}k:{'ok' if r['correct'] else r['answer'][:24]!r}" for r in asked)
             print(f"trial {trial + 1} {mode:9} {walls[mode][-1]:7.1f} s  {marks}", flush=True)
     print(f"\n{'size':>6} " + " ".join(f"{m:>22}" for m in MODES))
     for size in sizes:

@@ -82,11 +82,13 @@ def test_block_scoring_equals_whole_batch_log_softmax(workers: int) -> None:
     whole -= logits[np.arange(len(logits)), targets]
     wide = logits.astype(np.float64)
     exact = np.log(np.exp(wide).sum(axis=1)) - wide[np.arange(len(wide)), targets]
-    out = np.full(len(logits), np.nan)
+    first, again = np.full(len(logits), np.nan), np.full(len(logits), np.nan)
     with LogitScorer(49_152, workers=workers) as scorer:
-        scorer.score(logits, targets, out)
-        scorer.score(logits, targets, out)  # buffers are reused, not accumulated into
-    np.testing.assert_array_equal(out, whole)
+        scorer.score(logits, targets, first)
+        scorer.score(logits, targets, again)  # the reused buffers carry nothing over from the first batch
+    np.testing.assert_array_equal(first, whole)
+    np.testing.assert_array_equal(again, whole)
+    out = first
     np.testing.assert_allclose(out, exact, rtol=1e-6)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,7 +80,7 @@ def test_perplexity_over_a_server_equals_the_local_figure_less_the_first_token(
     args = ("perplexity", "--server", f"smol={server.url}", "--text", "book.txt", "--contexts", "128,256")
     result = run_cli(*args, "--tokenizer", smol_bos, "--chunks", "2", "--json", "run.json", "--plot", "run.png")
     assert result.returncode == 0, result.stderr
-    assert "smol" in result.stdout and "one token fewer" in result.stderr
+    assert "smol" in result.stdout and "counts one token fewer" in result.stderr
     assert_drawn_png(tmp_path / "run.png")
     record = json.loads((tmp_path / "run.json").read_text())
     assert record["model"]["servers"][0] == {
@@ -145,7 +146,8 @@ def test_a_server_that_cuts_the_window_is_reported_not_scored(
             "--text", "book.txt", "--contexts", "128,256", "--json", "run.json",
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "cut" in result.stdout and "cut the prompt" in result.stderr and "not scored" in result.stderr
+    assert re.search(r"│ cut\s+│\s+cut\s+│\s+cut\s+│", result.stdout), result.stdout  # its row: no figures
+    assert "cut the prompt" in result.stderr and "not scored" in result.stderr
     record = json.loads((tmp_path / "run.json").read_text())
     assert set(record["truncated"]) == {"cut"}
     assert {r["variant"] for r in record["results"]} == {"full"}

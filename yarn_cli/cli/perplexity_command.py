@@ -63,7 +63,7 @@ def perplexity_command(
             "--server",
             metavar="[LABEL=]URL",
             help="Score a served model instead, from the log-probabilities its server gives a prompt's tokens "
-            "(llama-cpp-python's server, vLLM). Give it more than once to compare servers.",
+            "(llama-cpp-python's server; vLLM's should work, untested). Give it more than once to compare servers.",
             rich_help_panel="Served models",
         ),
     ] = None,
@@ -216,10 +216,14 @@ def _served(
             f"{label} cut the prompt ({what}): not scored. Raise the server's context (Ollama: num_ctx or "
             "OLLAMA_CONTEXT_LENGTH; llama-server: -c) to score these contexts"
         )
+    fewer = any(r.tokens < chunks * (r.context - 1) for r in run.results)
+    note = "; the server gives a window's first text token no score, so it counts one token fewer" if fewer else ""
     say(
         f"over {len(servers)} server(s), {chunks} chunk(s); {run.evaluated_tokens:,} prompt tokens in "
-        f"{run.seconds:.1f} s; a served window scores one token fewer than a local one (the first has no score)"
+        f"{run.seconds:.1f} s{note}"
     )
+    if plot is not None and not run.results:
+        warn(f"no server was scored, so {plot} was not drawn")
 
 
 def _table(results: list[PerplexityResult], contexts: list[int], variants: list[str], native: int | None) -> Table:

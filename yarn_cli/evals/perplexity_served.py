@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from yarn_cli.errors import InputError, ServerError
 from yarn_cli.evals.perplexity import PerplexityResult
-from yarn_cli.serving.client import ContextExceededError, ServerClient
+from yarn_cli.serving.client import ContextExceededError, PromptScores, ServerClient
 
 # A server may retokenize a window's text a token or two differently at its ends.
 TOKEN_SLACK = 2
@@ -40,6 +40,15 @@ class TokenSource(Protocol):
     def tokens(self, text: str) -> list[int]: ...
 
     def text(self, tokens: list[int]) -> str: ...
+
+
+def strips_space(source: TokenSource) -> bool:
+    """Whether the source's text of a window starts with a space its tokenizer adds back.
+
+    SentencePiece vocabularies mark a word start with a space that detokenizing keeps; the server
+    adds it again when it tokenizes (its space prefix), which would shift every position by one.
+    """
+    return source.text(source.tokens("hello")).startswith(" ")
 
 
 class ServerTokens:
@@ -71,13 +80,34 @@ class ServerTokens:
         return found
 
 
-def check_alignment(client: ServerClient) -> None:
+def window_text(source: TokenSource, tokens: list[int], strip: bool) -> str:
+    text = source.text(tokens)
+    return text[1:] if strip and text.startswith(" ") else text
+
+
+def text_scores(scores: PromptScores, bos: bool, expected: int) -> list[float | None]:
+    """The echo's entries for the prompt's text tokens: without an echoed BOS or the generated token.
+
+    ``expected``: how many text tokens were sent, used where the server does not count them.
+    """
+    n = scores.prompt_tokens - int(bos) if scores.prompt_tokens else expected
+    # llama-cpp-python echoes the text and the generated token; vLLM the BOS, the text and it
+    lead = 1 if bos and len(scores.logprobs) - n > scores.completion_tokens else 0
+    return scores.logprobs[lead : lead + n]
+
+
+def check_alignment(client: ServerClient, source: TokenSource, strip: bool) -> None:
     """Refuse a server whose prompt log-probabilities do not line up with its own generation."""
-    echo = client.prompt_logprobs(ALIGNMENT_PROBE, top=5)
-    if len(echo.tokens) < 3 or echo.top[-1] is None:
-        raise ServerError(f"{client.url} echoed too little of a {len(ALIGNMENT_PROBE)}-character prompt to check")
-    generated = client.next_token(ALIGNMENT_PROBE[: echo.offsets[-1]], top=5)
-    echoed = echo.top[-1]
+    tokens = source.tokens(ALIGNMENT_PROBE)
+    echo = client.prompt_logprobs(window_text(source, tokens, strip), top=5)
+    n = echo.prompt_tokens - int(source.bos) if echo.prompt_tokens else len(tokens)
+    lead = 1 if source.bos and len(echo.logprobs) - n > echo.completion_tokens else 0
+    last = lead + n - 1
+    if n < 3 or last >= len(echo.top) or echo.top[last] is None:
+        raise ServerError(f"{client.url} echoed too little of a {len(tokens)}-token prompt to check it")
+    echoed = echo.top[last]
+    assert echoed is not None
+    generated = client.next_token(window_text(source, tokens[:-1], strip), top=5)
     best = max(generated, key=lambda token: generated[token])
     if best not in echoed or abs(echoed[best] - generated[best]) > ALIGNMENT_TOLERANCE:
         raise ServerError(
@@ -116,8 +146,9 @@ def run_perplexity_served(
 ) -> ServedPerplexityRun:
     """Score ``text`` at every context on every server; a server that cut a window is reported, not scored."""
     check_served_settings(contexts, chunks)
+    strip = strips_space(source)
     for _, client in servers:
-        check_alignment(client)
+        check_alignment(client, source, strip)
     stream = source.tokens(text)
     w = int(source.bos)
     longest = max(contexts)
@@ -127,7 +158,7 @@ def run_perplexity_served(
             f"the text has {len(stream):,} tokens but {chunks} chunk(s) of {longest:,} need {span:,}: give a "
             "longer text, fewer --chunks or shorter --contexts"
         )
-    windows = [source.text(stream[k * (longest - w) : (k + 1) * (longest - w)]) for k in range(chunks)]
+    windows = [window_text(source, stream[k * (longest - w) : (k + 1) * (longest - w)], strip) for k in range(chunks)]
     if on_start:
         on_start(len(servers) * chunks * longest)
     sums: dict[tuple[str, int], float] = {}
@@ -145,14 +176,14 @@ def run_perplexity_served(
                     "llama-cpp-python --n_ctx, vLLM --max-model-len; llama-server gives no more than the model's "
                     "trained context, so a longer one needs a file extended by yarn-cli convert)"
                 ) from exc
-            evaluated += scores.prompt_tokens or len(scores.tokens) + w
-            seen = len(scores.tokens)
-            if seen < longest - w - TOKEN_SLACK:
-                truncated[label] = f"saw {seen:,} of {longest - w:,} tokens"
+            entries = text_scores(scores, source.bos, longest - w)
+            evaluated += scores.prompt_tokens or len(entries) + w
+            if len(entries) < longest - w - TOKEN_SLACK:
+                truncated[label] = f"saw {len(entries):,} of {longest - w:,} tokens"
                 break
             for c in contexts:
-                # positions 1 .. c-1-w of the echo: the tokens a local run scores, less the first
-                values = [v for v in scores.logprobs[1 : c - w] if v is not None]
+                # the text tokens a local run scores in its first c positions, less any the server left without
+                values = [v for v in entries[: c - w] if v is not None]
                 key = (label, c)
                 sums[key] = sums.get(key, 0.0) - math.fsum(values)
                 counts[key] = counts.get(key, 0) + len(values)
@@ -164,6 +195,8 @@ def run_perplexity_served(
             continue
         for c in sorted(contexts):
             key = (label, c)
+            if not counts.get(key):
+                raise ServerError(f"{label} echoed no log-probability for the first {c:,} tokens of a window")
             mean = sums[key] / counts[key]
             results.append(PerplexityResult(label, c, math.exp(mean), counts[key], mean))
     return ServedPerplexityRun(
@@ -200,7 +233,6 @@ def served_perplexity_record(
             "stride": None,
             "protocol": "nested",
             "bos": run.bos,
-            "scored_per_window": "context minus one token less than a local run: a server gives the first none",
             "text": text | {"tokens": run.text_tokens},
         },
         "software": software,

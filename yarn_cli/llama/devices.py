@@ -53,8 +53,14 @@ def _ggml() -> ctypes.CDLL:
 
 
 def devices() -> list[Device]:
-    """Every device llama.cpp registered, with its memory now (free memory changes: not cached)."""
-    lib = _ggml()
+    """Every device llama.cpp registered, with its memory now (free memory changes: not cached).
+
+    Empty where ggml's device API cannot be reached through llama-cpp-python's library handle.
+    """
+    try:
+        lib = _ggml()
+    except (AttributeError, OSError):
+        return []
     found = []
     for i in range(lib.ggml_backend_dev_count()):
         dev = lib.ggml_backend_dev_get(i)

@@ -117,6 +117,7 @@ def negative_log_likelihoods(
                 batch.logits[i] = True
             began = time.perf_counter()
             code = llama_cpp.llama_decode(ctx, batch)
+            llama_cpp.llama_synchronize(ctx)  # a GPU finishes the batch here, not inside the scoring
             decoded = time.perf_counter()
             timings.decode += decoded - began
             if code != 0:

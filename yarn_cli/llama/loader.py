@@ -133,7 +133,10 @@ def captured_log(echo: bool) -> Iterator[list[str]]:
     with _log_lock:
         _log_lines.clear()
         _log_capture = True
-        if echo and _log_echo_fd is None:
+        if _log_echo_fd is not None:  # a copy of the stderr of now, not of an earlier load
+            os.close(_log_echo_fd)
+            _log_echo_fd = None
+        if echo:
             _log_echo_fd = os.dup(2)
         try:
             yield _log_lines

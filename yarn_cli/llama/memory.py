@@ -33,7 +33,8 @@ def kv_memory(model: Model, n_gpu_layers: int) -> tuple[int | None, str]:
     split; the host's memory is the one checked then.
     """
     n_layers = model.shape.n_layers
-    every_layer = n_gpu_layers < 0 or (n_layers is not None and n_gpu_layers >= n_layers)
+    # llama.cpp counts the output layer too: -ngl n_layers leaves the first block (and its cache) on the CPU
+    every_layer = n_gpu_layers < 0 or (n_layers is not None and n_gpu_layers > n_layers)
     on_gpu = gpus() if every_layer else []
     if on_gpu:
         names = ", ".join(d.name for d in on_gpu)

@@ -37,16 +37,21 @@ class Completion:
 
 @dataclass(frozen=True)
 class PromptScores:
-    """A prompt's tokens as the server saw them, each with its log-probability given the ones before.
+    """What a server echoed of a prompt: per token, its log-probability given the ones before.
 
-    The first token has none (nothing before it, or only a BOS the server does not echo).
+    Servers differ in what the echo holds besides the prompt's text tokens (a BOS at its start, the
+    generated token at its end), so the usage counts come with it; the first entry has no value.
     """
 
     tokens: list[str]
     logprobs: list[float | None]
-    offsets: list[int]  # where each token starts in the prompt's text
     top: list[dict[str, float] | None]  # the most likely tokens at each position, as the server gave them
     prompt_tokens: int | None  # usage.prompt_tokens: a BOS included where the server adds one
+    completion_tokens: int  # usage.completion_tokens (1 when not reported: one was asked for)
+
+
+class ServerStatusError(ServerError):
+    """The server answered a request with an HTTP error status."""
 
 
 class ContextExceededError(ServerError):
@@ -199,33 +204,29 @@ class ServerClient:
         }  # fmt: skip
         try:
             data = self._request("POST", f"{self.url}/completions", json=body)
-        except ContextExceededError:
-            raise
-        except ServerError as exc:
+        except ServerStatusError as exc:  # a refusal; a dead or slow server keeps its own message
             raise ServerError(
                 f"{self.url} gives no log-probabilities of a prompt ({exc}); llama-cpp-python's server gives them "
-                "unless started with --logits_all false, vLLM does, llama-server and Ollama do not"
+                "unless started with --logits_all false, llama-server and Ollama do not"
             ) from exc
         try:
-            choice = data["choices"][0]
-            scores = choice["logprobs"]
-            offsets = [int(o) for o in scores["text_offset"]]
-            # the echo ends with the generated token, which starts where the prompt ends
-            n = sum(1 for o in offsets if o < len(text))
+            scores = data["choices"][0]["logprobs"]
+            values = scores["token_logprobs"]
             usage = data.get("usage") or {}
-            counted = usage.get("prompt_tokens")
-            top_entries = scores.get("top_logprobs") or [None] * len(offsets)
+            counted, generated = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            top_entries = scores.get("top_logprobs") or [None] * len(values)
             return PromptScores(
-                tokens=[str(t) for t in scores["tokens"][:n]],
-                logprobs=[None if v is None else float(v) for v in scores["token_logprobs"][:n]],
-                offsets=offsets[:n],
-                top=[None if e is None else {str(k): float(v) for k, v in e.items()} for e in top_entries[:n]],
+                tokens=[str(t) for t in scores["tokens"]],
+                logprobs=[None if v is None else float(v) for v in values],
+                top=[None if e is None else {str(k): float(v) for k, v in e.items()} for e in top_entries],
                 prompt_tokens=int(counted) if isinstance(counted, int) and counted > 0 else None,
+                completion_tokens=int(generated) if isinstance(generated, int) and generated >= 0 else 1,
             )
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             raise ServerError(
-                f"{self.url}/completions echoed no log-probabilities of the prompt ({exc!r}); llama-cpp-python's "
-                "server gives them unless started with --logits_all false, llama-server and Ollama give none"
+                f"{self.url}/completions echoed no log-probabilities of the prompt (no logprobs.token_logprobs); "
+                "llama-cpp-python's server gives them unless started with --logits_all false, llama-server and "
+                "Ollama give none"
             ) from exc
 
     def next_token(self, text: str, top: int = 5) -> dict[str, float]:
@@ -312,7 +313,7 @@ class ServerClient:
                 )
             if status == 404:
                 raise ServerError(f"{url} does not exist (404: {message}); {_not_openai()}")
-            raise ServerError(f"{url} answered HTTP {status}: {message}")
+            raise ServerStatusError(f"{url} answered HTTP {status}: {message}")
         try:
             return response.json()
         except ValueError as exc:
