@@ -22,12 +22,13 @@ import pytest
 from helpers import assert_drawn_png, error_line
 from servers import FakeServer, LlamaServer, forward
 
+from yarn_cli.evals.perplexity_served import text_scores
 from yarn_cli.gguf.header import build_header, read_header
 from yarn_cli.gguf.values import boolean
 from yarn_cli.llama.evaluation import negative_log_likelihoods, vocabulary
 from yarn_cli.llama.loader import LoadOptions, load_model
 from yarn_cli.model import open_model
-from yarn_cli.serving.client import ServerClient
+from yarn_cli.serving.client import PromptScores, ServerClient
 
 TEXT = (Path(__file__).parent / "data" / "pride-and-prejudice-chapter-1.txt").read_text()
 
@@ -67,9 +68,11 @@ def test_the_servers_log_likelihoods_are_the_local_ones(server: LlamaServer, smo
     with ServerClient(server.url) as client:
         echo = client.prompt_logprobs(window)
     assert echo.prompt_tokens == len(tokens) + 1  # the text's tokens and the BOS
-    assert len(echo.logprobs) == len(tokens) and echo.logprobs[0] is None
+    assert len(echo.logprobs) == len(tokens) + 1  # this server echoes the text and the generated token
+    entries = text_scores(echo, bos=True, expected=len(tokens))
+    assert len(entries) == len(tokens) and entries[0] is None  # no score for the first text token here
     local = local_nll(smol_bos, [1, *tokens])  # nll[i]: token i+1 given the ones before
-    served = -np.array(echo.logprobs[1:], dtype=np.float64)
+    served = -np.array(entries[1:], dtype=np.float64)
     np.testing.assert_allclose(served, local[1:], rtol=1e-3, atol=1e-3)
 
 
@@ -167,3 +170,26 @@ def test_bad_served_arguments(run_cli, tmp_path: Path, args: list[str], expected
     result = run_cli("perplexity", "--server", "http://127.0.0.1:9/v1", "--text", "book.txt", *args)
     assert result.returncode in (1, 2)
     assert expected in error_line(result)
+
+
+@pytest.mark.parametrize(
+    ("server", "logprobs", "prompt_tokens", "bos", "expected"),
+    [
+        ("llama-cpp-python, BOS model", [None, -2.0, -3.0], 3, True, [None, -2.0]),
+        ("vLLM (its documented echo), BOS model", [None, -1.0, -2.0, -3.0], 3, True, [-1.0, -2.0]),
+        ("llama-cpp-python, no BOS", [None, -2.0], 2, False, [None, -2.0]),
+        ("a server that counts nothing", [None, -2.0, -3.0], None, True, [None, -2.0]),
+    ],
+)
+def test_the_echo_is_read_per_server_convention(
+    server: str, logprobs: list[float | None], prompt_tokens: int | None, bos: bool, expected: list[float | None]
+) -> None:
+    """Two text tokens sent: an echoed BOS and the generated token are not the text's."""
+    echo = PromptScores(
+        tokens=["?"] * len(logprobs),
+        logprobs=logprobs,
+        top=[None] * len(logprobs),
+        prompt_tokens=prompt_tokens,
+        completion_tokens=1,
+    )
+    assert text_scores(echo, bos=bos, expected=2) == expected
