@@ -1,8 +1,11 @@
 """chat --yarn dynamic against a static YaRN x4 file and the unscaled model, in a growing conversation.
 
 Each trial is one conversation through yarn-cli's own chat session (greedy): the first turn hides
-a pass key in filler (the paper's passkey text), later turns add filler, and when the conversation
-reaches each of --sizes tokens the model is asked for the key. The same conversations run in three
+a pass key in filler (the paper's passkey text), and a filler turn brings the conversation to each
+of --sizes tokens and asks for the key at its end (asked in a turn of its own after filler turns,
+SmolLM2-135M starts "The pass key is" and stops, even inside its context). The question and answer
+are then replaced by a plain filler turn answered "OK", so each question finds the key in the first
+turn, not in an earlier answer. The same conversations run in three
 modes, alternating which goes first: `none` (the model as it came), `static-x4` (a YaRN x4 file
 written by yarn-cli convert) and `dynamic` (chat --yarn dynamic: as it came, then the smallest
 ladder scale that holds the conversation, the model reloaded and the conversation evaluated again).
@@ -37,7 +40,7 @@ from yarn_cli.llama.session import ChatSession
 from yarn_cli.model import Model, open_model
 from yarn_cli.sampling import Sampling
 
-ASK = "Tell me the pass key."  # the phrasing SmolLM2-135M answers with the number (3/3 at 3k)
+ASK = "Tell me the pass key."  # "What is the pass key? Answer with the number only." got 0/3 at 3k
 FILL = "Here is more text. Reply with OK only."
 MODES = ("none", "static-x4", "dynamic")
 
@@ -54,13 +57,15 @@ def run_conversation(
     asked = []
     for size in sizes:
         current = len(session.prompt_tokens(session.conversation.messages())[0])
-        room = size - current - 80  # the question, its template and the answer
-        if room > 50:
-            session.sampling = replace(sampling, max_tokens=4)
-            session.reply(f"{filler(int(room * chars_per_token))}\n{FILL}")
+        room = max(0, size - current - 60)  # the question, the template's tokens and the answer
+        text = filler(int(room * chars_per_token))
         session.sampling = replace(sampling, max_tokens=24)  # digits are single tokens in some vocabularies
         started = time.perf_counter()
-        answer, stats = session.reply(ASK)
+        answer, stats = session.reply(f"{text}\n{ASK}")
+        # The question is a probe, not part of the conversation: the turn stays as a filler turn answered
+        # "OK", so a later question must find the key in the first turn, not in an earlier answer.
+        turns = session.conversation.turns
+        turns[-2:] = [{"role": "user", "content": f"{text}\n{FILL}"}, {"role": "assistant", "content": "OK"}]
         asked.append(
             {
                 "size": size,
@@ -127,6 +132,8 @@ def main() -> None:
             walls[mode].append(time.perf_counter() - started)
             for row in asked:
                 records.append({"trial": trial, "mode": mode, "key": key, **row})
+            if args.json:  # after every conversation: a run stopped early keeps what it measured
+                args.json.write_text(json.dumps({"sizes": sizes, "records": records, "walls": walls}, indent=2))
             marks = " ".join(f"{r['size'] // 1024}k:{'ok' if r['correct'] else r['answer'][:24]!r}" for r in asked)
             print(f"trial {trial + 1} {mode:9} {walls[mode][-1]:7.1f} s  {marks}", flush=True)
     print(f"\n{'size':>6} " + " ".join(f"{m:>22}" for m in MODES))
@@ -141,8 +148,6 @@ def main() -> None:
             cells.append(f"{right}/{len(rows)} {seconds:6.1f}s {scale:>6}")
         print(f"{size // 1024:>5}k " + " ".join(f"{c:>22}" for c in cells))
     print("median conversation time: " + ", ".join(f"{m} {statistics.median(w):.1f} s" for m, w in walls.items()))
-    if args.json:
-        args.json.write_text(json.dumps({"sizes": sizes, "records": records, "walls": walls}, indent=2))
 
 
 if __name__ == "__main__":
