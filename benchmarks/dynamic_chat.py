@@ -13,6 +13,7 @@ Prints accuracy and time per size and mode. Target: dynamic matches none below t
 and static x4 beyond it, within the noise of the trial count.
 
     python benchmarks/dynamic_chat.py [--model M.gguf] [--sizes 6k,12k,24k] [--trials 3] [-t 2] [-ngl N]
+        [-c N (default: the largest size + 256)] [--modes none,static-x4,dynamic]
 """
 
 from __future__ import annotations
@@ -96,6 +97,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-t", "--threads", type=int, default=None)
     parser.add_argument("-ngl", "--gpu-layers", type=int, default=None)
+    parser.add_argument("-c", "--ctx-size", type=int, default=None, help="the context (it caps dynamic's scale)")
+    parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--json", type=Path, help="write every answer here")
     args = parser.parse_args()
     if args.model is None:
@@ -104,7 +107,8 @@ def main() -> None:
         args.model = str(default_model_path())
     model = open_model(args.model)
     sizes = parse_lengths(args.sizes, "--sizes")
-    options = LoadOptions(n_ctx=max(sizes) + 256, n_threads=args.threads, n_gpu_layers=args.gpu_layers)
+    options = LoadOptions(n_ctx=args.ctx_size or max(sizes) + 256, n_threads=args.threads, n_gpu_layers=args.gpu_layers)
+    modes = tuple(m for m in MODES if m in args.modes.split(","))
     sampling = Sampling(temp=0.0)
     with vocabulary(model) as vocab:
         sample = " ".join([GARBAGE] * 200)
@@ -119,9 +123,9 @@ def main() -> None:
         flush=True,
     )
     records: list[dict[str, Any]] = []
-    walls: dict[str, list[float]] = {m: [] for m in MODES}
+    walls: dict[str, list[float]] = {m: [] for m in modes}
     for trial, key in enumerate(keys):
-        order = MODES if trial % 2 == 0 else MODES[::-1]
+        order = modes if trial % 2 == 0 else modes[::-1]
         for mode in order:
             started = time.perf_counter()
             session = open_session(mode, model, x4, options, sampling)
@@ -136,10 +140,10 @@ def main() -> None:
                 args.json.write_text(json.dumps({"sizes": sizes, "records": records, "walls": walls}, indent=2))
             marks = " ".join(f"{r['size'] // 1024}k:{'ok' if r['correct'] else r['answer'][:24]!r}" for r in asked)
             print(f"trial {trial + 1} {mode:9} {walls[mode][-1]:7.1f} s  {marks}", flush=True)
-    print(f"\n{'size':>6} " + " ".join(f"{m:>22}" for m in MODES))
+    print(f"\n{'size':>6} " + " ".join(f"{m:>22}" for m in modes))
     for size in sizes:
         cells = []
-        for mode in MODES:
+        for mode in modes:
             rows = [r for r in records if r["mode"] == mode and r["size"] == size]
             right = sum(r["correct"] for r in rows)
             scales = sorted({r["scale"] for r in rows}, key=lambda s: s or 0)  # dynamic's choice at this size
