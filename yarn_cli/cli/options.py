@@ -30,3 +30,6 @@ ServerModelOption = Annotated[
         rich_help_panel="Served models",
     ),
 ]
+ServerTimeoutOption = Annotated[
+    float, typer.Option("--timeout", help="Seconds to wait for one answer.", rich_help_panel="Served models")
+]

@@ -11,8 +11,16 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ServerModelOption, ThreadsOption
+from yarn_cli.cli.options import (
+    FlashAttnOption,
+    GpuLayersOption,
+    ModelArgument,
+    ServerModelOption,
+    ServerTimeoutOption,
+    ThreadsOption,
+)
 from yarn_cli.cli.render import WorkProgress, check_run_outputs, out, save_figure, say, warn
+from yarn_cli.cli.served import gguf_tokenizer, open_servers, served_endpoints, served_gguf
 from yarn_cli.errors import InputError, ServerError, YarnCliError
 from yarn_cli.evals.lengths import default_lengths, parse_lengths
 from yarn_cli.evals.passkey import (
@@ -102,9 +110,7 @@ def passkey_command(
     parallel: Annotated[
         int, typer.Option(help="Requests in flight at once (servers batch them).", rich_help_panel="Served models")
     ] = 1,
-    timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for one answer.", rich_help_panel="Served models")
-    ] = DEFAULT_READ_TIMEOUT,
+    timeout: ServerTimeoutOption = DEFAULT_READ_TIMEOUT,
 ) -> None:
     """Hide a pass key in filler text and check, per length and variant, that the model finds it.
 
@@ -116,17 +122,9 @@ def passkey_command(
     if servers:
         local_only = {"--compare": compare != "as-is", "-ngl": gpu_layers is not None, "-t": threads is not None,
                       "-fa": flash_attn, "--no-reuse": no_reuse}  # fmt: skip
-        used = [name for name, given in local_only.items() if given]
-        if used:
-            raise InputError(
-                f"{', '.join(used)} applies to a model run here, not to --server (compare servers by giving "
-                "--server LABEL=URL more than once)"
-            )
-        if model is not None and tokenizer is not None:
-            raise InputError("give the served GGUF once: as MODEL or as --tokenizer")
+        served = served_gguf(local_only, model, tokenizer)
         _served(
-            servers, server_model, tokenizer or (Path(model) if model is not None else None), lengths, trials,
-            depths, seed, parallel, timeout, json_path, csv_path, plot,
+            servers, server_model, served, lengths, trials, depths, seed, parallel, timeout, json_path, csv_path, plot,
         )  # fmt: skip
         return
     opened = open_model(model)
@@ -230,12 +228,9 @@ def _served(
     plot: Path | None,
 ) -> None:
     # httpx and the served-run code are imported here: a local run does not need them
-    from yarn_cli.evals.passkey_served import CalibratedCounter, parse_endpoints, run_passkey_served, served_record
-    from yarn_cli.serving.client import ServerClient
+    from yarn_cli.evals.passkey_served import CalibratedCounter, run_passkey_served, served_record
 
-    endpoints = parse_endpoints(values)
-    if not timeout > 0:
-        raise InputError(f"--timeout must be a positive number of seconds, got {timeout:g}")
+    endpoints = served_endpoints(values, timeout)
     gguf = open_model(tokenizer) if tokenizer is not None else None
     if lengths:
         wanted = parse_lengths(lengths)
@@ -244,16 +239,14 @@ def _served(
     else:
         raise InputError("give --lengths (or the served GGUF with --tokenizer, whose context sets the default)")
     with contextlib.ExitStack() as stack:
-        servers = [
-            (e.label, stack.enter_context(ServerClient(e.url, server_model, read_timeout=timeout))) for e in endpoints
-        ]
+        servers = open_servers(stack, endpoints, server_model, timeout)
         estimated = False
         if gguf is not None:
             from yarn_cli.llama.evaluation import vocabulary  # llama.cpp only when a run starts
 
             vocab = stack.enter_context(vocabulary(gguf))
             tokenize: Callable[[str], list[int]] = partial(vocab.tokenize, add_bos=True)
-            tokenizer_info: dict[str, Any] | str = {"header_sha256": gguf.header.fingerprint(), "path": str(gguf.path)}
+            tokenizer_info: dict[str, Any] | str = gguf_tokenizer(gguf)
         else:
             first = servers[0][1]
             if first.tokenize("probe") is None:

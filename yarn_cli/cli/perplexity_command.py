@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ServerModelOption, ThreadsOption
+from yarn_cli.cli.options import (
+    FlashAttnOption,
+    GpuLayersOption,
+    ModelArgument,
+    ServerModelOption,
+    ServerTimeoutOption,
+    ThreadsOption,
+)
 from yarn_cli.cli.render import WorkProgress, check_run_outputs, err, out, save_figure, say, warn
+from yarn_cli.cli.served import gguf_tokenizer, open_servers, served_endpoints, served_gguf
 from yarn_cli.errors import InputError
 from yarn_cli.evals.lengths import default_lengths, parse_lengths
 from yarn_cli.evals.perplexity import PerplexityResult, PerplexitySettings, read_text, run_perplexity
@@ -75,9 +84,7 @@ def perplexity_command(
             rich_help_panel="Served models",
         ),
     ] = None,
-    timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for one answer.", rich_help_panel="Served models")
-    ] = DEFAULT_READ_TIMEOUT,
+    timeout: ServerTimeoutOption = DEFAULT_READ_TIMEOUT,
 ) -> None:
     """Score a long text at several context lengths, under several RoPE scalings.
 
@@ -88,15 +95,7 @@ def perplexity_command(
     if servers:
         local_only = {"--compare": compare != "as-is", "--stride": stride is not None, "--no-nesting": no_nesting,
                       "-ngl": gpu_layers is not None, "-t": threads is not None, "-fa": flash_attn}  # fmt: skip
-        used = [name for name, given in local_only.items() if given]
-        if used:
-            raise InputError(
-                f"{', '.join(used)} applies to a model run here, not to --server (compare servers by giving "
-                "--server LABEL=URL more than once)"
-            )
-        if model is not None and tokenizer is not None:
-            raise InputError("give the served GGUF once: as MODEL or as --tokenizer")
-        served = tokenizer or (Path(model) if model is not None else None)
+        served = served_gguf(local_only, model, tokenizer)
         _served(servers, server_model, served, text, contexts, chunks, timeout, json_path, csv_path, plot)
         return
     opened = open_model(model)
@@ -153,10 +152,7 @@ def _served(
     csv_path: Path | None,
     plot: Path | None,
 ) -> None:
-    import contextlib
-
     # httpx and the served-run code are imported here: a local run does not need them
-    from yarn_cli.evals.passkey_served import parse_endpoints
     from yarn_cli.evals.perplexity_served import (
         ServerTokens,
         check_served_settings,
@@ -165,11 +161,8 @@ def _served(
     )
     from yarn_cli.evals.records import software
     from yarn_cli.evals.records import write_csv as write_rows
-    from yarn_cli.serving.client import ServerClient
 
-    endpoints = parse_endpoints(values)
-    if not timeout > 0:
-        raise InputError(f"--timeout must be a positive number of seconds, got {timeout:g}")
+    endpoints = served_endpoints(values, timeout)
     gguf = open_model(tokenizer) if tokenizer is not None else None
     if contexts:
         wanted = parse_lengths(contexts, "--contexts")
@@ -181,14 +174,12 @@ def _served(
     source_text = read_text(text)
     check_run_outputs(json_path, csv_path, plot)
     with contextlib.ExitStack() as stack:
-        servers = [
-            (e.label, stack.enter_context(ServerClient(e.url, server_model, read_timeout=timeout))) for e in endpoints
-        ]
+        servers = open_servers(stack, endpoints, server_model, timeout)
         if gguf is not None:
             from yarn_cli.llama.evaluation import vocabulary  # llama.cpp only when a run starts
 
             tokens: Any = stack.enter_context(vocabulary(gguf))
-            tokenizer_info: dict[str, Any] | str = {"header_sha256": gguf.header.fingerprint(), "path": str(gguf.path)}
+            tokenizer_info: dict[str, Any] | str = gguf_tokenizer(gguf)
         else:
             tokens = ServerTokens(servers[0][1])
             tokenizer_info = f"server {servers[0][1].url}"
@@ -234,6 +225,7 @@ def _table(results: list[PerplexityResult], contexts: list[int], variants: list[
     table.add_column("variant")
     for c in contexts:
         table.add_column(f"{c:,}" + ("*" if native and c > native else ""), justify="right")
+    best = {c: min((r.ppl for r in results if r.context == c), default=None) for c in contexts}
     for variant in variants:
         cells = []
         row = {r.context: r for r in results if r.variant == variant}
@@ -241,9 +233,8 @@ def _table(results: list[PerplexityResult], contexts: list[int], variants: list[
             if c not in row:
                 cells.append("cut")  # the server truncated the window
                 continue
-            best = min(r.ppl for r in results if r.context == c)
             ppl = row[c].ppl
-            cells.append(f"[bold]{ppl:.2f}[/]" if ppl == best and len(variants) > 1 else f"{ppl:.2f}")
+            cells.append(f"[bold]{ppl:.2f}[/]" if ppl == best[c] and len(variants) > 1 else f"{ppl:.2f}")
         table.add_row(variant, *cells)
     return table
 

@@ -90,23 +90,26 @@ def text_scores(scores: PromptScores, bos: bool, expected: int) -> list[float | 
 
     ``expected``: how many text tokens were sent, used where the server does not count them.
     """
+    return scores.logprobs[_text_span(scores, bos, expected)]
+
+
+def _text_span(scores: PromptScores, bos: bool, expected: int) -> slice:
     n = scores.prompt_tokens - int(bos) if scores.prompt_tokens else expected
     # llama-cpp-python echoes the text and the generated token; vLLM the BOS, the text and it
     lead = 1 if bos and len(scores.logprobs) - n > scores.completion_tokens else 0
-    return scores.logprobs[lead : lead + n]
+    return slice(lead, lead + n)
 
 
 def check_alignment(client: ServerClient, source: TokenSource, strip: bool) -> None:
     """Refuse a server whose prompt log-probabilities do not line up with its own generation."""
     tokens = source.tokens(ALIGNMENT_PROBE)
     echo = client.prompt_logprobs(window_text(source, tokens, strip), top=5)
-    n = echo.prompt_tokens - int(source.bos) if echo.prompt_tokens else len(tokens)
-    lead = 1 if source.bos and len(echo.logprobs) - n > echo.completion_tokens else 0
-    last = lead + n - 1
-    if n < 3 or last >= len(echo.top) or echo.top[last] is None:
+    span = _text_span(echo, source.bos, len(tokens))
+    top = echo.top[span]
+    n = span.stop - span.start
+    echoed = top[-1] if n >= 3 and len(top) == n else None
+    if echoed is None:
         raise ServerError(f"{client.url} echoed too little of a {len(tokens)}-token prompt to check it")
-    echoed = echo.top[last]
-    assert echoed is not None
     generated = client.next_token(window_text(source, tokens[:-1], strip), top=5)
     best = max(generated, key=lambda token: generated[token])
     if best not in echoed or abs(echoed[best] - generated[best]) > ALIGNMENT_TOLERANCE:
@@ -218,14 +221,12 @@ def served_perplexity_record(
     run: ServedPerplexityRun,
     software: dict[str, Any],
 ) -> dict[str, Any]:
+    from yarn_cli.evals.passkey_served import served_record
     from yarn_cli.evals.perplexity import SCHEMA_VERSION
 
     return {
         "schema": SCHEMA_VERSION,
-        "model": {
-            "servers": [{"label": label, "url": client.url, "model": client.model} for label, client in servers],
-            "tokenizer": tokenizer,
-        },
+        "model": served_record(servers, tokenizer),
         "settings": {
             "contexts": list(contexts),
             "variants": [label for label, _ in servers],
