@@ -252,7 +252,7 @@ def test_chat_repl_with_a_served_model(server: LlamaServer, tmp_path: Path) -> N
 
 
 def test_a_server_without_a_tokenizer_is_sized_by_its_own_counts(run_cli, server: LlamaServer, tmp_path: Path) -> None:
-    """Ollama, LM Studio and vLLM's OpenAI API have no tokenize endpoint: sizes come from usage.prompt_tokens."""
+    """Ollama and LM Studio have no tokenize endpoint: sizes come from usage.prompt_tokens."""
 
     def no_tokenizer(request: Any, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
         if "tokenize" in path:
@@ -267,3 +267,49 @@ def test_a_server_without_a_tokenizer_is_sized_by_its_own_counts(run_cli, server
     assert record["model"]["tokenizer"].startswith("estimated from")
     for trial in record["trials"]:
         assert abs(trial["server_prompt_tokens"] - 1024) <= 0.03 * 1024 and not trial["truncated"]
+
+
+def vllm_tokenizer(target: str, fail_with: int | None = None) -> Any:
+    """A proxy whose tokenizer endpoints take vLLM's request shapes, as vLLM 0.32 answered them here.
+
+    vLLM's /tokenize takes ``prompt`` and refuses llama-server's ``content`` with a 400 validation
+    error; its /detokenize answers ``{"prompt": text}``; there is no /extras/. The tokens come from
+    the real server behind it. ``fail_with``: /tokenize fails with that status instead.
+    """
+
+    def handle(request: Any, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+        if path.startswith("/extras/"):
+            return 404, {"detail": "Not Found"}
+        if path == "/tokenize":
+            if fail_with is not None:
+                return fail_with, {"error": {"message": "engine dead"}}
+            if body is None or "prompt" not in body:
+                return 400, {"error": {"message": "2 validation errors: body.prompt Field required"}}
+            status, data = forward(target, "/extras/tokenize", {"input": body["prompt"]})
+            return status, {"count": len(data["tokens"]), "max_model_len": 2048, "tokens": data["tokens"]}
+        if path == "/detokenize":
+            status, data = forward(target, "/extras/detokenize", {"tokens": body["tokens"] if body else []})
+            return status, {"prompt": data["text"]}
+        return forward(target, path, body)
+
+    return handle
+
+
+def test_vllm_tokenizer_endpoints_size_the_prompts(run_cli, server: LlamaServer, tmp_path: Path) -> None:
+    direct = run_cli("passkey", "--server", server.url, "--lengths", "1k", "--trials", "2", "--json", "direct.json")
+    assert direct.returncode == 0, direct.stderr
+    with FakeServer(vllm_tokenizer(server.url)) as fake:
+        result = run_cli("passkey", "--server", fake.url, "--lengths", "1k", "--trials", "2", "--json", "vllm.json")
+    assert result.returncode == 0, result.stderr
+    assert "estimated" not in result.stderr  # sized by the server's own tokenizer, not by its counts
+    assert json.loads((tmp_path / "vllm.json").read_text())["model"]["tokenizer"].startswith("server")
+    assert answers(tmp_path / "vllm.json") == answers(tmp_path / "direct.json")
+    assert all(t["server_prompt_tokens"] == t["prompt_tokens"] == 1024 for t in trials(tmp_path / "vllm.json"))
+
+
+def test_a_tokenizer_endpoint_that_fails_ends_the_run(run_cli, server: LlamaServer) -> None:
+    """A 400 means "another server's request shape"; a 500 is the server's failure, not a missing tokenizer."""
+    with FakeServer(vllm_tokenizer(server.url, fail_with=500)) as fake:
+        result = run_cli("passkey", "--server", fake.url, "--lengths", "1k", "--trials", "1")
+    assert result.returncode == 1
+    assert "/tokenize answered HTTP 500: engine dead" in error_line(result)

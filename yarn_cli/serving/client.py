@@ -53,6 +53,10 @@ class PromptScores:
 class ServerStatusError(ServerError):
     """The server answered a request with an HTTP error status."""
 
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 class ContextExceededError(ServerError):
     """The server refused a prompt longer than its context."""
@@ -147,16 +151,29 @@ class ServerClient:
         return counted
 
     def context_size(self) -> int | None:
-        """The context a request gets, where the server says (llama-server's /props); None elsewhere."""
+        """The context a request gets, where the server says: llama-server's /props, vLLM's model list.
+
+        None elsewhere (llama-cpp-python, Ollama and LM Studio's OpenAI APIs do not say).
+        """
         try:
             data = self._request("GET", f"{self.root}/props", missing_ok=True)
         except ServerError:
+            data = None
+        if isinstance(data, dict):
+            settings = data.get("default_generation_settings")
+            n_ctx = (settings.get("n_ctx") if isinstance(settings, dict) else None) or data.get("n_ctx")
+            if isinstance(n_ctx, int) and n_ctx > 0:
+                return n_ctx
+        try:
+            listed = self._request("GET", f"{self.url}/models")
+        except ServerError:
             return None
-        if not isinstance(data, dict):
-            return None
-        settings = data.get("default_generation_settings")
-        n_ctx = (settings.get("n_ctx") if isinstance(settings, dict) else None) or data.get("n_ctx")
-        return int(n_ctx) if isinstance(n_ctx, int) and n_ctx > 0 else None
+        models = listed.get("data") if isinstance(listed, dict) else None
+        for entry in models if isinstance(models, list) else []:
+            if isinstance(entry, dict) and entry.get("id") == self.model:
+                length = entry.get("max_model_len")  # vLLM
+                return length if isinstance(length, int) and length > 0 else None
+        return None
 
     def stream_chat(self, body: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
         """The events of a streamed /v1/chat/completions answer; closing the generator ends the request.
@@ -245,31 +262,43 @@ class ServerClient:
 
     def detokenize(self, tokens: list[int]) -> str | None:
         """The text of ``tokens`` by the server's own tokenizer, None if it has no endpoint for it."""
-        for path, body, field in (
-            ("/detokenize", {"tokens": tokens}, "content"),  # llama-server
-            ("/extras/detokenize", {"tokens": tokens, "model": self.model}, "text"),  # llama-cpp-python
+        for path, body, fields in (
+            ("/detokenize", {"tokens": tokens, "model": self.model}, ("content", "prompt")),  # llama-server, vLLM
+            ("/extras/detokenize", {"tokens": tokens, "model": self.model}, ("text",)),  # llama-cpp-python
         ):
-            try:
-                data = self._request("POST", f"{self.root}{path}", json=body, missing_ok=True)
-            except MissingEndpointError:
-                continue
-            if isinstance(data, dict) and isinstance(data.get(field), str):
-                return str(data[field])
+            data = self._dialect(path, body)
+            for name in fields if isinstance(data, dict) else ():
+                if isinstance(data.get(name), str):
+                    return str(data[name])
         return None
 
     def tokenize(self, text: str) -> list[int] | None:
         """The server's own tokens for ``text`` (with BOS, as a completion prompt), None if it has no endpoint."""
-        for path, body, field in (
-            ("/tokenize", {"content": text, "add_special": True}, "tokens"),  # llama-server
-            ("/extras/tokenize", {"input": text, "model": self.model}, "tokens"),  # llama-cpp-python
+        for path, body in (
+            ("/tokenize", {"content": text, "add_special": True}),  # llama-server
+            ("/tokenize", {"model": self.model, "prompt": text, "add_special_tokens": True}),  # vLLM
+            ("/extras/tokenize", {"input": text, "model": self.model}),  # llama-cpp-python
         ):
-            try:
-                data = self._request("POST", f"{self.root}{path}", json=body, missing_ok=True)
-            except MissingEndpointError:
-                continue  # any other failure is the server's, and ends the run
-            if isinstance(data, dict) and isinstance(data.get(field), list):
-                return [int(t) if isinstance(t, int) else int(t["id"]) for t in data[field]]
+            data = self._dialect(path, body)
+            if isinstance(data, dict) and isinstance(data.get("tokens"), list):
+                return [int(t) if isinstance(t, int) else int(t["id"]) for t in data["tokens"]]
         return None
+
+    def _dialect(self, path: str, body: dict[str, Any]) -> Any:
+        """A server's own endpoint, asked in one server's dialect: None where it does not speak it.
+
+        Servers share these paths with other request shapes (llama-server's /tokenize takes
+        ``content``, vLLM's ``prompt``), so a request they reject as malformed means "another
+        dialect"; any other failure is the server's, and ends the run.
+        """
+        try:
+            return self._request("POST", f"{self.root}{path}", json=body, missing_ok=True)
+        except MissingEndpointError:
+            return None
+        except ServerStatusError as exc:
+            if exc.status in (400, 422):
+                return None
+            raise
 
     def _request(self, method: str, url: str, *, json: Any = None, missing_ok: bool = False) -> Any:
         delay = BACKOFF
@@ -313,7 +342,7 @@ class ServerClient:
                 )
             if status == 404:
                 raise ServerError(f"{url} does not exist (404: {message}); {_not_openai()}")
-            raise ServerStatusError(f"{url} answered HTTP {status}: {message}")
+            raise ServerStatusError(f"{url} answered HTTP {status}: {message}", status)
         try:
             return response.json()
         except ValueError as exc:
