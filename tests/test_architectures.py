@@ -265,3 +265,33 @@ def test_the_legacy_scale_linear_key_is_read_and_converted(tmp_path: Path) -> No
     assert read_back(result.outputs[0].path)[1:] == (pytest.approx(0.5), "yarn")
     undone = convert_file(result.outputs[0].path, ConvertRequest(method=Method.NONE), output=tmp_path / "back.gguf")
     assert filecmp.cmp(undone.outputs[0].path, model, shallow=False)
+
+
+HF_MAPPED = {"llama", "qwen2", "qwen3", "qwen3moe", "granite"}  # plain RoPE: one rope_parameters for every layer
+HF_REASONS = {
+    "llama-rope-freqs": "per-dimension RoPE factors (rope_freqs)",
+    "mistral3-yarn": "came with its own YaRN",
+    "deepseek2-yarn": "came with its own YaRN",
+    "gpt-oss-yarn": "sliding-window",
+    "gemma2": "sliding-window",
+    "olmo2": "sliding-window",
+    "cohere2": "sliding-window",
+}
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if CASES[n].refused is None and n != "phi3"])
+def test_hugging_face_form_per_architecture(tmp_path: Path, name: str) -> None:
+    """vLLM's --hf-overrides for a YaRN x2 file where one rope_parameters describes it; else the reason."""
+    plan = plan_conversion(open_model(CASES[name].write(tmp_path)), ConvertRequest(factor=2.0))
+    hf = plan.hugging_face
+    if name in HF_MAPPED:
+        assert hf.overrides == {
+            "rope_parameters": {
+                "rope_theta": 10000.0, "rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": CONTEXT,
+            },
+            "max_position_embeddings": 2 * CONTEXT,
+        }  # fmt: skip
+        assert hf.reason is None and hf.context == 2 * CONTEXT
+    else:
+        assert hf.overrides is None and hf.vllm_flags() is None
+        assert HF_REASONS[name] in (hf.reason or "")

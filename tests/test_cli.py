@@ -70,7 +70,18 @@ def test_inspect_json_and_yarn_view(run_cli, tiny_model: Path) -> None:
         "factor_tensors": [],
         "yarn_log_multiplier": None,
         "llama_cpp": [],
-    }
+        "hugging_face": {
+            "overrides": {
+                "rope_parameters": {"rope_theta": 10000.0, "rope_type": "default"}, "max_position_embeddings": 256,
+            },
+            "max_model_len": 256,
+            "vllm_flags": (
+                '--hf-overrides \'{"rope_parameters":{"rope_theta":10000.0,"rope_type":"default"},'
+                '"max_position_embeddings":256}\' --max-model-len 256'
+            ),
+            "reason": None,
+        },
+    }  # fmt: skip
     assert data["kv_cache_f16"][0] == {"multiple": 1, "context": 256, "bytes": 256 * 256, "bytes_windowed": None}
     yarn = data["yarn"]
     assert (yarn["low"], yarn["high"]) == (0, 4)

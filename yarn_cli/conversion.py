@@ -27,6 +27,7 @@ from yarn_cli.gguf.values import Value, boolean, float32, string
 from yarn_cli.model import Model, open_model
 from yarn_cli.rope.architectures import BETA_ARCHS, window_note
 from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW
+from yarn_cli.rope.huggingface import HfScaling, hf_scaling
 from yarn_cli.rope.keys import RECORD_KEY, VERSION_KEY, RopeKeys
 from yarn_cli.rope.scaling import MAX_CONTEXT, Method, RuntimeScaling, check_betas, check_context, check_factor
 from yarn_cli.rope.state import RopeState, Values, record_json, rope_params
@@ -74,6 +75,11 @@ class ConversionPlan:
     warnings: list[str] = field(default_factory=list)
     key_order: list[str] | None = None  # the keys' order after the change, where it is not the default
     target: Values = field(default_factory=dict)  # every tracked key after the change (None: absent)
+
+    @property
+    def hugging_face(self) -> HfScaling:
+        """The same scaling for servers that run the Hugging Face model (vLLM's --hf-overrides)."""
+        return hf_scaling(self.model.rope, self.target)
 
     @property
     def runtime(self) -> RuntimeScaling | None:

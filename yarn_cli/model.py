@@ -21,6 +21,7 @@ from yarn_cli.gguf.header import GGUFHeader, read_header
 from yarn_cli.gguf.inplace import check_not_pending
 from yarn_cli.rope.architectures import window_layers, window_scaling
 from yarn_cli.rope.explain import explain, scaling_origin
+from yarn_cli.rope.huggingface import hf_scaling
 from yarn_cli.rope.keys import arch_key
 from yarn_cli.rope.state import RopeState, rope_state
 
@@ -217,6 +218,7 @@ def summary(model: Model) -> dict[str, Any]:
             "factor_tensors": sorted({name.split(".")[0] for name in rope.factor_tensors}),
             "yarn_log_multiplier": rope.yarn_log_multiplier,
             "llama_cpp": explain(rope),
+            "hugging_face": hf_scaling(rope).to_dict(),
         },
         "layers": model.shape.n_layers,
         "heads": model.shape.n_heads,

@@ -282,4 +282,5 @@ def _result_dict(result: ConvertResult, dry_run: bool) -> dict[str, Any]:
         "seconds": round(result.seconds, 4),
         "runtime_equivalent": None if runtime is None else runtime.as_kwargs(),
         "runtime_flags": None if runtime is None else runtime.flags(),
+        "hugging_face": plan.hugging_face.to_dict(),
     }

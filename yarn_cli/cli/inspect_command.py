@@ -16,8 +16,10 @@ from yarn_cli.gguf.inplace import pending_change
 from yarn_cli.model import Model, open_model, summary
 from yarn_cli.rope.explain import explain, scaling_origin
 from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, YarnView, yarn_view
+from yarn_cli.rope.huggingface import hf_scaling
 from yarn_cli.rope.keys import VERSION_KEY
 from yarn_cli.rope.scaling import check_betas, check_factor
+from yarn_cli.rope.state import RopeState
 
 EPILOG = "Example: yarn-cli inspect model.gguf --factor 4"
 
@@ -110,6 +112,8 @@ def _render_info(model: Model) -> None:
     if rope.converted:
         table.add_row("Converted by", Text(f"yarn-cli {h.get(VERSION_KEY, '?')} (undo: convert --method none)"))
     out.print(table)
+    if rope.is_scaled:  # on one line, so that it can be copied
+        out.print(Text(_hf_text(rope)), soft_wrap=True)
     rows = model.kv_cache_table()
     if rows:
         windowed = any(row[3] is not None for row in rows)
@@ -130,6 +134,15 @@ def _render_info(model: Model) -> None:
                 "(for one sequence as shown; per slot with -np) unless --swa-full.[/]",
                 soft_wrap=True,
             )
+
+
+def _hf_text(rope: RopeState) -> str:
+    """How to give a server that runs the Hugging Face model (vLLM) the same scaling."""
+    hf = hf_scaling(rope)
+    flags = hf.vllm_flags()
+    if flags is None:
+        return f"vLLM (serves the Hugging Face model): no flags from this file; {hf.reason}"
+    return f"vLLM (serves the Hugging Face model, whose config lacks this scaling): vllm serve MODEL {flags}"
 
 
 def _ctx_text(model: Model) -> str:

@@ -170,9 +170,9 @@ def _one_trial(label: str, client: ServerClient, spec: TrialSpec, prompt: Prompt
     except ContextExceededError as exc:
         raise ServerError(
             f"{exc}. The prompt was {len(prompt.tokens):,} tokens ({spec.length:,} asked): start the server with a "
-            "larger context (llama-server -c N, Ollama's num_ctx) or test shorter --lengths; llama-server gives no "
-            "more than the model's trained context whatever -c says, so a longer one needs a file extended by "
-            "yarn-cli convert"
+            "larger context (llama-server -c N, Ollama's num_ctx, vLLM's --max-model-len) or test shorter --lengths; "
+            "llama-server gives no more than the model's trained context whatever -c says, so a longer one needs a "
+            "file extended by yarn-cli convert (for vLLM: the --hf-overrides yarn-cli inspect shows for it)"
         ) from exc
     seconds = time.perf_counter() - start
     result = trial_result(label, spec, prompt, completion.text, seconds, completion.prompt_tokens or 0)

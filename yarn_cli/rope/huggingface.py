@@ -1,0 +1,104 @@
+"""A GGUF's RoPE scaling as a Hugging Face config says it, for servers that run the HF model.
+
+vLLM (and SGLang, TGI) serve the Hugging Face checkpoint, not the GGUF, and read the scaling from
+its ``config.json``: vLLM 0.32 loads no GGUF at all, and transformers' GGUF loader (5.19) keeps a
+converted file's ``context_length`` but drops its ``rope.scaling.*`` keys, so a checkpoint made
+from a converted GGUF runs the longer context unscaled. These overrides give such a server the
+scaling the file has: ``vllm serve MODEL --hf-overrides JSON --max-model-len N``.
+
+Only plain RoPE models are mapped. Sliding-window models (per-layer-type parameters in their HF
+configs), per-dimension factor tensors (Llama 3, Phi-3) and trained YaRN models (their configs
+carry YaRN terms the GGUF does not: DeepSeek's mscale, gpt-oss's truncate) get a reason instead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from yarn_cli.rope.architectures import BETA_ARCHS, DEFAULT_BETA_FAST_BY_ARCH
+from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW
+from yarn_cli.rope.state import RopeParams, RopeState, Values, rope_params
+
+
+@dataclass(frozen=True)
+class HfScaling:
+    """The config entries, or why there are none."""
+
+    overrides: dict[str, Any] | None  # top-level config keys: rope_parameters, max_position_embeddings
+    context: int | None  # the context to serve (vLLM's --max-model-len)
+    reason: str | None = None  # why the file's scaling has no such form
+
+    def vllm_flags(self) -> str | None:
+        if self.overrides is None:
+            return None
+        flags = f"--hf-overrides '{json.dumps(self.overrides, separators=(',', ':'))}'"
+        return flags + (f" --max-model-len {self.context}" if self.context else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"overrides": self.overrides, "max_model_len": self.context, "vllm_flags": self.vllm_flags(),
+                "reason": self.reason}  # fmt: skip
+
+
+def hf_scaling(rope: RopeState, values: Values | None = None) -> HfScaling:
+    """What the file's keys (or ``values``, the keys a conversion will write) mean as Hugging Face config.
+
+    Uses transformers 5's name, ``rope_parameters`` (transformers 4 called it ``rope_scaling``).
+    """
+    values = rope.current_values if values is None else values
+    params = rope_params(values, rope.keys)
+    context = params.context_length
+    unmapped = _unmapped(rope, params)
+    if unmapped:
+        return HfScaling(None, context, unmapped)
+    scaling = params.scaling
+    rope_parameters: dict[str, Any] = {"rope_theta": params.freq_base}
+    if scaling.type == "yarn" and scaling.is_scaled:
+        rope_parameters |= {
+            "rope_type": "yarn",
+            "factor": scaling.factor,
+            "original_max_position_embeddings": scaling.original_context or rope.trained_context,
+        }
+        if rope.architecture in BETA_ARCHS:  # elsewhere llama.cpp ignores the file's betas: 32 and 1, as HF's
+            for key, name, default in (
+                (rope.keys.beta_fast, "beta_fast", DEFAULT_BETA_FAST_BY_ARCH.get(rope.architecture, DEFAULT_BETA_FAST)),
+                (rope.keys.beta_slow, "beta_slow", DEFAULT_BETA_SLOW),
+            ):
+                value = values.get(key)
+                rope_parameters[name] = float(value.value) if value is not None else default  # type: ignore[arg-type]
+    elif scaling.type == "linear" and scaling.is_scaled:
+        rope_parameters |= {"rope_type": "linear", "factor": scaling.factor}
+    else:  # no scaling, or yarn-cli's NTK-aware scaling: a raised base is all it is
+        rope_parameters["rope_type"] = "default"
+    overrides: dict[str, Any] = {"rope_parameters": rope_parameters}
+    if context:
+        overrides["max_position_embeddings"] = context
+    return HfScaling(overrides, context)
+
+
+def _unmapped(rope: RopeState, params: RopeParams) -> str | None:
+    scaling = params.scaling
+    if not rope.uses_rope:
+        return f"{rope.architecture} models do not use RoPE"
+    if rope.factor_tensors:
+        names = ", ".join(sorted({t.split(".")[0] for t in rope.factor_tensors}))
+        return (
+            f"the model's per-dimension RoPE factors ({names}) are in its Hugging Face config's own "
+            "rope_parameters; scale those there"
+        )
+    if rope.window is not None:
+        return (
+            "sliding-window models list rope_parameters per layer type in their Hugging Face configs; "
+            "set the scaling on the full-attention layers' entry there"
+        )
+    if rope.trained_yarn or rope.yarn_log_multiplier is not None:
+        return (
+            f"the model came with its own YaRN, whose Hugging Face config has terms the GGUF does not carry; "
+            f"set factor {scaling.factor:g} and max_position_embeddings {params.context_length} in it"
+        )
+    if scaling.attn_factor is not None:
+        return "the file sets its own YaRN attention factor, which Hugging Face configs express differently"
+    if scaling.is_scaled and scaling.type not in ("yarn", "linear"):
+        return f"no Hugging Face form of {scaling.type} scaling is known here"
+    return None
