@@ -6,6 +6,9 @@ with ``--parallel 4``, alternating, ``--runs`` times. Prints the median wall tim
 ratios against the local run, trials per minute, and whether every run gave the same answers.
 
     python benchmarks/served_passkey.py [--model M.gguf] [--lengths 1k] [--trials 4] [--runs 3]
+
+``--url URL`` uses a server that is already running instead (vLLM, llama-server with ``-np 4``),
+serving the same model as ``--model``.
 """
 
 from __future__ import annotations
@@ -45,14 +48,16 @@ def main() -> None:
     parser.add_argument("--lengths", default="1k")
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--url", default=None, help="A running server's /v1 URL, serving the same model.")
     args = parser.parse_args()
     model = args.model or default_model_path()
     common = ["--lengths", args.lengths, "--trials", str(args.trials)]
-    server = LlamaServer(model, n_ctx=4096)
+    server = None if args.url else LlamaServer(model, n_ctx=4096)
+    url = args.url or server.url  # type: ignore[union-attr]
     setups = {
         "local": [str(model), *common, "-t", "2"],
-        "server, --parallel 1": ["--server", server.url, "--tokenizer", str(model), *common],
-        "server, --parallel 4": ["--server", server.url, "--tokenizer", str(model), *common, "--parallel", "4"],
+        "server, --parallel 1": ["--server", url, "--tokenizer", str(model), *common],
+        "server, --parallel 4": ["--server", url, "--tokenizer", str(model), *common, "--parallel", "4"],
     }
     times: dict[str, list[float]] = {name: [] for name in setups}
     outputs: dict[str, list[tuple[int, int, str]]] = {}
@@ -66,10 +71,12 @@ def main() -> None:
                     if answers != outputs[name]:
                         print(f"{name}: answers changed between runs")
     finally:
-        server.stop()
+        if server is not None:
+            server.stop()
     n = len(next(iter(outputs.values())))
     local = statistics.median(times["local"])
     print(f"machine: {platform.machine()}, {platform.processor() or platform.system()}; model {model.name}")
+    print(f"server: {url}" + ("" if args.url else " (llama-cpp-python's, started here)"))
     print(f"{n} trials at {args.lengths} tokens, median of {args.runs} runs (each a fresh yarn-cli process)")
     for name, values in times.items():
         median = statistics.median(values)
