@@ -133,3 +133,40 @@ def forward(target: str, path: str, body: dict[str, Any] | None) -> tuple[int, A
     url = root + path
     response = httpx.get(url, timeout=600) if body is None else httpx.post(url, json=body, timeout=600)
     return response.status_code, response.json()
+
+
+def vllm_shapes(target: str, *, content: str = "refused", fail_with: int | None = None,
+                max_model_len: int | None = None) -> Handler:  # fmt: skip
+    """A proxy in front of a real llama-cpp-python server whose own endpoints take vLLM's request shapes.
+
+    As vLLM 0.32 answered them here: /tokenize takes ``model`` and ``prompt`` (and
+    ``add_special_tokens``) and refuses llama-server's ``content`` with a 400 validation error
+    (``content="ignored"``: answers it with no tokens instead, as a server that ignores a body it
+    does not know would); /detokenize answers ``{"prompt": text}``; there is no /extras/; the model
+    list gives ``max_model_len``. The tokens come from the real server behind it. ``fail_with``:
+    /tokenize fails with that status instead.
+    """
+
+    def handle(request: Any, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+        if path.startswith("/extras/"):
+            return 404, {"detail": "Not Found"}
+        if path == "/tokenize":
+            if fail_with is not None:
+                return fail_with, {"error": {"message": "engine dead"}}
+            if body is None or "prompt" not in body:
+                if content == "ignored":
+                    return 200, {"tokens": []}
+                return 400, {"error": {"message": "2 validation errors: body.prompt Field required"}}
+            assert body.get("model") and body.get("add_special_tokens") is True, body
+            status, data = forward(target, "/extras/tokenize", {"input": body["prompt"]})
+            return status, {"count": len(data["tokens"]), "max_model_len": 2048, "tokens": data["tokens"]}
+        if path == "/detokenize":
+            assert body is not None and body.get("model"), body
+            status, data = forward(target, "/extras/detokenize", {"tokens": body["tokens"]})
+            return status, {"prompt": data["text"]}
+        status, data = forward(target, path, body)
+        if path == "/v1/models" and max_model_len is not None:
+            data["data"][0]["max_model_len"] = max_model_len
+        return status, data
+
+    return handle

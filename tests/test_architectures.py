@@ -267,7 +267,7 @@ def test_the_legacy_scale_linear_key_is_read_and_converted(tmp_path: Path) -> No
     assert filecmp.cmp(undone.outputs[0].path, model, shallow=False)
 
 
-HF_MAPPED = {"llama", "qwen2", "qwen3", "qwen3moe", "granite"}  # plain RoPE: one rope_parameters for every layer
+HF_MAPPED = {"llama", "qwen2", "qwen3", "qwen3moe", "granite", "phi3"}  # one rope_parameters, whole heads
 HF_REASONS = {
     "llama-rope-freqs": "per-dimension RoPE factors (rope_freqs)",
     "mistral3-yarn": "came with its own YaRN",
@@ -279,7 +279,7 @@ HF_REASONS = {
 }
 
 
-@pytest.mark.parametrize("name", [n for n in CASES if CASES[n].refused is None and n != "phi3"])
+@pytest.mark.parametrize("name", [n for n in CASES if CASES[n].refused is None])
 def test_hugging_face_form_per_architecture(tmp_path: Path, name: str) -> None:
     """vLLM's --hf-overrides for a YaRN x2 file where one rope_parameters describes it; else the reason."""
     plan = plan_conversion(open_model(CASES[name].write(tmp_path)), ConvertRequest(factor=2.0))
@@ -295,3 +295,11 @@ def test_hugging_face_form_per_architecture(tmp_path: Path, name: str) -> None:
     else:
         assert hf.overrides is None and hf.vllm_flags() is None
         assert HF_REASONS[name] in (hf.reason or "")
+    assert set(HF_MAPPED) | set(HF_REASONS) == {n for n in CASES if CASES[n].refused is None}
+
+
+def test_no_hugging_face_form_for_partial_rotary(tmp_path: Path) -> None:
+    """vLLM would replace the config's partial_rotary_factor along with the rest of rope_parameters."""
+    model = write_tiny(tmp_path / "m.gguf", "llama", extra={"llama.rope.dimension_count": (8, U32)})
+    hf = plan_conversion(open_model(model), ConvertRequest(factor=2.0)).hugging_face
+    assert hf.overrides is None and "rotates 8 of its 16 head dimensions" in (hf.reason or "")

@@ -7,6 +7,7 @@ vLLM's perplexity and passkey answers with them match the converted file run by 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -49,17 +50,22 @@ def test_the_betas_llama_cpp_ignores_are_left_out(run_cli, tiny_model: Path) -> 
 
 
 @pytest.mark.parametrize(
-    ("args", "rope_parameters"),
+    ("args", "rope_parameters", "max_positions"),
     [
-        (("--method", "linear", "--factor", "2"), {"rope_theta": 10000.0, "rope_type": "linear", "factor": 2.0}),
-        (("--method", "ntk", "--factor", "2"), {"rope_type": "default"}),  # the raised base, read back below
+        # vLLM multiplies max_position_embeddings by a linear factor itself: the trained 256 gives 512
+        (("--method", "linear", "--factor", "2"), {"rope_type": "linear", "factor": 2.0}, 256),
+        (("--method", "ntk", "--factor", "2"), {"rope_type": "default"}, 512),  # the raised base, read back
     ],
 )
-def test_linear_and_ntk(run_cli, tiny_model: Path, args: tuple[str, ...], rope_parameters: dict) -> None:
+def test_linear_and_ntk(
+    run_cli, tiny_model: Path, args: tuple[str, ...], rope_parameters: dict, max_positions: int
+) -> None:
     data = convert_json(run_cli, tiny_model, *args)
     written = json.loads(run_cli("inspect", data["outputs"][0]["path"], "--json").stdout)
     expected = {"rope_theta": written["rope"]["freq_base"], **rope_parameters}
-    assert data["hugging_face"]["overrides"] == {"rope_parameters": expected, "max_position_embeddings": 512}
+    hf = data["hugging_face"]
+    assert hf["overrides"] == {"rope_parameters": expected, "max_position_embeddings": max_positions}
+    assert hf["max_model_len"] == 512
     if args[1] == "ntk":
         assert expected["rope_theta"] > 10000.0
 
@@ -78,10 +84,9 @@ def test_no_line_for_an_unscaled_file(run_cli, tiny_model: Path) -> None:
     assert "vllm serve" not in result.stdout
 
 
-def test_an_own_attention_factor_is_not_guessed(run_cli, tiny_model: Path) -> None:
-    data = convert_json(run_cli, tiny_model, "--factor", "4", "--attn-factor", "1.2")
-    assert data["hugging_face"]["overrides"] is None and "attention factor" in data["hugging_face"]["reason"]
-    result = run_cli("inspect", data["outputs"][0]["path"])
-    assert result.returncode == 0, result.stderr
-    line = next(line for line in result.stdout.splitlines() if line.startswith("vLLM"))
-    assert "no flags from this file" in line and "attention factor" in line
+def test_an_own_attention_factor_becomes_the_whole_factor(run_cli, tiny_model: Path) -> None:
+    """llama.cpp multiplies 0.1 ln s + 1 by the file's attn_factor; HF's attention_factor replaces it."""
+    hf = convert_json(run_cli, tiny_model, "--factor", "4", "--attn-factor", "1.2", "--dry-run")["hugging_face"]
+    parameters = hf["overrides"]["rope_parameters"]
+    assert parameters["attention_factor"] == pytest.approx(1.2 * (0.1 * math.log(4) + 1), rel=1e-6)
+    assert {k: v for k, v in parameters.items() if k != "attention_factor"} == YARN_X4["rope_parameters"]

@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 import pytest
 from helpers import error_line
-from servers import FakeServer, LlamaServer, forward, free_port
+from servers import FakeServer, LlamaServer, forward, free_port, vllm_shapes
+
+from yarn_cli.serving.client import ServerClient
 
 KEEP = 512  # the truncating proxy keeps the last 512 tokens, as Ollama keeps the end of a long prompt
 
@@ -269,36 +271,12 @@ def test_a_server_without_a_tokenizer_is_sized_by_its_own_counts(run_cli, server
         assert abs(trial["server_prompt_tokens"] - 1024) <= 0.03 * 1024 and not trial["truncated"]
 
 
-def vllm_tokenizer(target: str, fail_with: int | None = None) -> Any:
-    """A proxy whose tokenizer endpoints take vLLM's request shapes, as vLLM 0.32 answered them here.
-
-    vLLM's /tokenize takes ``prompt`` and refuses llama-server's ``content`` with a 400 validation
-    error; its /detokenize answers ``{"prompt": text}``; there is no /extras/. The tokens come from
-    the real server behind it. ``fail_with``: /tokenize fails with that status instead.
-    """
-
-    def handle(request: Any, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
-        if path.startswith("/extras/"):
-            return 404, {"detail": "Not Found"}
-        if path == "/tokenize":
-            if fail_with is not None:
-                return fail_with, {"error": {"message": "engine dead"}}
-            if body is None or "prompt" not in body:
-                return 400, {"error": {"message": "2 validation errors: body.prompt Field required"}}
-            status, data = forward(target, "/extras/tokenize", {"input": body["prompt"]})
-            return status, {"count": len(data["tokens"]), "max_model_len": 2048, "tokens": data["tokens"]}
-        if path == "/detokenize":
-            status, data = forward(target, "/extras/detokenize", {"tokens": body["tokens"] if body else []})
-            return status, {"prompt": data["text"]}
-        return forward(target, path, body)
-
-    return handle
-
-
-def test_vllm_tokenizer_endpoints_size_the_prompts(run_cli, server: LlamaServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("content", ["refused", "ignored"])
+def test_vllm_tokenizer_endpoints_size_the_prompts(run_cli, server: LlamaServer, tmp_path: Path, content: str) -> None:
+    """vLLM's request shape; "ignored": a server answering llama-server's shape with no tokens is not believed."""
     direct = run_cli("passkey", "--server", server.url, "--lengths", "1k", "--trials", "2", "--json", "direct.json")
     assert direct.returncode == 0, direct.stderr
-    with FakeServer(vllm_tokenizer(server.url)) as fake:
+    with FakeServer(vllm_shapes(server.url, content=content)) as fake:
         result = run_cli("passkey", "--server", fake.url, "--lengths", "1k", "--trials", "2", "--json", "vllm.json")
     assert result.returncode == 0, result.stderr
     assert "estimated" not in result.stderr  # sized by the server's own tokenizer, not by its counts
@@ -307,9 +285,31 @@ def test_vllm_tokenizer_endpoints_size_the_prompts(run_cli, server: LlamaServer,
     assert all(t["server_prompt_tokens"] == t["prompt_tokens"] == 1024 for t in trials(tmp_path / "vllm.json"))
 
 
+def test_vllms_context_is_read_from_its_model_list(server: LlamaServer) -> None:
+    """chat's first line shows it; llama-cpp-python's own list says nothing of the context."""
+    with FakeServer(vllm_shapes(server.url, max_model_len=1536)) as fake, ServerClient(fake.url) as client:
+        assert client.context_size() == 1536
+    with ServerClient(server.url) as client:
+        assert client.context_size() is None
+
+
 def test_a_tokenizer_endpoint_that_fails_ends_the_run(run_cli, server: LlamaServer) -> None:
     """A 400 means "another server's request shape"; a 500 is the server's failure, not a missing tokenizer."""
-    with FakeServer(vllm_tokenizer(server.url, fail_with=500)) as fake:
+    with FakeServer(vllm_shapes(server.url, fail_with=500)) as fake:
         result = run_cli("passkey", "--server", fake.url, "--lengths", "1k", "--trials", "1")
     assert result.returncode == 1
     assert "/tokenize answered HTTP 500: engine dead" in error_line(result)
+
+
+def test_a_tokenizer_that_does_not_count_the_text_is_one_line(run_cli, server: LlamaServer) -> None:
+    """A tokenize endpoint that answers the same token whatever the text would make the filler grow forever."""
+
+    def one_token(request: Any, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+        if path == "/tokenize":
+            return 200, {"tokens": [1]}
+        return forward(server.url, path, body)
+
+    with FakeServer(one_token) as fake:
+        result = run_cli("passkey", "--server", fake.url, "--lengths", "1k", "--trials", "1", timeout=120)
+    assert result.returncode == 1
+    assert "it is not tokenizing the text" in error_line(result) and "Traceback" not in result.stderr

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 from helpers import assert_drawn_png, error_line
-from servers import FakeServer, LlamaServer, forward
+from servers import FakeServer, LlamaServer, forward, vllm_shapes
 
 from yarn_cli.evals.perplexity_served import text_scores
 from yarn_cli.gguf.header import build_header, read_header
@@ -104,6 +104,11 @@ def test_perplexity_over_a_server_equals_the_local_figure_less_the_first_token(
     assert by_server.returncode == 0, by_server.stderr
     again = json.loads((tmp_path / "server-tokens.json").read_text())
     assert [r["ppl"] for r in again["results"]] == pytest.approx([r["ppl"] for r in record["results"]], rel=1e-6)
+    with FakeServer(vllm_shapes(server.url)) as fake:  # the same server, its tokenizer asked as vLLM is
+        vllm = run_cli("perplexity", "--server", fake.url, *args[3:], "--chunks", "2", "--json", "vllm.json")
+    assert vllm.returncode == 0, vllm.stderr
+    shaped = json.loads((tmp_path / "vllm.json").read_text())
+    assert [r["ppl"] for r in shaped["results"]] == pytest.approx([r["ppl"] for r in record["results"]], rel=1e-6)
 
 
 def test_a_server_whose_echo_is_shifted_is_refused(run_cli, smollm2: Path, tmp_path: Path) -> None:

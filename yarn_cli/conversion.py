@@ -79,7 +79,7 @@ class ConversionPlan:
     @property
     def hugging_face(self) -> HfScaling:
         """The same scaling for servers that run the Hugging Face model (vLLM's --hf-overrides)."""
-        return hf_scaling(self.model.rope, self.target)
+        return hf_scaling(self.model.rope, self.model.shape.head_dim_k, self.target)
 
     @property
     def runtime(self) -> RuntimeScaling | None:

@@ -218,7 +218,7 @@ def summary(model: Model) -> dict[str, Any]:
             "factor_tensors": sorted({name.split(".")[0] for name in rope.factor_tensors}),
             "yarn_log_multiplier": rope.yarn_log_multiplier,
             "llama_cpp": explain(rope),
-            "hugging_face": hf_scaling(rope).to_dict(),
+            "hugging_face": hf_scaling(rope, model.shape.head_dim_k).to_dict(),
         },
         "layers": model.shape.n_layers,
         "heads": model.shape.n_heads,

@@ -113,7 +113,7 @@ def _render_info(model: Model) -> None:
         table.add_row("Converted by", Text(f"yarn-cli {h.get(VERSION_KEY, '?')} (undo: convert --method none)"))
     out.print(table)
     if rope.is_scaled:  # on one line, so that it can be copied
-        out.print(Text(_hf_text(rope)), soft_wrap=True)
+        out.print(Text(_hf_text(rope, model.shape.head_dim_k)), soft_wrap=True)
     rows = model.kv_cache_table()
     if rows:
         windowed = any(row[3] is not None for row in rows)
@@ -136,9 +136,9 @@ def _render_info(model: Model) -> None:
             )
 
 
-def _hf_text(rope: RopeState) -> str:
+def _hf_text(rope: RopeState, head_dim: int | None) -> str:
     """How to give a server that runs the Hugging Face model (vLLM) the same scaling."""
-    hf = hf_scaling(rope)
+    hf = hf_scaling(rope, head_dim)
     flags = hf.vllm_flags()
     if flags is None:
         return f"vLLM (serves the Hugging Face model): no flags from this file; {hf.reason}"

@@ -102,6 +102,9 @@ class Prompt:
     depth: float  # where the key's line starts, as a fraction of the filler
 
 
+MAX_CHARS_PER_TOKEN = 256
+
+
 class PromptBuilder:
     """Sizes the filler so that a prompt lands at or just below a target in the model's tokens."""
 
@@ -126,7 +129,12 @@ class PromptBuilder:
 
         # Filler characters per token is roughly constant: start from a guess, then bisect.
         low, high = 0, max(64, spec.length * 8)
-        while len(prompt_for(high)[1]) <= spec.length:
+        while (counted := len(prompt_for(high)[1])) <= spec.length:
+            if high > spec.length * MAX_CHARS_PER_TOKEN:  # no tokenizer packs this much text in a token
+                raise InputError(
+                    f"the tokenizer counts {counted:,} tokens in a prompt of {high:,} characters: it is not "
+                    "tokenizing the text (with a server, give the model's GGUF as --tokenizer)"
+                )
             low, high = high, high * 2
         while high - low > 1:
             mid = (low + high) // 2

@@ -6,9 +6,12 @@ converted file's ``context_length`` but drops its ``rope.scaling.*`` keys, so a 
 from a converted GGUF runs the longer context unscaled. These overrides give such a server the
 scaling the file has: ``vllm serve MODEL --hf-overrides JSON --max-model-len N``.
 
-Only plain RoPE models are mapped. Sliding-window models (per-layer-type parameters in their HF
-configs), per-dimension factor tensors (Llama 3, Phi-3) and trained YaRN models (their configs
-carry YaRN terms the GGUF does not: DeepSeek's mscale, gpt-oss's truncate) get a reason instead.
+vLLM sets a dict given in ``--hf-overrides`` whole, replacing the config's own ``rope_parameters``
+rather than merging into it, so only architectures whose HF config holds its RoPE in that one
+top-level entry, rotating whole heads, are mapped: sliding-window models (parameters per layer
+type), partial rotary (``partial_rotary_factor`` would be lost), multimodal ones (RoPE in
+``text_config``), per-dimension factor tensors (Llama 3, Phi-3) and trained YaRN models (their
+configs carry terms the GGUF does not: DeepSeek's mscale, gpt-oss's truncate) get a reason instead.
 """
 
 from __future__ import annotations
@@ -17,9 +20,16 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from yarn_cli.rope.architectures import BETA_ARCHS, DEFAULT_BETA_FAST_BY_ARCH
-from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW
+from yarn_cli.rope.frequencies import yarn_mscale
 from yarn_cli.rope.state import RopeParams, RopeState, Values, rope_params
+
+# llama.cpp architectures whose Hugging Face configs keep RoPE in one top-level rope_parameters.
+# llama.cpp ignores a file's YaRN betas for all of them (it reads them for grok and mistral3 only):
+# they run with 32 and 1, HF's defaults, so no betas are written.
+PLAIN_ARCHS = frozenset({
+    "llama", "qwen2", "qwen2moe", "qwen3", "qwen3moe", "granite", "granitemoe", "olmo", "olmoe", "internlm2",
+    "phi3", "starcoder2", "exaone", "smollm3", "stablelm",
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -41,7 +51,7 @@ class HfScaling:
                 "reason": self.reason}  # fmt: skip
 
 
-def hf_scaling(rope: RopeState, values: Values | None = None) -> HfScaling:
+def hf_scaling(rope: RopeState, head_dim: int | None, values: Values | None = None) -> HfScaling:
     """What the file's keys (or ``values``, the keys a conversion will write) mean as Hugging Face config.
 
     Uses transformers 5's name, ``rope_parameters`` (transformers 4 called it ``rope_scaling``).
@@ -49,7 +59,7 @@ def hf_scaling(rope: RopeState, values: Values | None = None) -> HfScaling:
     values = rope.current_values if values is None else values
     params = rope_params(values, rope.keys)
     context = params.context_length
-    unmapped = _unmapped(rope, params)
+    unmapped = _unmapped(rope, params, head_dim)
     if unmapped:
         return HfScaling(None, context, unmapped)
     scaling = params.scaling
@@ -60,24 +70,21 @@ def hf_scaling(rope: RopeState, values: Values | None = None) -> HfScaling:
             "factor": scaling.factor,
             "original_max_position_embeddings": scaling.original_context or rope.trained_context,
         }
-        if rope.architecture in BETA_ARCHS:  # elsewhere llama.cpp ignores the file's betas: 32 and 1, as HF's
-            for key, name, default in (
-                (rope.keys.beta_fast, "beta_fast", DEFAULT_BETA_FAST_BY_ARCH.get(rope.architecture, DEFAULT_BETA_FAST)),
-                (rope.keys.beta_slow, "beta_slow", DEFAULT_BETA_SLOW),
-            ):
-                value = values.get(key)
-                rope_parameters[name] = float(value.value) if value is not None else default  # type: ignore[arg-type]
+        if scaling.attn_factor is not None:  # HF's attention_factor replaces 0.1 ln s + 1; llama.cpp multiplies it
+            rope_parameters["attention_factor"] = yarn_mscale(scaling.factor, scaling.attn_factor)
     elif scaling.type == "linear" and scaling.is_scaled:
         rope_parameters |= {"rope_type": "linear", "factor": scaling.factor}
     else:  # no scaling, or yarn-cli's NTK-aware scaling: a raised base is all it is
         rope_parameters["rope_type"] = "default"
     overrides: dict[str, Any] = {"rope_parameters": rope_parameters}
     if context:
-        overrides["max_position_embeddings"] = context
+        # vLLM multiplies max_position_embeddings by a linear factor itself (not a YaRN one)
+        linear = rope_parameters["rope_type"] == "linear"
+        overrides["max_position_embeddings"] = round(context / scaling.factor) if linear else context
     return HfScaling(overrides, context)
 
 
-def _unmapped(rope: RopeState, params: RopeParams) -> str | None:
+def _unmapped(rope: RopeState, params: RopeParams, head_dim: int | None) -> str | None:
     scaling = params.scaling
     if not rope.uses_rope:
         return f"{rope.architecture} models do not use RoPE"
@@ -97,8 +104,21 @@ def _unmapped(rope: RopeState, params: RopeParams) -> str | None:
             f"the model came with its own YaRN, whose Hugging Face config has terms the GGUF does not carry; "
             f"set factor {scaling.factor:g} and max_position_embeddings {params.context_length} in it"
         )
-    if scaling.attn_factor is not None:
-        return "the file sets its own YaRN attention factor, which Hugging Face configs express differently"
+    if rope.architecture not in PLAIN_ARCHS:
+        return (
+            f"the Hugging Face config of a {rope.architecture} model may keep its RoPE elsewhere than one "
+            "top-level rope_parameters (per layer type, in text_config, with terms of its own); set the scaling "
+            "in its config.json"
+        )
+    if rope.dims is None or head_dim is None:
+        return "the file does not say how many of each head's dimensions it rotates"
+    if rope.dims != head_dim:
+        return (
+            f"the model rotates {rope.dims} of its {head_dim} head dimensions; vLLM's --hf-overrides would replace "
+            "the config's partial_rotary_factor with the rest of rope_parameters: set the scaling in its config.json"
+        )
+    if scaling.attn_factor is not None and scaling.type != "yarn":
+        return f"the file sets an attention factor on {scaling.type} scaling, which Hugging Face configs cannot say"
     if scaling.is_scaled and scaling.type not in ("yarn", "linear"):
         return f"no Hugging Face form of {scaling.type} scaling is known here"
     return None

@@ -96,6 +96,7 @@ class ServerClient:
             headers=headers, timeout=httpx.Timeout(read_timeout, connect=CONNECT_TIMEOUT), follow_redirects=True
         )
         self.read_timeout = read_timeout
+        self._dialects: dict[str, str] = {}  # tokenize/detokenize: the server's request shape, once one worked
         self.model = model or self._first_model()
 
     def close(self) -> None:
@@ -262,41 +263,55 @@ class ServerClient:
 
     def detokenize(self, tokens: list[int]) -> str | None:
         """The text of ``tokens`` by the server's own tokenizer, None if it has no endpoint for it."""
-        for path, body, fields in (
+        shapes = [
             ("/detokenize", {"tokens": tokens, "model": self.model}, ("content", "prompt")),  # llama-server, vLLM
             ("/extras/detokenize", {"tokens": tokens, "model": self.model}, ("text",)),  # llama-cpp-python
-        ):
-            data = self._dialect(path, body)
-            for name in fields if isinstance(data, dict) else ():
-                if isinstance(data.get(name), str):
-                    return str(data[name])
+        ]
+        for path, body, fields in self._known(shapes, "detokenize"):
+            data = self._dialect(path, body, "detokenize", path)
+            text = next((data[f] for f in fields if isinstance(data, dict) and isinstance(data.get(f), str)), None)
+            if text is not None:
+                self._dialects["detokenize"] = path
+                return str(text)
         return None
 
     def tokenize(self, text: str) -> list[int] | None:
         """The server's own tokens for ``text`` (with BOS, as a completion prompt), None if it has no endpoint."""
-        for path, body in (
-            ("/tokenize", {"content": text, "add_special": True}),  # llama-server
-            ("/tokenize", {"model": self.model, "prompt": text, "add_special_tokens": True}),  # vLLM
-            ("/extras/tokenize", {"input": text, "model": self.model}),  # llama-cpp-python
-        ):
-            data = self._dialect(path, body)
-            if isinstance(data, dict) and isinstance(data.get("tokens"), list):
-                return [int(t) if isinstance(t, int) else int(t["id"]) for t in data["tokens"]]
+        shapes = [
+            ("llama-server", "/tokenize", {"content": text, "add_special": True, "model": self.model}),
+            ("vLLM", "/tokenize", {"model": self.model, "prompt": text, "add_special_tokens": True}),
+            ("llama-cpp-python", "/extras/tokenize", {"input": text, "model": self.model}),
+        ]
+        for name, path, body in self._known(shapes, "tokenize"):
+            data = self._dialect(path, body, "tokenize", name)
+            found = data.get("tokens") if isinstance(data, dict) else None
+            # a server that ignores a body it does not understand may answer no tokens for a text
+            if isinstance(found, list) and (found or not text):
+                self._dialects["tokenize"] = name
+                return [int(t) if isinstance(t, int) else int(t["id"]) for t in found]
         return None
 
-    def _dialect(self, path: str, body: dict[str, Any]) -> Any:
-        """A server's own endpoint, asked in one server's dialect: None where it does not speak it.
+    def _known(self, shapes: list[Any], what: str) -> list[Any]:
+        """The request shape that worked before, once one has; every shape, in order, until then."""
+        known = self._dialects.get(what)
+        return [s for s in shapes if s[0] == known] or shapes
+
+    def _dialect(self, path: str, body: dict[str, Any], what: str, name: str) -> Any:
+        """A server's own endpoint, asked in one server's request shape: None where it does not take it.
 
         Servers share these paths with other request shapes (llama-server's /tokenize takes
-        ``content``, vLLM's ``prompt``), so a request they reject as malformed means "another
-        dialect"; any other failure is the server's, and ends the run.
+        ``content``, vLLM's ``prompt``), so until a shape has worked, a request refused as malformed
+        (400, 422) means "another server's shape". Any other failure, and any failure of a shape
+        that has worked, is the server's, and ends the run.
         """
         try:
             return self._request("POST", f"{self.root}{path}", json=body, missing_ok=True)
         except MissingEndpointError:
+            if self._dialects.get(what) == name:
+                raise
             return None
         except ServerStatusError as exc:
-            if exc.status in (400, 422):
+            if exc.status in (400, 422) and self._dialects.get(what) != name:
                 return None
             raise
 
