@@ -95,6 +95,12 @@ def perplexities(path: Path) -> dict[int, tuple[float, int]]:
 
 
 def compare_perplexities(served: Path, local: Path) -> None:
+    if not served.is_file():
+        print("  served: no record (the run failed; its error is above)")
+        return
+    record = json.loads(served.read_text())
+    for label, why in {**record.get("truncated", {}), **record.get("unscored", {})}.items():
+        print(f"  {label}: no figures: {why}")
     there, here = perplexities(served), perplexities(local)
     for context in sorted(there):
         (ppl, n), (ppl_local, n_local) = there[context], here[context]

@@ -50,6 +50,13 @@ model.hf_quantizer, model.is_quantized = None, False
 tokenizer.save_pretrained(out)
 model.save_pretrained(out)
 """
+MODEL_CONFIG = """
+import json, sys
+from vllm.config import ModelConfig
+checkpoint, overrides = sys.argv[1], json.loads(sys.argv[2])
+config = ModelConfig(model=checkpoint, hf_overrides=overrides, dtype="float32")
+print(json.dumps({"rope_parameters": config.hf_config.rope_parameters, "max_model_len": config.max_model_len}))
+"""
 READ_CONFIG = """
 import json, sys
 from pathlib import Path
@@ -135,6 +142,17 @@ def main() -> None:
     inspected = json.loads(yarn("inspect", str(x2), "--json", cwd=work).stdout)["rope"]["hugging_face"]
     overrides = json.dumps(inspected["overrides"])
     print(f"yarn-cli inspect --json gives: --hf-overrides '{overrides}' --max-model-len {inspected['max_model_len']}")
+
+    print("\nwhat vLLM derives from the --hf-overrides of each method (x2), against the file's context:")
+    for method in ("yarn", "linear", "ntk"):
+        planned = json.loads(yarn("convert", str(model), str(work / "x.gguf"), "--method", method, "--factor", "2",
+                                  "--dry-run", "--json", cwd=work).stdout)["hugging_face"]  # fmt: skip
+        command = [args.vllm_python, "-c", MODEL_CONFIG, str(checkpoint), json.dumps(planned["overrides"])]
+        derived = subprocess.run(command, capture_output=True, text=True, check=True)
+        got = json.loads(derived.stdout.strip().splitlines()[-1])
+        same = got["rope_parameters"] == planned["overrides"]["rope_parameters"]
+        print(f"  {method}: rope_parameters as given: {same}; max_model_len {got['max_model_len']} "
+              f"(the file's context: {planned['max_model_len']})")  # fmt: skip
 
     long_args = ["--lengths", "10k", "--trials", "2", "--seed", "1"]
     ppl_long = ["--text", str(args.text), "--contexts", "1k,12k", "--chunks", "1"]

@@ -161,6 +161,31 @@ def test_a_server_that_cuts_the_window_is_reported_not_scored(
     assert {r["variant"] for r in record["results"]} == {"full"}
 
 
+def test_a_window_whose_scores_the_server_cannot_send_is_reported_not_scored(
+    run_cli, server: LlamaServer, smol_bos: Path, tmp_path: Path
+) -> None:
+    """vLLM answers 400 when a log-probability is -inf or NaN (JSON has no such numbers), as it did here for
+    SmolLM2 unscaled at 12k tokens: that server's figures are missing, the others' are kept."""
+
+    def non_finite(request: Any, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+        if path.endswith("/completions") and body is not None and body.get("echo") and len(body["prompt"]) > 200:
+            return 400, {"error": {"message": "Out of range float values are not JSON compliant"}}
+        return forward(server.url, path, body)
+
+    (tmp_path / "book.txt").write_text(TEXT)
+    with FakeServer(non_finite) as proxy:
+        result = run_cli(
+            "perplexity", "--server", f"broken={proxy.url}", "--server", f"full={server.url}", "--tokenizer",
+            smol_bos, "--text", "book.txt", "--contexts", "128,256", "--json", "run.json",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"│ broken\s+│\s+inf/NaN\s+│\s+inf/NaN\s+│", result.stdout), result.stdout
+    assert "broken not scored" in result.stderr and "-inf or NaN" in result.stderr
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert set(record["unscored"]) == {"broken"} and record["truncated"] == {}
+    assert {r["variant"] for r in record["results"]} == {"full"}
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [

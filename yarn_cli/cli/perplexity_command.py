@@ -199,14 +199,17 @@ def _served(
             )
     if csv_path:
         write_rows(csv_path, ["variant", "context", "ppl", "tokens", "nll"], (r.to_dict() for r in run.results))
+    missing = {label: "cut" for label in run.truncated} | {label: "inf/NaN" for label in run.unscored}
     if plot is not None and run.results:
-        _plot(plot, run.results, [x for x in labels if x not in run.truncated], None, "served models")
-    out.print(_table(run.results, wanted, labels, gguf.original_context if gguf else None))
+        _plot(plot, run.results, [x for x in labels if x not in missing], None, "served models")
+    out.print(_table(run.results, wanted, labels, gguf.original_context if gguf else None, missing))
     for label, what in run.truncated.items():
         warn(
             f"{label} cut the prompt ({what}): not scored. Raise the server's context (Ollama: num_ctx or "
             "OLLAMA_CONTEXT_LENGTH; llama-server: -c) to score these contexts"
         )
+    for label, why in run.unscored.items():
+        warn(f"{label} not scored: {why}")
     fewer = any(r.tokens < chunks * (r.context - 1) for r in run.results)
     note = "; the server gives a window's first text token no score, so it counts one token fewer" if fewer else ""
     say(
@@ -217,8 +220,17 @@ def _served(
         warn(f"no server was scored, so {plot} was not drawn")
 
 
-def _table(results: list[PerplexityResult], contexts: list[int], variants: list[str], native: int | None) -> Table:
-    """The layout of the paper's Table 1: one row per method, one column per evaluation context."""
+def _table(
+    results: list[PerplexityResult],
+    contexts: list[int],
+    variants: list[str],
+    native: int | None,
+    missing: dict[str, str] | None = None,
+) -> Table:
+    """The layout of the paper's Table 1: one row per method, one column per evaluation context.
+
+    ``missing``: what to show for a server that gave no figures (``cut``: it truncated the window).
+    """
     table = Table(title="Perplexity (lower is better)", title_justify="left", caption_justify="left")
     if native:
         table.caption = f"* beyond the native context ({native:,})"
@@ -231,7 +243,7 @@ def _table(results: list[PerplexityResult], contexts: list[int], variants: list[
         row = {r.context: r for r in results if r.variant == variant}
         for c in contexts:
             if c not in row:
-                cells.append("cut")  # the server truncated the window
+                cells.append((missing or {}).get(variant, "cut"))
                 continue
             ppl = row[c].ppl
             cells.append(f"[bold]{ppl:.2f}[/]" if ppl == best[c] and len(variants) > 1 else f"{ppl:.2f}")

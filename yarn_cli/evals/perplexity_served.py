@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from yarn_cli.errors import InputError, ServerError
 from yarn_cli.evals.perplexity import PerplexityResult
-from yarn_cli.serving.client import ContextExceededError, PromptScores, ServerClient
+from yarn_cli.serving.client import ContextExceededError, NonFiniteScoresError, PromptScores, ServerClient
 
 # A server may retokenize a window's text a token or two differently at its ends.
 TOKEN_SLACK = 2
@@ -135,6 +135,7 @@ class ServedPerplexityRun:
     text_tokens: int
     bos: bool
     truncated: dict[str, str] = field(default_factory=dict)  # label -> what the server did
+    unscored: dict[str, str] = field(default_factory=dict)  # label -> why its figures are infinite or unknown
 
 
 def run_perplexity_served(
@@ -167,12 +168,16 @@ def run_perplexity_served(
     sums: dict[tuple[str, int], float] = {}
     counts: dict[tuple[str, int], int] = {}
     truncated: dict[str, str] = {}
+    unscored: dict[str, str] = {}
     evaluated = 0
     started = time.perf_counter()
     for label, client in servers:
         for window in windows:
             try:
                 scores = client.prompt_logprobs(window)
+            except NonFiniteScoresError as exc:  # the model's numbers broke down: the other servers go on
+                unscored[label] = f"{exc}: its perplexity is infinite or undefined at this length"
+                break
             except ContextExceededError as exc:
                 raise ServerError(
                     f"{exc}; score shorter --contexts, or raise the server's context (llama-server -c, "
@@ -194,7 +199,7 @@ def run_perplexity_served(
                 on_tokens(longest, label)
     results = []
     for label, _ in servers:
-        if label in truncated:
+        if label in truncated or label in unscored:
             continue
         for c in sorted(contexts):
             key = (label, c)
@@ -209,6 +214,7 @@ def run_perplexity_served(
         text_tokens=len(stream),
         bos=source.bos,
         truncated=truncated,
+        unscored=unscored,
     )
 
 
@@ -239,6 +245,7 @@ def served_perplexity_record(
         "software": software,
         "results": [r.to_dict() for r in run.results],
         "truncated": run.truncated,
+        "unscored": run.unscored,
         "evaluated_tokens": run.evaluated_tokens,
         "seconds": round(run.seconds, 3),
     }

@@ -58,6 +58,10 @@ class ServerStatusError(ServerError):
         self.status = status
 
 
+class NonFiniteScoresError(ServerError):
+    """The server could not send a log-probability: -inf or NaN, which JSON cannot carry (vLLM answers 400)."""
+
+
 class ContextExceededError(ServerError):
     """The server refused a prompt longer than its context."""
 
@@ -223,6 +227,10 @@ class ServerClient:
         try:
             data = self._request("POST", f"{self.url}/completions", json=body)
         except ServerStatusError as exc:  # a refusal; a dead or slow server keeps its own message
+            if "out of range float" in str(exc).lower():
+                raise NonFiniteScoresError(
+                    f"{self.url} could not send the window's log-probabilities: one is -inf or NaN ({exc})"
+                ) from exc
             raise ServerError(
                 f"{self.url} gives no log-probabilities of a prompt ({exc}); llama-cpp-python's server gives them "
                 "unless started with --logits_all false, llama-server and Ollama do not"
