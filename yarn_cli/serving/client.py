@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -26,6 +26,7 @@ CONNECT_TIMEOUT = 10.0
 RETRIES = 3
 BACKOFF = 1.0  # seconds, doubled each retry
 TRANSIENT_STATUS = frozenset({502, 503, 504})
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -271,57 +272,60 @@ class ServerClient:
 
     def detokenize(self, tokens: list[int]) -> str | None:
         """The text of ``tokens`` by the server's own tokenizer, None if it has no endpoint for it."""
-        shapes = [
-            ("/detokenize", {"tokens": tokens, "model": self.model}, ("content", "prompt")),  # llama-server, vLLM
-            ("/extras/detokenize", {"tokens": tokens, "model": self.model}, ("text",)),  # llama-cpp-python
-        ]
-        for path, body, fields in self._known(shapes, "detokenize"):
-            data = self._dialect(path, body, "detokenize", path)
-            text = next((data[f] for f in fields if isinstance(data, dict) and isinstance(data.get(f), str)), None)
-            if text is not None:
-                self._dialects["detokenize"] = path
-                return str(text)
-        return None
+        fields = {"llama-server or vLLM": ("content", "prompt"), "llama-cpp-python": ("text",)}
+
+        def read(name: str, data: Any) -> str | None:
+            found = [data[f] for f in fields[name] if isinstance(data, dict) and isinstance(data.get(f), str)]
+            return str(found[0]) if found else None
+
+        return self._ask("detokenize", [
+            ("llama-server or vLLM", "/detokenize", {"tokens": tokens, "model": self.model}),
+            ("llama-cpp-python", "/extras/detokenize", {"tokens": tokens, "model": self.model}),
+        ], read)  # fmt: skip
 
     def tokenize(self, text: str) -> list[int] | None:
         """The server's own tokens for ``text`` (with BOS, as a completion prompt), None if it has no endpoint."""
-        shapes = [
+
+        def read(name: str, data: Any) -> list[int] | None:
+            found = data.get("tokens") if isinstance(data, dict) else None
+            # a server that ignores a body it does not understand may answer no tokens for a text
+            if not isinstance(found, list) or (text and not found):
+                return None
+            return [int(t) if isinstance(t, int) else int(t["id"]) for t in found]
+
+        return self._ask("tokenize", [
             ("llama-server", "/tokenize", {"content": text, "add_special": True, "model": self.model}),
             ("vLLM", "/tokenize", {"model": self.model, "prompt": text, "add_special_tokens": True}),
             ("llama-cpp-python", "/extras/tokenize", {"input": text, "model": self.model}),
-        ]
-        for name, path, body in self._known(shapes, "tokenize"):
-            data = self._dialect(path, body, "tokenize", name)
-            found = data.get("tokens") if isinstance(data, dict) else None
-            # a server that ignores a body it does not understand may answer no tokens for a text
-            if isinstance(found, list) and (found or not text):
-                self._dialects["tokenize"] = name
-                return [int(t) if isinstance(t, int) else int(t["id"]) for t in found]
-        return None
+        ], read)  # fmt: skip
 
-    def _known(self, shapes: list[Any], what: str) -> list[Any]:
-        """The request shape that worked before, once one has; every shape, in order, until then."""
-        known = self._dialects.get(what)
-        return [s for s in shapes if s[0] == known] or shapes
-
-    def _dialect(self, path: str, body: dict[str, Any], what: str, name: str) -> Any:
-        """A server's own endpoint, asked in one server's request shape: None where it does not take it.
+    def _ask(
+        self, what: str, shapes: list[tuple[str, str, dict[str, Any]]], read: Callable[[str, Any], T | None]
+    ) -> T | None:
+        """One of a server's own endpoints, in the request shape of the server it turns out to be.
 
         Servers share these paths with other request shapes (llama-server's /tokenize takes
-        ``content``, vLLM's ``prompt``), so until a shape has worked, a request refused as malformed
-        (400, 422) means "another server's shape". Any other failure, and any failure of a shape
-        that has worked, is the server's, and ends the run.
+        ``content``, vLLM's ``prompt``), so until a shape has worked, a missing endpoint or a request
+        refused as malformed (400, 422) means "try the next shape". Once one has worked only it is
+        asked, and any failure is the server's, and ends the run. None: no shape gave an answer.
         """
-        try:
-            return self._request("POST", f"{self.root}{path}", json=body, missing_ok=True)
-        except MissingEndpointError:
-            if self._dialects.get(what) == name:
-                raise
-            return None
-        except ServerStatusError as exc:
-            if exc.status in (400, 422) and self._dialects.get(what) != name:
-                return None
-            raise
+        known = self._dialects.get(what)
+        for name, path, body in [s for s in shapes if s[0] == known] or shapes:
+            try:
+                data = self._request("POST", f"{self.root}{path}", json=body, missing_ok=True)
+            except MissingEndpointError:
+                if known:
+                    raise
+                continue
+            except ServerStatusError as exc:
+                if known or exc.status not in (400, 422):
+                    raise
+                continue
+            value = read(name, data)
+            if value is not None:
+                self._dialects[what] = name
+                return value
+        return None
 
     def _request(self, method: str, url: str, *, json: Any = None, missing_ok: bool = False) -> Any:
         delay = BACKOFF
