@@ -72,7 +72,7 @@ def perplexity_command(
             "--server",
             metavar="[LABEL=]URL",
             help="Score a served model instead, from the log-probabilities its server gives a prompt's tokens "
-            "(llama-cpp-python's server; vLLM's should work, untested). Give it more than once to compare servers.",
+            "(llama-cpp-python's server, vLLM). Give it more than once to compare servers.",
             rich_help_panel="Served models",
         ),
     ] = None,
