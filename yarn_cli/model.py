@@ -215,7 +215,7 @@ def summary(model: Model) -> dict[str, Any]:
             "freq_base_swa": rope.freq_base_swa,
             "sliding_window": rope.window,
             "window_scaling": window_scaling(rope.architecture).name.lower(),
-            "factor_tensors": sorted({name.split(".")[0] for name in rope.factor_tensors}),
+            "factor_tensors": rope.factor_tensor_names,
             "yarn_log_multiplier": rope.yarn_log_multiplier,
             "llama_cpp": explain(rope),
             "hugging_face": hf_scaling(rope, model.shape.head_dim_k).to_dict(),

@@ -104,7 +104,7 @@ def _render_info(model: Model) -> None:
         value = h.get(key)
         if value is not None:
             table.add_row("", Text(f"{key} = {value!r}"))
-    tensors = sorted({name.split(".")[0] for name in rope.factor_tensors})
+    tensors = rope.factor_tensor_names
     if tensors:
         table.add_row("RoPE tensors", Text(", ".join(tensors)))
     for i, note in enumerate(explain(rope)):

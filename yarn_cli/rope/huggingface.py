@@ -89,7 +89,7 @@ def _unmapped(rope: RopeState, params: RopeParams, head_dim: int | None) -> str 
     if not rope.uses_rope:
         return f"{rope.architecture} models do not use RoPE"
     if rope.factor_tensors:
-        names = ", ".join(sorted({t.split(".")[0] for t in rope.factor_tensors}))
+        names = ", ".join(rope.factor_tensor_names)
         return (
             f"the model's per-dimension RoPE factors ({names}) are in its Hugging Face config's own "
             "rope_parameters; scale those there"

@@ -105,6 +105,11 @@ class RopeState:
         return rope_params(self.original_values, self.keys)
 
     @property
+    def factor_tensor_names(self) -> list[str]:
+        """The factor tensors by name, without the ``.weight`` suffix, as inspect and its JSON show them."""
+        return sorted({name.split(".")[0] for name in self.factor_tensors})
+
+    @property
     def longrope_factors(self) -> bool:
         """Phi-3-style per-dimension factors: llama.cpp uses the long ones above the original context."""
         return any(name.startswith("rope_factors_long") for name in self.factor_tensors)
