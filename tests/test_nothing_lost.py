@@ -156,6 +156,29 @@ def test_a_folder_that_refuses_files_is_found_before_the_run(run_cli, tiny_model
     assert "--json /sys/run.json: cannot write in /sys (Permission denied)" in error_line(result)
 
 
+@pytest.mark.parametrize("command", ["passkey", "perplexity"])
+def test_a_device_is_no_output_file(run_cli, tiny_model: Path, command: str) -> None:
+    # /dev/full exists: a resume would read it forever, and the output renamed over it would replace the device
+    extra = ["--lengths", "400", "--trials", "1"] if command == "passkey" else ["--text", str(TEXT), "--contexts", "64"]
+    result = run_cli(command, tiny_model, *extra, "--json", "/dev/full")
+    assert result.returncode == 1
+    assert "--json /dev/full is not a regular file (a device, pipe or socket)" in error_line(result)
+    assert Path("/dev/full").is_char_device()
+
+
+def test_convert_never_replaces_a_pipe_even_with_force(run_cli, tiny_model: Path) -> None:
+    fifo = tiny_model.parent / "out.gguf"
+    os.mkfifo(fifo)
+    result = run_cli("convert", tiny_model, fifo, "--factor", "2", "--force")
+    assert result.returncode == 1
+    assert f"the output {fifo} is not a regular file" in error_line(result)
+    assert fifo.is_fifo()
+    with pytest.raises(OutputError, match="not a regular file"):  # every writer, not only the CLI's checks
+        write_atomically(fifo, b"{}")
+    assert fifo.is_fifo()
+    assert sorted(p.name for p in fifo.parent.iterdir()) == sorted([tiny_model.name, fifo.name])
+
+
 # --- in-place changes: one at a time, never by a dry run ----------------------------------------
 
 

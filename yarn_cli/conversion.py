@@ -18,7 +18,7 @@ from pathlib import Path
 
 from yarn_cli import __version__
 from yarn_cli.errors import InputError, OutputError, UnsupportedModelError
-from yarn_cli.gguf.fileops import Unsupported, check_free_space, link_or_copy, staging
+from yarn_cli.gguf.fileops import Unsupported, check_free_space, check_not_special, link_or_copy, staging
 from yarn_cli.gguf.header import GGUFHeader, edited_keys, unpadded_header
 from yarn_cli.gguf.inplace import locked, recover, undo_path
 from yarn_cli.gguf.rewrite import patch_in_place, write_patched
@@ -412,6 +412,7 @@ def check_outputs(inputs: list[Path], outputs: list[Path], *, force: bool) -> No
             raise OutputError(f"the output {dst} is the input file; use --in-place to replace the input")
         if dst.is_dir():
             raise OutputError(f"the output {dst} is a folder; choose another name")
+        check_not_special(dst, "the output")
         if dst.exists() and not force:
             raise OutputError(f"{dst} already exists; use --force to overwrite it")
 

@@ -162,10 +162,19 @@ def check_free_space(directory: Path, needed: int) -> None:
         )
 
 
+def check_not_special(path: Path, what: str) -> None:
+    """Refuse a device, pipe or socket as an output: yarn-cli writes files beside it and renames them over it,
+    which would replace ``/dev/null`` itself (run as root), and a resumed run would read ``/dev/zero`` forever."""
+    with contextlib.suppress(OSError):
+        if path.exists() and not path.is_file() and not path.is_dir():
+            raise OutputError(f"{what} {path} is not a regular file (a device, pipe or socket); give a file name")
+
+
 def check_writable(path: Path, option: str) -> None:
     """Fail at once, not after hours of work, where ``path`` could not be written."""
     if path.is_dir():
         raise OutputError(f"{option} {path} is a folder; give a file name")
+    check_not_special(path, option)
     folder = path.parent
     if not folder.is_dir():
         raise OutputError(f"{option} {path}: the folder {folder} does not exist; create it first")
@@ -205,6 +214,7 @@ class Staging:
 
     def temporary(self, path: Path) -> Path:
         """A new temporary name beside ``path``, removed again unless committed."""
+        check_not_special(path, "the output")
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
         os.close(fd)
         tmp = Path(name)
