@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from ggufs import write_tiny_llama
 from helpers import error_line, expected_backend
+from llama_cpp import Llama
 
 from yarn_cli.conversation import Conversation, ends_in_loop
 from yarn_cli.conversion import ConvertRequest, convert_file
@@ -73,6 +74,18 @@ def test_json_result(run_cli) -> None:
     assert data["settings"]["n_layers"] == 31
     assert data["settings"]["gpu_layers"] == (31 if expected_backend() != "CPU" else 0)
     assert data["mode"] == "chat"  # SmolLM2's file has a chat template
+
+
+@pytest.mark.parametrize("n_predict", [3, 10, None])
+def test_completion_tokens_are_the_replys_tokens(run_cli, smollm2: Path, n_predict: int | None) -> None:
+    """Cut short by -n or ended by the model, the count is the reply's tokens (not llama.cpp's decodes)."""
+    asked = ["-n", str(n_predict), "-p", "Tell me a story"] if n_predict else ["-p", QUESTION]
+    result = run_cli("chat", "--temp", "0", "--json", *asked)
+    data = json.loads(result.stdout)
+    assert data["stopped"] == ("length" if n_predict else "eos")
+    llm = Llama(str(smollm2), n_ctx=64, verbose=False, vocab_only=True)
+    tokens = len(llm.tokenize(data["reply"].encode(), add_bos=False, special=False))
+    assert data["completion_tokens"] == tokens == (n_predict or tokens)
 
 
 def readme_chat_prompt() -> str:

@@ -168,7 +168,12 @@ class ChatSession(TurnTaking):
         perf = llama_cpp.llama_perf_context(ctx)
         stats.prompt_evaluated = int(perf.n_p_eval)
         stats.prompt_ms = float(perf.t_p_eval_ms)
-        stats.completion_tokens = int(perf.n_eval)
+        # The reply's tokens as sampled, not llama.cpp's single-token decodes (perf.n_eval): the last token
+        # sampled is never decoded, and a one-token prompt suffix decodes as a single token too. An end of
+        # turn (the EOS token, a stop string) is not part of the reply.
+        decoded = self.llm.n_tokens - len(tokens)
+        cut_short = stats.stopped != "eos" and bool(decoded or pieces)  # its last token sampled, never decoded
+        stats.completion_tokens = decoded + int(cut_short)
         stats.generation_ms = float(perf.t_eval_ms)
         stats.first_token_ms = first_token_ms
         stats.context_used = len(tokens) + stats.completion_tokens
