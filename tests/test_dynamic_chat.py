@@ -108,9 +108,15 @@ def test_one_shot_chooses_the_scale_from_the_prompt(run_cli, tiny_model: Path) -
     args = ("chat", tiny_model, "--yarn", "dynamic", "-c", str(N_CTX), "--temp", "0", "-n", "1", "-t", "1", "--json")
     short = json.loads(run_cli(*args, "-p", "the").stdout)
     assert short["scale"] is None
+    assert (short["settings"]["rope_scaling"], short["settings"]["n_ctx_train"]) == ("none", 256)
     long = run_cli(*args, "-p", LONG)
     assert long.returncode == 0, long.stderr
-    assert json.loads(long.stdout)["scale"] in LADDER
+    scaled = json.loads(long.stdout)
+    assert scaled["scale"] in LADDER
+    # the settings the reply ran with, not those of the load before the rescale
+    ran = scaled["settings"]
+    assert ran["rope_scaling"] == "yarn" and ran["rope_scale"] == pytest.approx(scaled["scale"], rel=1e-5)
+    assert ran["n_ctx_train"] == 256 * scaled["scale"]
     shown = run_cli(*args[:-1], "-p", LONG)
     assert "--yarn dynamic: YaRN x" in shown.stderr and "from this reply (was the model as it came)" in shown.stderr
     refused = run_cli("chat", tiny_model, "--yarn", "dynamic", "--rope-scale", "2", "-p", "the")

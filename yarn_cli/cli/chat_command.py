@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -217,7 +218,12 @@ def chat_command(
                 "[dim]the file has no chat template (a base model): the text is continued as plain completion[/]",
                 soft_wrap=True,
             )
-        _converse(session, prompt if one_shot else None, effective.to_dict(), json_output, not no_stream)
+
+        # after the reply: --yarn dynamic may have loaded the model again at another scale
+        def settings() -> dict[str, Any]:
+            return (dynamic.effective if dynamic is not None and dynamic.effective else effective).to_dict()
+
+        _converse(session, prompt if one_shot else None, settings, json_output, not no_stream)
     finally:
         # freed here, in order (batch, context, model), not by the garbage collector at exit
         (session.llm if session is not None else llm).close()
@@ -241,10 +247,12 @@ def _served_chat(
         if not json_output:
             err.print(f"[dim]server: {escape(client.url)}, model {escape(client.model)}, {context}[/]", soft_wrap=True)
         settings = {"server": client.url, "model": client.model, "n_ctx": session.n_ctx or None}
-        _converse(session, prompt, settings, json_output, stream)
+        _converse(session, prompt, lambda: settings, json_output, stream)
 
 
-def _converse(session: Session, prompt: str | None, settings: dict[str, Any], json_output: bool, stream: bool) -> None:
+def _converse(
+    session: Session, prompt: str | None, settings: Callable[[], dict[str, Any]], json_output: bool, stream: bool
+) -> None:
     """One reply to ``prompt``, or the REPL when there is none."""
     if prompt is not None:
         _one_shot(session, prompt, settings, json_output=json_output, stream=stream)
@@ -257,7 +265,9 @@ def _write(text: str) -> None:
     sys.stdout.flush()
 
 
-def _one_shot(session: Session, prompt: str, settings: dict[str, Any], *, json_output: bool, stream: bool) -> None:
+def _one_shot(
+    session: Session, prompt: str, settings: Callable[[], dict[str, Any]], *, json_output: bool, stream: bool
+) -> None:
     live = stream and not json_output
     reply, stats = session.reply(prompt, _write if live else None)
     if stats.dropped_turns:
@@ -278,7 +288,7 @@ def _one_shot(session: Session, prompt: str, settings: dict[str, Any], *, json_o
                     "prompt_tokens_per_s": round(stats.prompt_tps, 2),
                     "generation_tokens_per_s": round(stats.generation_tps, 2),
                 },
-                "settings": settings,
+                "settings": settings(),
             }
         )
         return
@@ -315,7 +325,7 @@ def _scale_note(stats: TurnStats) -> str | None:
     was = "the model as it came" if stats.rescaled_from is None else f"YaRN x{stats.rescaled_from:g}"
     return (
         f"--yarn dynamic: YaRN x{stats.scale:g} from this reply (was {was}); model loaded again in "
-        f"{stats.rescale_seconds:.2f} s, {stats.prompt_evaluated} tokens evaluated again"
+        f"{stats.rescale_seconds:.2f} s, {stats.prompt_evaluated} tokens evaluated at the new scale"
     )
 
 

@@ -43,14 +43,15 @@ class DynamicYarn:
         self.native = native
         self.factor: float | None = None
         self.max_factor = 1.0  # the context's size over the native one, known once loaded
+        self.effective: Effective | None = None  # what llama.cpp made of the latest load
 
     def load(self, factor: float | None = None) -> tuple[llama_cpp.Llama, Effective]:
         rope = self.model.rope
         scaling = rope.as_it_came() if factor is None else rope.runtime(Method.YARN, factor)
         self.factor = factor
-        llm, effective = load_model(self.model, replace(self.options, scaling=scaling))
+        llm, self.effective = load_model(self.model, replace(self.options, scaling=scaling))
         self.max_factor = max(1.0, llm.n_ctx() / self.native)
-        return llm, effective
+        return llm, self.effective
 
     def needed(self, tokens: int) -> float | None:
         """A larger factor when ``tokens`` no longer fit the current window, else None (no change)."""
