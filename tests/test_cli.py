@@ -164,6 +164,13 @@ def test_in_place_and_undo_from_the_command_line(run_cli, tiny_model: Path) -> N
     assert tiny_model.read_bytes() == original
 
 
+def test_a_converted_file_converted_again_says_both_contexts(run_cli, tiny_model: Path) -> None:
+    assert run_cli("convert", tiny_model, "--in-place", "--factor", "4", "-q").returncode == 0
+    result = run_cli("convert", tiny_model, "--in-place", "--factor", "2")  # lower, as asked: from the original
+    assert result.returncode == 0, result.stderr
+    assert "yarn x2: context_length 1024 -> 512 (x2 of the 256 it came with); written in place" in result.stderr
+
+
 def test_warnings_for_options_the_architecture_ignores(run_cli, tiny_model: Path) -> None:
     result = run_cli("convert", tiny_model, "--factor", "2", "--beta-fast", "16", "-q")
     assert result.returncode == 0

@@ -232,6 +232,11 @@ def _summary(plan: ConversionPlan) -> str:
             f" on the model's own YaRN x{plan.model.rope.trained_yarn:g} (x{plan.total_factor:g} over its original "
             f"context {plan.original_context})"
         )
+    current = plan.model.rope.current.context_length
+    if plan.model.rope.converted and current and current != before:  # converted again: from the original
+        return (
+            f"{what}: context_length {current} -> {plan.context_length} (x{plan.factor:g} of the {before} it came with)"
+        )
     return f"{what}: context_length {before} -> {plan.context_length}"
 
 
