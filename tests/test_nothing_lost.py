@@ -156,6 +156,45 @@ def test_a_folder_that_refuses_files_is_found_before_the_run(run_cli, tiny_model
     assert "--json /sys/run.json: cannot write in /sys (Permission denied)" in error_line(result)
 
 
+@pytest.mark.parametrize(
+    ("command", "option", "target", "message"),
+    [
+        ("passkey", "--csv", "model", "--csv {path} is one of this run's inputs; choose another file name"),
+        ("passkey", "--plot", "link to the model", "--plot {path} is one of this run's inputs"),
+        ("perplexity", "--json", "text", "--json {path} is one of this run's inputs"),
+        ("perplexity", "--csv", "model", "--csv {path} is one of this run's inputs"),
+        ("perplexity", "--plot", "the --json file", "--json and --plot name the same file ({path})"),
+    ],
+)
+def test_no_output_replaces_an_input(
+    run_cli, tiny_model: Path, tmp_path: Path, command: str, option: str, target: str, message: str
+) -> None:
+    text = tmp_path / "text.txt"
+    text.write_bytes(TEXT.read_bytes())
+    (tmp_path / "link.gguf").symlink_to(tiny_model)
+    path = {"model": tiny_model, "link to the model": tmp_path / "link.gguf", "text": text}.get(
+        target, tmp_path / "run.json"
+    )
+    extra = ["--lengths", "400", "--trials", "1"] if command == "passkey" else ["--text", str(text), "--contexts", "64"]
+    before = {p: sha256(p) for p in (tiny_model, text)}
+    result = run_cli(command, tiny_model, *extra, "--json", tmp_path / "run.json", option, path)
+    assert result.returncode == 1
+    assert message.format(path=path) in error_line(result)
+    assert {p: sha256(p) for p in (tiny_model, text)} == before
+    assert not (tmp_path / "run.json").exists()
+
+
+@pytest.mark.parametrize(("model", "message"), [("", "the model path is empty"), (".", ". is a folder; give a GGUF")])
+def test_an_empty_or_folder_model_path_is_one_line(run_cli, tmp_path: Path, model: str, message: str) -> None:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    for args in (["inspect", model], ["convert", model, "--factor", "2"], ["chat", model, "-p", "hi"]):
+        result = run_cli(*args, cwd=folder)
+        assert result.returncode == 1
+        assert message in error_line(result)
+    assert list(folder.iterdir()) == []
+
+
 @pytest.mark.parametrize("command", ["passkey", "perplexity"])
 def test_a_device_is_no_output_file(run_cli, tiny_model: Path, command: str) -> None:
     # /dev/full exists: a resume would read it forever, and the output renamed over it would replace the device

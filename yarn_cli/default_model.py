@@ -32,4 +32,9 @@ def resolve_model(model: str | os.PathLike[str] | None) -> Path:
     """A user's MODEL argument: a path, or nothing / ``default`` for the embedded model."""
     if model is None or str(model) == DEFAULT_NAME:
         return default_model_path()
-    return Path(model)
+    if not str(model).strip():
+        raise InputError("the model path is empty; give a GGUF file, or `default` for the embedded model")
+    path = Path(model)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a GGUF file (the first split of a split model)")
+    return path

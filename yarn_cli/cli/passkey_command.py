@@ -118,7 +118,7 @@ def passkey_command(
     With --server the model is the one a server runs (llama-server, Ollama, LM Studio, vLLM):
     prompts a server cut short are reported as truncated, not as the model's failure.
     """
-    check_run_outputs(json_path, csv_path, plot)
+    check_run_outputs(json_path, csv_path, plot, inputs=[model, tokenizer])
     if servers:
         local_only = {"--compare": compare != "as-is", "-ngl": gpu_layers is not None, "-t": threads is not None,
                       "-fa": flash_attn, "--no-reuse": no_reuse}  # fmt: skip

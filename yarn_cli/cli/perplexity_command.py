@@ -113,7 +113,7 @@ def perplexity_command(
     )
     settings.check()
     source = read_text(text)
-    check_run_outputs(json_path, csv_path, plot)
+    check_run_outputs(json_path, csv_path, plot, inputs=[model, text])
 
     with WorkProgress("tokens") as progress:
         try:
@@ -172,7 +172,7 @@ def _served(
         raise InputError("give --contexts (or the served GGUF with --tokenizer, whose context sets the default)")
     check_served_settings(wanted, chunks)
     source_text = read_text(text)
-    check_run_outputs(json_path, csv_path, plot)
+    check_run_outputs(json_path, csv_path, plot, inputs=[tokenizer, text])
     with contextlib.ExitStack() as stack:
         servers = open_servers(stack, endpoints, server_model, timeout)
         if gguf is not None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from yarn_cli.default_model import DEFAULT_NAME
 from yarn_cli.errors import InputError
 from yarn_cli.gguf.fileops import check_writable, write_atomically
 from yarn_cli.gguf.values import Value
@@ -47,11 +49,21 @@ def warn(message: str) -> None:
     err.print(f"[yellow]Warning:[/] {escape(message)}", soft_wrap=True)
 
 
-def check_run_outputs(json_path: Path | None, csv_path: Path | None, plot: Path | None) -> None:
-    """A long run's output files, checked before it starts: a bad path never costs a finished run."""
-    for option, path in (("--json", json_path), ("--csv", csv_path), ("--plot", plot)):
-        if path is not None:
-            check_writable(path, option)
+def check_run_outputs(
+    json_path: Path | None, csv_path: Path | None, plot: Path | None, inputs: Sequence[str | Path | None] = ()
+) -> None:
+    """A long run's output files, checked before it starts: a bad path never costs a finished run, and no
+    output replaces one of the run's own inputs (the model, the text, the tokenizer) or another output."""
+    given = [(option, path) for option, path in (("--json", json_path), ("--csv", csv_path), ("--plot", plot)) if path]
+    for option, path in given:
+        check_writable(path, option)
+        for source in inputs:
+            if source is not None and str(source) != DEFAULT_NAME and _same_path(path, Path(source)):
+                raise InputError(f"{option} {path} is one of this run's inputs; choose another file name")
+    for i, (option, path) in enumerate(given):
+        for other, other_path in given[i + 1 :]:
+            if _same_path(path, other_path):
+                raise InputError(f"{option} and {other} name the same file ({path}); give each its own")
     if plot is not None:
         try:
             import matplotlib  # noqa: F401
@@ -176,3 +188,11 @@ class WorkProgress:
             )
             while self._next <= fraction + 1e-9:
                 self._next += 0.1
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    """The same file: by identity where both exist (hard links, symlinks), else by resolved name."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return a.resolve() == b.resolve()
