@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -113,3 +116,41 @@ def test_kv_memory_is_the_hosts_unless_every_layer_is_on_a_gpu(smollm2: Path) ->
     else:
         assert "of memory are free" in str(refused.value)
         assert kv_memory(model, -1)[1] == "memory"  # no GPU: every layer "offloaded" still means the host
+
+
+def _until(found: Callable[[], bool], process: subprocess.Popen[str], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not found():
+        assert process.poll() is None, "the command ended before the moment the test waits for"
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+def test_ctrl_c_while_starting_is_one_line(tmp_path: Path) -> None:
+    """Ctrl-C while the libraries still import: exit 130 and one line, no traceback."""
+    args = [sys.executable, "-X", "importtime", "-m", "yarn_cli", "inspect", "default"]
+    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    lines = []
+    while not any("llama_cpp" in line for line in lines):  # -X importtime: one line per finished import
+        lines.append(process.stderr.readline())
+        assert lines[-1], "the command ended before llama_cpp was imported"
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr and "Interrupted" in stderr
+    assert stdout == ""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
+def test_a_closed_terminal_or_a_kill_leaves_no_partial_output(smollm2: Path, tmp_path: Path, sig: int) -> None:
+    model = tmp_path / "model.gguf"
+    shutil.copyfile(smollm2, model)
+    args = [sys.executable, "-m", "yarn_cli", "convert", str(model), "out.gguf", "--factor", "2"]
+    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _until(lambda: any(tmp_path.glob(".out.gguf.*.partial")), process)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert "Interrupted; nothing was left half-written." in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"]

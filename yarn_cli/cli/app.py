@@ -62,7 +62,12 @@ def main() -> None:
     a traceback: an exception the code did not foresee is still one line, which says how to
     see the traceback (``YARN_CLI_DEBUG=1``) and report it.
     """
-    signal.signal(signal.SIGTERM, _terminate)  # clean up partial output on kill, as on Ctrl-C
+    # clean up partial output on kill, or when the terminal closes (SIGHUP), as on Ctrl-C; a signal the
+    # caller chose to ignore (nohup) stays ignored
+    for name in ("SIGTERM", "SIGHUP"):
+        number = getattr(signal, name, None)  # no SIGHUP on Windows
+        if number is not None and signal.getsignal(number) == signal.SIG_DFL:
+            signal.signal(number, _terminate)
     # A crash inside a native library (llama.cpp, a GPU driver) still says where it happened; not
     # possible where stderr is no real file (an embedding host), which costs only that message.
     with contextlib.suppress(ValueError, OSError):
