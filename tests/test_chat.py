@@ -264,13 +264,18 @@ def test_effective_settings_are_read_back(tiny_model: Path) -> None:
     ("args", "expected"),
     [
         (["--rope-scale", "0"], "--rope-scale must be a positive number, got 0"),
-        (["-c", "-5"], "-c/--ctx-size must be a positive number of tokens, got -5"),
+        (["-c", "-5"], "-c/--ctx-size must be between 1 and 4,294,967,295 tokens, got -5"),
         (["--rope-scaling", "dynamic"], "--rope-scaling must be one of none, linear, yarn"),
         (["--temp", "-1"], "--temp must be 0 or more"),
         (["--top-p", "2"], "--top-p must be between 0 and 1"),
         (["-n", "0"], "-n/--max-tokens must be positive"),
         (["--yarn", "sometimes"], "--yarn must be auto, dynamic or off"),
-        (["-t", "0"], "-t/--threads must be at least 1"),
+        (["-t", "0"], "-t/--threads must be between 1 and 512 (llama.cpp's limit), got 0"),
+        (["-t", "100000"], "-t/--threads must be between 1 and 512 (llama.cpp's limit), got 100000"),
+        (["--temp", "nan"], "--temp must be 0 or more, got nan"),
+        (["--repeat-penalty", "nan"], "--repeat-penalty must be positive, got nan"),
+        (["-c", "4294967296"], "-c/--ctx-size must be between 1 and 4,294,967,295 tokens, got 4,294,967,296"),
+        (["-c", "4000000000"], "the KV cache for 4000000000 tokens needs"),
     ],
 )
 def test_bad_flags(run_cli, args: list[str], expected: str) -> None:

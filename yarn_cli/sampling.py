@@ -31,7 +31,8 @@ class Sampling:
     stop_loops: bool = False  # end a reply that keeps repeating the same text
 
     def check(self) -> None:
-        if self.temp < 0:
+        # written so that NaN, which fails every comparison, is refused too
+        if not self.temp >= 0:
             raise InputError(f"--temp must be 0 or more, got {self.temp:g}")
         if not 0 <= self.top_p <= 1:
             raise InputError(f"--top-p must be between 0 and 1, got {self.top_p:g}")
@@ -39,7 +40,7 @@ class Sampling:
             raise InputError(f"--min-p must be between 0 and 1, got {self.min_p:g}")
         if self.top_k < 0:
             raise InputError(f"--top-k must be 0 (off) or more, got {self.top_k}")
-        if self.repeat_penalty <= 0:
+        if not self.repeat_penalty > 0:
             raise InputError(f"--repeat-penalty must be positive, got {self.repeat_penalty:g}")
         if self.max_tokens == 0 or self.max_tokens < -1:
             raise InputError(f"-n/--max-tokens must be positive (or -1 for no limit), got {self.max_tokens}")

@@ -29,6 +29,9 @@ from yarn_cli.llama.threads import default_threads
 from yarn_cli.model import Model
 from yarn_cli.rope.scaling import SCALING_NAMES, RuntimeScaling
 
+# ggml's GGML_MAX_N_THREADS: llama.cpp keeps per-thread state in arrays of this size (65,536 threads crashed)
+MAX_THREADS = 512
+
 
 @dataclass(frozen=True)
 class LoadOptions:
@@ -201,8 +204,10 @@ def load_model(model: Model, options: LoadOptions) -> tuple[llama_cpp.Llama, Eff
         "swa_full": True,
     }
     if options.n_threads is not None:
-        if options.n_threads <= 0:
-            raise InputError(f"-t/--threads must be at least 1, got {options.n_threads}")
+        if not 1 <= options.n_threads <= MAX_THREADS:
+            raise InputError(
+                f"-t/--threads must be between 1 and {MAX_THREADS} (llama.cpp's limit), got {options.n_threads}"
+            )
         kwargs["n_threads"] = options.n_threads
         kwargs["n_threads_batch"] = options.n_threads
     else:

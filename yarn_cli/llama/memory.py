@@ -15,6 +15,8 @@ from yarn_cli.model import Model
 
 # Share of the available memory the KV cache may take when the context is chosen for the user.
 KV_MEMORY_SHARE = 0.5
+# llama.cpp takes n_ctx as uint32; 2**32 would wrap to 0, which means "the model's own context".
+MAX_CONTEXT = 2**32 - 1
 
 
 def available_memory() -> int | None:
@@ -56,8 +58,10 @@ def check_kv_memory(model: Model, n_tokens: int, advice: str, n_gpu_layers: int 
 def choose_context(model: Model, requested: int | None, n_gpu_layers: int = 0) -> tuple[int, str | None]:
     """The context to create: what was asked, else the model's, capped so the KV cache fits where it lives."""
     if requested is not None:
-        if requested <= 0:
-            raise InputError(f"-c/--ctx-size must be a positive number of tokens, got {requested}")
+        if not 0 < requested <= MAX_CONTEXT:
+            raise InputError(f"-c/--ctx-size must be between 1 and {MAX_CONTEXT:,} tokens, got {requested:,}")
+        # asked for: refused here in one line rather than by a failed allocation inside llama.cpp
+        check_kv_memory(model, requested, "choose a smaller -c", n_gpu_layers)
         return requested, None
     native = model.context_length or 4096
     per_token = model.shape.kv_cache_bytes(1)
