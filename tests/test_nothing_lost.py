@@ -119,6 +119,26 @@ def test_a_resume_never_adopts_another_models_trials(run_cli, tiny_model: Path, 
     assert resumed.returncode == 0 and "1 trials already done" in resumed.stderr
 
 
+def test_a_damaged_run_is_refused_before_any_trial(run_cli, tiny_model: Path, tmp_path: Path) -> None:
+    assert passkey(run_cli, tiny_model, "--json", "run.json").returncode == 0
+    record = tmp_path / "run.json"
+    good = json.loads(record.read_text())
+    damages = [
+        ("index", "x"), ("correct", "no"), ("depth", float("nan")), ("depth", "deep"), ("length", True),
+        ("answer", 1.5), ("key", None),
+    ]  # fmt: skip
+    for field, value in damages:
+        run = json.loads(json.dumps(good))
+        run["trials"][0][field] = value
+        record.write_text(json.dumps(run))
+        result = passkey(run_cli, tiny_model, "--json", "run.json", "--lengths", "400,500")  # one more length to run
+        assert result.returncode == 1, (field, value)
+        assert f"run.json exists but is not a passkey run (a trial's '{field}' is " in error_line(result)
+        assert record.read_text() == json.dumps(run)  # refused before a trial ran: the record as it was
+    record.write_text(json.dumps(dict(good, model=[1])))
+    assert "is not a passkey run (its model is [1])" in error_line(passkey(run_cli, tiny_model, "--json", "run.json"))
+
+
 def test_a_file_converted_in_place_is_another_model_to_a_resume(run_cli, tiny_model: Path) -> None:
     assert passkey(run_cli, tiny_model, "--json", "run.json").returncode == 0
     assert run_cli("convert", tiny_model, "--in-place", "--factor", "2").returncode == 0

@@ -8,11 +8,12 @@ and llama.cpp's KV cache is reused for it.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 from yarn_cli.errors import InputError
@@ -164,6 +165,34 @@ class TrialResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialResult:
+        """A trial as a saved run holds it, each value checked: a damaged record fails here, not mid-run."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in data:
+                if f.default is MISSING:
+                    raise ValueError(f"a trial has no {f.name!r}")
+                continue
+            value = data[f.name]
+            kinds = _KINDS[str(f.type)]
+            if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
+                raise ValueError(f"a trial's {f.name!r} is {value!r}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"a trial's {f.name!r} is {value!r}")
+            values[f.name] = value
+        return cls(**values)
+
+
+# The types a saved trial's values may have, by the annotation of its field.
+_KINDS: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "int | None": (int, type(None)),
+}
 
 
 @dataclass

@@ -62,9 +62,10 @@ def load_previous(path: Path, source: Source, settings: PasskeySettings) -> dict
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
         saved_model = record["model"]
+        if not isinstance(saved_model, dict):
+            raise ValueError(f"its model is {saved_model!r}")
         protocol = record["settings"].get("protocol")
-        names = {f.name for f in fields(TrialResult)}
-        trials = [TrialResult(**{k: v for k, v in t.items() if k in names}) for t in record["trials"]]
+        trials = [TrialResult.from_dict(t) for t in record["trials"]]
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}; choose another --json file") from exc
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
