@@ -6,6 +6,7 @@ input is unchanged (hash) and that no partial file is left behind.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -82,6 +83,26 @@ def test_debug_shows_the_traceback(run_cli, tmp_path: Path) -> None:
     result = run_cli("inspect", tmp_path / "missing.gguf", env={"YARN_CLI_DEBUG": "1"})
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "NotGGUFError" in result.stderr
+    for off in ("0", "false", ""):
+        assert "does not exist" in error_line(
+            run_cli("inspect", tmp_path / "missing.gguf", env={"YARN_CLI_DEBUG": off})
+        )
+
+
+@pytest.mark.parametrize(
+    ("code", "advice"),
+    [(errno.ENOSPC, "; free some space, or write the output elsewhere"), (errno.EROFS, "; write the output elsewhere")],
+)
+def test_a_system_error_says_what_to_do(code: int, advice: str) -> None:
+    message, status = cli_app.error_line(OSError(code, os.strerror(code), "/data/out.gguf"))
+    assert (message, status) == (f"{os.strerror(code)} (/data/out.gguf){advice}", 1)
+
+
+def test_a_path_with_a_line_break_is_still_one_line(run_cli, tmp_path: Path) -> None:
+    result = run_cli("inspect", tmp_path / "a\nb.gguf")
+    assert error_line(result) == f"Error: {tmp_path}/a\\nb.gguf does not exist"
+    result = run_cli("convert", tmp_path / "gone.gguf", "--recover")
+    assert result.returncode == 1 and "gone.gguf does not exist; --recover takes the model" in error_line(result)
 
 
 def test_paths_and_keys_are_printed_literally(run_cli, tmp_path: Path) -> None:

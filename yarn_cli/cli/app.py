@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import faulthandler
 import logging
 import os
@@ -77,7 +78,7 @@ def main() -> None:
     except typer.Abort:  # Ctrl-C or end of input outside a command's own handling
         code = 130
     except Exception as exc:
-        if os.environ.get("YARN_CLI_DEBUG"):
+        if os.environ.get("YARN_CLI_DEBUG", "").lower() in ("1", "true", "yes", "on"):
             raise
         if type(exc).__name__ == "NoArgsIsHelpError":
             print(exc.format_message())  # type: ignore[attr-defined]
@@ -90,6 +91,16 @@ def main() -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
+# What to do about the system errors a user can fix.
+OS_ADVICE = {
+    errno.ENOSPC: "; free some space, or write the output elsewhere",
+    errno.EDQUOT: "; free some space, or write the output elsewhere",
+    errno.EACCES: "; check the permissions, or write the output elsewhere",
+    errno.EPERM: "; check the permissions (or the file's attributes), or write the output elsewhere",
+    errno.EROFS: "; write the output elsewhere",
+}
+
+
 def error_line(exc: Exception) -> tuple[str, int]:
     """The one line and the exit code for a failure."""
     if isinstance(exc, YarnCliError):
@@ -98,7 +109,7 @@ def error_line(exc: Exception) -> tuple[str, int]:
         # The system refused a read or write the code did not anticipate (read-only filesystem,
         # immutable file, I/O error): still one line, naming the file.
         where = f" ({exc.filename})" if exc.filename else ""
-        return f"{exc.strerror or exc}{where}", 1
+        return f"{exc.strerror or exc}{where}{OS_ADVICE.get(exc.errno or 0, '')}", 1
     if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
         # Typer's usage errors (bad option values, missing arguments); typer keeps their class
         # private, so they are recognised by shape.

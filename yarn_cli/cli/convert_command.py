@@ -213,6 +213,8 @@ def _recovered_line(path: Path, outcome: str) -> str:
 
 def _recover(input: str, json_output: bool) -> None:
     path = resolve_model(input)
+    if not path.exists():
+        raise InputError(f"{path} does not exist; --recover takes the model whose in-place change was cut short")
     outcome = recover_file(path)
     if json_output:
         print_json({"input": str(path), "recovered": outcome})

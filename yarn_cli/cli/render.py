@@ -42,7 +42,8 @@ def say(text: str) -> None:
 
 def show_error(message: str) -> None:
     """The one line a failure prints: ``Error: what is wrong and what to do``."""
-    err.print(f"[bold red]Error:[/] {escape(message)}", soft_wrap=True)
+    # one line, even when a path in it holds a line break
+    err.print(f"[bold red]Error:[/] {escape(message.replace(chr(10), chr(92) + 'n'))}", soft_wrap=True)
 
 
 def warn(message: str) -> None:
