@@ -280,11 +280,23 @@ def test_missing_freq_base_uses_llama_cpp_default(tmp_path: Path) -> None:
         ({"factor": 2.0, "attn_factor": 0.0}, "--attn-factor must be a positive"),
         ({"factor": 2.0, "beta_fast": float("nan")}, "--beta-fast must be a positive"),
         ({"method": Method.NONE, "factor": 2.0}, "takes no --factor"),
+        ({"factor": 1e39}, "is more than a GGUF file can state"),
+        ({"factor": 1.00000001}, "--factor 1.00000001 is 1 once stored as a GGUF float32"),
+        ({"factor": 1.001}, "--factor 1.001 leaves context_length at 256"),
+        ({"context": 30_000_001, "original_context": 30_000_000}, "--context 30,000,001 is so close to the original"),
+        ({"factor": 2.0, "attn_factor": 1e39}, "--attn-factor 1e\\+39 is more than a GGUF float32 can hold"),
+        ({"factor": 2.0, "beta_slow": 1e-50}, "--beta-slow 1e-50 is 0 once stored as a GGUF float32"),
     ],
 )
 def test_bad_requests(tiny_model: Path, request_kwargs: dict, message: str) -> None:
     with pytest.raises(InputError, match=message.replace("(", r"\(")):
         plan_conversion(open_model(tiny_model), ConvertRequest(**request_kwargs))
+
+
+def test_an_ntk_base_beyond_float32_is_refused(tmp_path: Path) -> None:
+    model = write_tiny_llama(tmp_path / "big-base.gguf", freq_base=1e33)
+    with pytest.raises(InputError, match=r"^NTK-aware x1e\+06 would raise llama.rope.freq_base beyond what a GGUF"):
+        plan_conversion(open_model(model), ConvertRequest(method=Method.NTK, factor=1e6))
 
 
 # --- output handling -------------------------------------------------------------------------

@@ -59,6 +59,82 @@ def test_bad_values_get_one_line_and_change_nothing(run_cli, tiny_model: Path, a
     assert snapshot(tiny_model.parent) == before
 
 
+F32 = "a GGUF float32 can hold (3.402823e+38)"
+TOO_BIG = "more than a GGUF file can state (4,294,967,295"
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["convert", "{m}", "o.gguf", "--factor", "1e308", "--dry-run"],
+            f"the target context, 1e+308 x 256 tokens, is {TOO_BIG}); choose a smaller --factor or --context",
+        ),
+        (
+            ["perplexity", "{m}", "--text", "{t}", "--contexts", "128", "--compare", "yarn:1e308"],
+            "--compare yarn:1e308 scales the 256-token context beyond what a GGUF file can state "
+            "(4,294,967,295 tokens); give a smaller factor",
+        ),
+        (
+            ["perplexity", "{m}", "--text", "{t}", "--contexts", "128", "--compare", "as-is,ntk:1e308"],
+            "--compare ntk:1e308 scales the 256-token context beyond what a GGUF file can state "
+            "(4,294,967,295 tokens); give a smaller factor",
+        ),
+        (
+            ["passkey", "{m}", "--lengths", "400", "--compare", "yarn:1e39"],
+            "--compare yarn:1e39 scales the 256-token context beyond what a GGUF file can state "
+            "(4,294,967,295 tokens); give a smaller factor",
+        ),
+        (
+            ["perplexity", "{m}", "--text", "{t}", "--contexts", "128", "--compare", "yarn:1.00000001"],
+            "--compare yarn:1.00000001: the factor is 1 once stored as a GGUF float32, which is no scaling; "
+            "give 1.0000001 or more",
+        ),
+        (
+            ["inspect", "{m}", "--factor", "4", "--beta-fast", "1e308"],
+            f"--beta-fast 1e+308 is more than {F32}; give a smaller number",
+        ),
+        (
+            ["inspect", "{m}", "--factor", "4", "--beta-slow", "1e-50"],
+            "--beta-slow 1e-50 is 0 once stored as a GGUF float32; give a larger number",
+        ),
+        (["inspect", "{m}", "--factor", "1e39"], f"--factor 1e+39 is more than {F32}; give a smaller factor"),
+        (
+            ["convert", "{m}", "o.gguf", "-f", "2", "--attn-factor", "1e39"],
+            f"--attn-factor 1e+39 is more than {F32}; give a smaller number",
+        ),
+        (
+            ["convert", "{m}", "o.gguf", "-f", "2", "--beta-fast", "1e39"],
+            f"--beta-fast 1e+39 is more than {F32}; give a smaller number",
+        ),
+        (
+            ["convert", "{m}", "o.gguf", "-f", "2", "--beta-fast", "1.00000001", "--beta-slow", "1"],
+            "--beta-fast (1) must be larger than --beta-slow (1): YaRN keeps the pairs that turn more than "
+            "beta_fast times and interpolates those that turn less than beta_slow times",
+        ),
+        (
+            ["convert", "{m}", "o.gguf", "-f", "1.00000001"],
+            "--factor 1.00000001 is 1 once stored as a GGUF float32, which is no scaling; give 1.0000001 or more",
+        ),
+        (
+            ["convert", "{m}", "o.gguf", "-f", "1.001"],
+            "--factor 1.001 leaves context_length at 256 (1.001 x 256 rounds to it); give a larger --factor, "
+            "or --context N above 256",
+        ),
+    ],
+)
+def test_values_beyond_what_a_file_holds_are_refused_by_name(
+    run_cli, tiny_model: Path, args: list[str], line: str
+) -> None:
+    """Numbers too large (or too close to 1) for the float32 or uint32 they end in: named, nothing written."""
+    before = snapshot(tiny_model.parent)
+    result = run_cli(*[a.format(m=tiny_model, t=TEXT) for a in args])
+    assert result.returncode == 1
+    assert error_line(result) == f"Error: {line}"
+    assert "RuntimeWarning" not in result.stderr
+    assert snapshot(tiny_model.parent) == before
+
+
 def test_an_unforeseen_exception_is_one_line_that_says_how_to_see_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

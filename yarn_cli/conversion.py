@@ -23,13 +23,21 @@ from yarn_cli.gguf.header import GGUFHeader, edited_keys, unpadded_header
 from yarn_cli.gguf.inplace import locked, recover, undo_path
 from yarn_cli.gguf.rewrite import patch_in_place, write_patched
 from yarn_cli.gguf.splits import parse_split_name, split_name, split_paths, split_prefix_for
-from yarn_cli.gguf.values import Value, boolean, float32, string
+from yarn_cli.gguf.values import Value, boolean, f32, float32, string
 from yarn_cli.model import Model, open_model
 from yarn_cli.rope.architectures import BETA_ARCHS, window_note
 from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW
 from yarn_cli.rope.huggingface import HfScaling, hf_scaling
 from yarn_cli.rope.keys import RECORD_KEY, VERSION_KEY, RopeKeys
-from yarn_cli.rope.scaling import MAX_CONTEXT, Method, RuntimeScaling, check_betas, check_context, check_factor
+from yarn_cli.rope.scaling import (
+    MAX_CONTEXT,
+    Method,
+    RuntimeScaling,
+    check_betas,
+    check_context,
+    check_factor,
+    check_positive,
+)
 from yarn_cli.rope.state import RopeState, Values, record_json, rope_params
 
 PAGE = 4096
@@ -129,11 +137,35 @@ def _target_factor(request: ConvertRequest, original_context: int, name: str = "
                 f"--context {request.context} is not above the {name} context {original_context}; "
                 "the target context must be larger"
             )
-        return request.context / original_context, request.context
+        factor = request.context / original_context
+        if f32(factor) <= 1.0:
+            raise InputError(
+                f"--context {request.context:,} is so close to the {name} context {original_context:,} that the "
+                "scale factor is 1 once stored as a GGUF float32, which is no scaling; give a larger --context"
+            )
+        return factor, request.context
     if request.factor is None:
         raise InputError("give the scale with --factor S or the target context with --context N")
-    factor = check_factor(request.factor)
-    return factor, round(factor * original_context)
+    factor = request.factor
+    if math.isfinite(factor) and factor * original_context > MAX_CONTEXT:
+        scaled = factor * original_context
+        shown = f"{round(scaled):,}" if scaled < 1e15 else f"{factor:g} x {original_context:,}"
+        raise InputError(_too_long(shown))
+    factor = check_factor(factor)
+    context_length = round(factor * original_context)
+    if context_length <= original_context:
+        raise InputError(
+            f"--factor {factor!r} leaves context_length at {original_context:,} ({factor!r} x {original_context:,} "
+            f"rounds to it); give a larger --factor, or --context N above {original_context:,}"
+        )
+    return factor, context_length
+
+
+def _too_long(tokens: str) -> str:
+    return (
+        f"the target context, {tokens} tokens, is more than a GGUF file can state "
+        f"({MAX_CONTEXT:,}); choose a smaller --factor or --context"
+    )
 
 
 def _describe_current(rope: RopeState) -> str | None:
@@ -182,10 +214,7 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
         else:
             factor, context_length = _target_factor(request, orig_ctx)
         if context_length > MAX_CONTEXT:
-            raise InputError(
-                f"the target context, {context_length:,} tokens, is more than a GGUF file can state "
-                f"({MAX_CONTEXT:,}); choose a smaller --factor or --context"
-            )
+            raise InputError(_too_long(f"{context_length:,}"))
         _check_not_shorter(rope, context_length, request)
         total_factor = factor * (rope.trained_yarn or 1.0) if extends else factor
         target = rope.scaled_values(
@@ -289,8 +318,7 @@ def _yarn_options(request: ConvertRequest, keys: RopeKeys) -> dict[str, Value]:
     """The keys YaRN's own options set, checked."""
     extra: dict[str, Value] = {}
     if request.attn_factor is not None:
-        if not math.isfinite(request.attn_factor) or request.attn_factor <= 0:
-            raise InputError(f"--attn-factor must be a positive number, got {request.attn_factor:g}")
+        check_positive(request.attn_factor, "--attn-factor")
         extra[keys.attn_factor] = float32(request.attn_factor)
     if request.finetuned is not None:
         extra[keys.finetuned] = boolean(request.finetuned)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -65,9 +66,18 @@ def pack_field(key: str, value: Value, byteorder: str) -> bytes:
     )
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+FLOAT32_ABOVE_ONE = float(np.nextafter(np.float32(1), np.float32(2)))  # the smallest float32 above 1
+
+
 def f32(x: float) -> float:
-    """Round to float32, as stored in the file, so written and re-read values compare equal."""
-    return float(np.float32(x))
+    """Round to float32, as stored in the file, so written and re-read values compare equal.
+
+    A number beyond float32's range becomes infinite, silently: callers that take numbers from
+    the user check them first (``float32`` refuses to store one).
+    """
+    with np.errstate(over="ignore"):
+        return float(np.float32(x))
 
 
 def uint32(x: int) -> Value:
@@ -77,7 +87,10 @@ def uint32(x: int) -> Value:
 
 
 def float32(x: float) -> Value:
-    return Value(GGUFValueType.FLOAT32, f32(x))
+    stored = f32(x)
+    if math.isfinite(x) and not math.isfinite(stored):
+        raise InputError(f"{x:g} does not fit a GGUF float32 (at most {FLOAT32_MAX:.7g})")
+    return Value(GGUFValueType.FLOAT32, stored)
 
 
 def string(x: str) -> Value:

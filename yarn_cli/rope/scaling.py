@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from yarn_cli.errors import InputError
-from yarn_cli.gguf.values import Value
+from yarn_cli.gguf.values import FLOAT32_ABOVE_ONE, FLOAT32_MAX, Value, f32
 from yarn_cli.rope.keys import RopeKeys
 
 
@@ -191,22 +191,45 @@ def check_context(tokens: int, option: str) -> int:
     return tokens
 
 
+def check_positive(value: float, option: str, what: str = "a positive number") -> float:
+    """A positive number for a float32 key: finite and above 0, and still so once stored as float32."""
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(f"{option} must be {what}, got {value:g}")
+    stored = f32(value)
+    if not math.isfinite(stored):
+        raise InputError(
+            f"{option} {value:g} is more than a GGUF float32 can hold ({FLOAT32_MAX:.7g}); give a smaller number"
+        )
+    if stored == 0:
+        raise InputError(f"{option} {value:g} is 0 once stored as a GGUF float32; give a larger number")
+    return value
+
+
 def check_betas(beta_fast: float, beta_slow: float) -> None:
     """YaRN's ramp runs from pairs turning beta_fast times in the original context down to beta_slow times."""
     for name, beta in (("--beta-fast", beta_fast), ("--beta-slow", beta_slow)):
-        if not (math.isfinite(beta) and beta > 0):
-            raise InputError(f"{name} must be a positive number of rotations, got {beta:g}")
-    if beta_fast <= beta_slow:
+        check_positive(beta, name, "a positive number of rotations")
+    if f32(beta_fast) <= f32(beta_slow):
         raise InputError(
             f"--beta-fast ({beta_fast:g}) must be larger than --beta-slow ({beta_slow:g}): YaRN keeps the pairs that "
             "turn more than beta_fast times and interpolates those that turn less than beta_slow times"
         )
 
 
-def check_factor(factor: float) -> float:
-    """A scale factor must be a finite number above 1 (1 would be no scaling)."""
+def check_factor(factor: float, option: str = "--factor") -> float:
+    """A scale factor must be a finite number above 1 (1 would be no scaling), and stay so as a float32."""
     if not math.isfinite(factor) or factor <= 1.0:
         raise InputError(
             f"the scale factor must be a finite number above 1, got {factor:g} (to remove a scaling use --method none)"
+        )
+    stored = f32(factor)
+    if not math.isfinite(stored):
+        raise InputError(
+            f"{option} {factor:g} is more than a GGUF float32 can hold ({FLOAT32_MAX:.7g}); give a smaller factor"
+        )
+    if stored <= 1.0:
+        raise InputError(
+            f"{option} {factor!r} is 1 once stored as a GGUF float32, which is no scaling; "
+            f"give {FLOAT32_ABOVE_ONE:.8g} or more"
         )
     return float(factor)

@@ -18,7 +18,7 @@ from functools import cached_property
 
 from gguf import GGUFValueType
 
-from yarn_cli.errors import UnsupportedModelError
+from yarn_cli.errors import InputError, UnsupportedModelError
 from yarn_cli.gguf.header import GGUFHeader
 from yarn_cli.gguf.values import Value, f32, float32, string, uint32
 from yarn_cli.rope.architectures import DEFAULT_BETA_FAST_BY_ARCH, DEFAULT_WINDOW, NO_ROPE_ARCHS
@@ -286,7 +286,16 @@ class RopeState:
         """The NTK-aware base for ``factor`` over the original base, as stored in a file (float32)."""
         if not self.dims or self.dims <= 2:
             raise UnsupportedModelError("the rotary dimension count is unknown; NTK scaling needs it")
-        return f32(ntk_freq_base(self.original_base(), factor, self.dims))
+        try:
+            base = f32(ntk_freq_base(self.original_base(), factor, self.dims))
+        except OverflowError:
+            base = math.inf
+        if not math.isfinite(base):
+            raise InputError(
+                f"NTK-aware x{factor:g} would raise {self.keys.freq_base} beyond what a GGUF float32 holds; "
+                "give a smaller factor"
+            )
+        return base
 
     def original_base(self) -> float:
         """The original RoPE base, checked: the frequency math needs a finite base above 1."""

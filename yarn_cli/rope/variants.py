@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from yarn_cli.errors import InputError, UnsupportedModelError
-from yarn_cli.rope.scaling import Method, RuntimeScaling
+from yarn_cli.gguf.values import FLOAT32_ABOVE_ONE, f32
+from yarn_cli.rope.scaling import MAX_CONTEXT, Method, RuntimeScaling
 from yarn_cli.rope.state import RopeState
 
 FACTOR_METHODS = ("yarn", "linear", "ntk")
@@ -58,10 +59,28 @@ def parse_variant(text: str) -> Variant:
         except ValueError:
             factor = float("nan")
         if factor > 1 and factor < float("inf"):
+            if f32(factor) <= 1.0:
+                raise InputError(
+                    f"--compare {text.strip()}: the factor is 1 once stored as a GGUF float32, which is no "
+                    f"scaling; give {FLOAT32_ABOVE_ONE:.8g} or more"
+                )
             return Variant(method, factor)
     raise InputError(
         f"cannot read the variant {text!r}: use as-is, none, yarn:S, linear:S, ntk:S or dynamic-yarn (S > 1)"
     )
+
+
+def _check_context(variant: Variant, text: str, rope: RopeState) -> None:
+    """The context a factor variant scales to must be one a GGUF file can state, as ``convert`` requires."""
+    if variant.factor is None:
+        return
+    extends = variant.method == "yarn" and rope.trained_yarn is not None
+    base = (rope.native_context if extends else None) or rope.trained_context
+    if base and variant.factor * base > MAX_CONTEXT:
+        raise InputError(
+            f"--compare {text.strip()} scales the {base:,}-token context beyond what a GGUF file can state "
+            f"({MAX_CONTEXT:,} tokens); give a smaller factor"
+        )
 
 
 def parse_variants(text: str, rope: RopeState) -> list[Variant]:
@@ -69,6 +88,7 @@ def parse_variants(text: str, rope: RopeState) -> list[Variant]:
     for part in text.split(","):
         if part.strip():
             variant = parse_variant(part)
+            _check_context(variant, part, rope)
             if variant not in variants:
                 variants.append(variant)
     if not variants:
