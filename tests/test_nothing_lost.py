@@ -335,6 +335,62 @@ def test_convert_never_replaces_a_pipe_even_with_force(run_cli, tiny_model: Path
     assert sorted(p.name for p in fifo.parent.iterdir()) == sorted([tiny_model.name, fifo.name])
 
 
+# --- names as long as the filesystem takes (255 bytes) ------------------------------------------
+
+
+def test_a_model_whose_name_leaves_no_room_for_an_undo_record_is_still_usable(run_cli, tmp_path: Path) -> None:
+    model = write_tiny_llama(tmp_path / ("c" * 250 + ".gguf"))  # 255 bytes: model.gguf.yarn-cli-undo is not a name
+    before = sha256(model)
+    assert run_cli("inspect", model).returncode == 0
+    scored = run_cli("perplexity", model, "--text", TEXT, "--contexts", "64", "-t", "2")
+    assert scored.returncode == 0, scored.stderr
+    chat = run_cli("chat", model, "-p", "the", "--temp", "0", "-n", "4", "-c", "256", "-t", "2")
+    assert chat.returncode == 0, chat.stderr
+    converted = run_cli("convert", model, "short.gguf", "--factor", "2", "-q")
+    assert converted.returncode == 0, converted.stderr
+    assert run_cli("convert", model, "--recover").returncode == 0
+    assert sha256(model) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([model.name, "short.gguf"])
+
+
+def test_an_in_place_change_that_needs_an_undo_record_it_cannot_name_refuses(run_cli, tmp_path: Path) -> None:
+    model = write_tiny_llama(tmp_path / ("c" * 250 + ".gguf"))
+    before = snapshot(tmp_path)
+    result = run_cli("convert", model, "--in-place", "--factor", "2")
+    assert result.returncode == 1
+    assert error_line(result) == (
+        f"Error: {model} cannot be changed in place: its name leaves no room for the undo record written beside it "
+        "(.yarn-cli-undo makes it 269 bytes, more than the 255 its filesystem allows); give it a shorter name, "
+        "or convert it to an OUTPUT instead of --in-place"
+    )
+    assert snapshot(tmp_path) == before
+
+
+def test_a_default_output_name_too_long_for_the_filesystem_is_one_line(run_cli, tmp_path: Path) -> None:
+    model = write_tiny_llama(tmp_path / ("c" * 245 + ".gguf"))
+    before = snapshot(tmp_path)
+    result = run_cli("convert", model, "--factor", "2")
+    assert result.returncode == 1
+    assert error_line(result) == (
+        f"Error: the output name {'c' * 245}.yarn-2x.gguf is 258 bytes, more than the 255 its filesystem allows; "
+        "give a shorter OUTPUT"
+    )
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("length", [237, 250, 255])
+def test_outputs_named_up_to_the_filesystem_limit_are_written(run_cli, tiny_model: Path, length: int) -> None:
+    name = "a" * (length - len(".gguf")) + ".gguf"
+    result = run_cli("convert", tiny_model, name, "--factor", "2", "-q")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tiny_model.parent.iterdir()) == sorted([tiny_model.name, name])
+    json_name = "é" * 125 + ".json"  # 255 bytes of UTF-8: a temporary name cut inside no character
+    scored = run_cli("perplexity", tiny_model, "--text", TEXT, "--contexts", "64", "-t", "2", "--json", json_name)
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads((tiny_model.parent / json_name).read_text())["model"]
+    assert sorted(p.name for p in tiny_model.parent.iterdir()) == sorted([tiny_model.name, name, json_name])
+
+
 # --- in-place changes: one at a time, never by a dry run ----------------------------------------
 
 

@@ -18,9 +18,17 @@ from pathlib import Path
 
 from yarn_cli import __version__
 from yarn_cli.errors import InputError, OutputError, UnsupportedModelError
-from yarn_cli.gguf.fileops import Unsupported, check_free_space, check_not_special, link_or_copy, staging
+from yarn_cli.gguf.fileops import (
+    Unsupported,
+    check_free_space,
+    check_not_special,
+    link_or_copy,
+    name_fits,
+    name_max,
+    staging,
+)
 from yarn_cli.gguf.header import GGUFHeader, edited_keys, unpadded_header
-from yarn_cli.gguf.inplace import locked, recover, undo_path
+from yarn_cli.gguf.inplace import has_record, locked, recover
 from yarn_cli.gguf.rewrite import patch_in_place, write_patched
 from yarn_cli.gguf.splits import parse_split_name, split_name, split_paths, split_prefix_for
 from yarn_cli.gguf.values import Value, boolean, f32, float32, string
@@ -434,6 +442,11 @@ def check_outputs(inputs: list[Path], outputs: list[Path], *, force: bool) -> No
     for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
         if not dst.parent.is_dir():
             raise OutputError(f"the output folder {dst.parent} does not exist; create it first")
+        if not name_fits(dst):
+            raise OutputError(
+                f"the output name {dst.name} is {len(os.fsencode(dst.name))} bytes, more than the "
+                f"{name_max(dst.parent)} its filesystem allows; give a shorter OUTPUT"
+            )
         # a later split may already be a hard link to its input, from an earlier conversion
         same = _same_file(src, dst) if i == 0 else src.resolve() == dst.resolve()
         if same:
@@ -464,7 +477,7 @@ def convert_file(
     """
     start = time.perf_counter()
     path = Path(path)
-    changes_input = (in_place or undo_path(path).exists()) and not dry_run
+    changes_input = (in_place or has_record(path)) and not dry_run
     with locked(path, exclusive=changes_input):
         # an earlier in-place change cut short: finish or undo it first
         recovered = None if dry_run else recover(path)

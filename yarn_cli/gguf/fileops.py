@@ -179,11 +179,44 @@ def check_writable(path: Path, option: str) -> None:
     if not folder.is_dir():
         raise OutputError(f"{option} {path}: the folder {folder} does not exist; create it first")
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".check", dir=folder)
+        fd, name = tempfile.mkstemp(prefix=temporary_prefix(path, ".check"), suffix=".check", dir=folder)
         os.close(fd)
         os.unlink(name)
     except OSError as exc:
         raise OutputError(f"{option} {path}: cannot write in {folder} ({exc.strerror}); choose another place") from None
+
+
+NAME_MAX = 255  # bytes in one file name, where the system does not say (ext4, XFS, tmpfs, btrfs)
+_RANDOM_PART = 8  # the characters tempfile adds between prefix and suffix
+
+
+def name_max(folder: Path) -> int:
+    """The longest file name, in bytes, that ``folder``'s filesystem accepts."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return NAME_MAX
+
+
+def name_fits(path: Path) -> bool:
+    """Whether ``path``'s last part is a name its folder's filesystem accepts."""
+    return len(os.fsencode(path.name)) <= name_max(path.parent)
+
+
+def temporary_prefix(path: Path, suffix: str) -> str:
+    """``.<name>.`` for a temporary file beside ``path``, its name cut so that the whole temporary name fits.
+
+    A temporary name is longer than its target's, so a target name near the filesystem's limit
+    would otherwise be one yarn-cli cannot write.
+    """
+    raw = os.fsencode(path.name)
+    room = name_max(path.parent) - len(suffix) - _RANDOM_PART - 2  # the leading "." and the "." after the name
+    if len(raw) > room:
+        cut = max(room, 0)
+        while 0 < cut < len(raw) and raw[cut] & 0xC0 == 0x80:  # not inside a UTF-8 character
+            cut -= 1
+        raw = raw[:cut]
+    return f".{os.fsdecode(raw)}."
 
 
 def fsync_dir(directory: Path) -> None:
@@ -215,7 +248,7 @@ class Staging:
     def temporary(self, path: Path) -> Path:
         """A new temporary name beside ``path``, removed again unless committed."""
         check_not_special(path, "the output")
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        fd, name = tempfile.mkstemp(prefix=temporary_prefix(path, ".partial"), suffix=".partial", dir=path.parent)
         os.close(fd)
         tmp = Path(name)
         self._staged.append((tmp, path))

@@ -30,9 +30,18 @@ try:
 except ImportError:  # not a POSIX system
     fcntl = None  # type: ignore[assignment]
 
-from yarn_cli.errors import YarnCliError
+from yarn_cli.errors import OutputError, YarnCliError
 from yarn_cli.gguf.faults import crash_point
-from yarn_cli.gguf.fileops import Unsupported, block_size, fsync_dir, shift_blocks, write_all, write_atomically
+from yarn_cli.gguf.fileops import (
+    Unsupported,
+    block_size,
+    fsync_dir,
+    name_fits,
+    name_max,
+    shift_blocks,
+    write_all,
+    write_atomically,
+)
 
 UNDO_SUFFIX = ".yarn-cli-undo"
 MAGIC = b"YARN-CLI-UNDO 1\n"
@@ -96,6 +105,31 @@ def undo_path(path: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + UNDO_SUFFIX)
 
 
+def has_record(path: str | os.PathLike[str]) -> bool:
+    """Whether an undo record sits beside ``path``.
+
+    A file whose name leaves no room for the record's longer name has none: no in-place change
+    of it can have written one (``rewrite_header`` refuses first).
+    """
+    try:
+        return undo_path(path).exists()
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return False
+        raise
+
+
+def _check_record_fits(path: Path) -> None:
+    record = undo_path(path)
+    if not name_fits(record):
+        raise OutputError(
+            f"{path} cannot be changed in place: its name leaves no room for the undo record written beside it "
+            f"({UNDO_SUFFIX} makes it {len(os.fsencode(record.name))} bytes, more than the "
+            f"{name_max(path.parent)} its filesystem allows); give it a shorter name, or convert it to an OUTPUT "
+            "instead of --in-place"
+        )
+
+
 def _probe(fd: int, offset: int) -> str:
     return hashlib.sha256(os.pread(fd, PROBE_BYTES, offset)).hexdigest()
 
@@ -143,6 +177,7 @@ def rewrite_header(
     If ``verify`` fails, the original is restored before the error propagates.
     """
     offset, shift = plan_shift(path, old_data_offset, len(new_header), data_size)
+    _check_record_fits(path)
     with path.open("r+b") as fh:
         fd = fh.fileno()
         record = UndoRecord(
@@ -211,7 +246,7 @@ def locked(path: Path, *, exclusive: bool) -> Iterator[None]:
 
 def pending_change(path: str | os.PathLike[str]) -> YarnCliError | None:
     """Why the file's header cannot be trusted now (an in-place change cut short, or under way), else None."""
-    if not undo_path(path).exists():
+    if not has_record(path):
         return None
     try:
         with locked(Path(path), exclusive=False):
@@ -234,6 +269,8 @@ def check_not_pending(path: str | os.PathLike[str]) -> None:
 def recover(path: Path) -> str | None:
     """Finish or undo an interrupted in-place change; returns "completed", "restored" or None (nothing to do)."""
     record_path = undo_path(path)
+    if not has_record(path):
+        return None
     try:
         data = record_path.read_bytes()
     except FileNotFoundError:
