@@ -10,6 +10,7 @@ import errno
 import hashlib
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -389,6 +390,72 @@ def test_outputs_named_up_to_the_filesystem_limit_are_written(run_cli, tiny_mode
     assert scored.returncode == 0, scored.stderr
     assert json.loads((tiny_model.parent / json_name).read_text())["model"]
     assert sorted(p.name for p in tiny_model.parent.iterdir()) == sorted([tiny_model.name, name, json_name])
+
+
+# --- --modelfile: checked before the model is written -------------------------------------------
+
+
+def test_a_modelfile_that_cannot_be_written_is_found_before_the_model(run_cli, tiny_model: Path) -> None:
+    folder = tiny_model.parent
+    (folder / "o.Modelfile").mkdir()
+    os.symlink("/dev/null", folder / "n.Modelfile")
+    before = snapshot(folder)
+    cases = [
+        (["o.gguf"], "--modelfile would write o.Modelfile, which is a folder; move it, or give another OUTPUT"),
+        (
+            ["n.gguf"],
+            "--modelfile would write n.Modelfile, which is not a regular file (a device, pipe or socket); "
+            "give another OUTPUT",
+        ),
+        (
+            ["/sys/o.gguf"],
+            "--modelfile /sys/o.Modelfile: cannot write in /sys (Permission denied); choose another place",
+        ),
+    ]
+    for output, line in cases:
+        result = run_cli("convert", tiny_model, *output, "--factor", "2", "--modelfile", "--force")
+        assert result.returncode == 1
+        assert error_line(result) == f"Error: {line}"
+    assert snapshot(folder) == before
+    assert sorted(p.name for p in folder.iterdir()) == sorted([tiny_model.name, "o.Modelfile", "n.Modelfile"])
+
+
+def test_a_modelfile_is_never_written_over_the_input_model(run_cli, tiny_model: Path) -> None:
+    model = tiny_model.rename(tiny_model.with_name("x.Modelfile"))  # a model under an odd name
+    before = snapshot(model.parent)
+    result = run_cli("convert", model.name, "x.gguf", "--factor", "2", "--modelfile", "--force")
+    assert result.returncode == 1
+    assert error_line(result) == (
+        "Error: --modelfile would write x.Modelfile, which is the model x.Modelfile; give an OUTPUT whose "
+        "Modelfile name is free"
+    )
+    assert snapshot(model.parent) == before
+
+
+def test_an_immutable_output_is_refused_before_anything_is_written(run_cli, tiny_model: Path) -> None:
+    folder = tiny_model.parent
+    locked_files = [folder / "i.Modelfile", folder / "j.gguf"]
+    for path in locked_files:
+        path.write_text("keep\n")
+        if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+            pytest.skip("this filesystem (or user) cannot mark a file immutable")
+    try:
+        before = snapshot(folder)
+        modelfile = run_cli("convert", tiny_model, "i.gguf", "--factor", "2", "--modelfile", "--force")
+        assert modelfile.returncode == 1
+        assert error_line(modelfile) == (
+            "Error: --modelfile i.Modelfile is marked immutable or append-only (chattr +i/+a) and cannot be "
+            "replaced; clear the flag (chattr -i/-a) or choose another name"
+        )
+        output = run_cli("convert", tiny_model, "j.gguf", "--factor", "2", "--force")
+        assert error_line(output) == (
+            "Error: the output j.gguf is marked immutable or append-only (chattr +i/+a) and cannot be "
+            "replaced; clear the flag (chattr -i/-a) or choose another name"
+        )
+        assert snapshot(folder) == before
+    finally:
+        for path in locked_files:
+            subprocess.run(["chattr", "-i", str(path)], capture_output=True)
 
 
 # --- in-place changes: one at a time, never by a dry run ----------------------------------------

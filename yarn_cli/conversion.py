@@ -22,6 +22,7 @@ from yarn_cli.gguf.fileops import (
     Unsupported,
     check_free_space,
     check_not_special,
+    check_replaceable,
     link_or_copy,
     name_fits,
     name_max,
@@ -456,6 +457,7 @@ def check_outputs(inputs: list[Path], outputs: list[Path], *, force: bool) -> No
         check_not_special(dst, "the output")
         if dst.exists() and not force:
             raise OutputError(f"{dst} already exists; use --force to overwrite it")
+        check_replaceable(dst, "the output")
 
 
 def convert_file(

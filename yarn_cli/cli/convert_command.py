@@ -20,12 +20,12 @@ from yarn_cli.conversion import (
     recover_file,
 )
 from yarn_cli.default_model import DEFAULT_NAME, resolve_model
-from yarn_cli.errors import InputError, OutputError
+from yarn_cli.errors import InputError
 from yarn_cli.gguf.inplace import undo_path
 from yarn_cli.model import open_model
 from yarn_cli.rope.keys import RECORD_KEY
 from yarn_cli.rope.scaling import Method
-from yarn_cli.serving.modelfile import modelfile_path, write_modelfile
+from yarn_cli.serving.modelfile import check_modelfile, write_modelfile
 
 EPILOG = """\
 Examples:
@@ -145,9 +145,8 @@ def convert_command(
         if method == Method.NONE:
             raise InputError("--modelfile is for a scaled model; the original needs no num_ctx of its own")
         planned = plan_conversion(open_model(source), request)
-        target = source if in_place else output_paths(planned, output, output_dir)[1][0]
-        if modelfile_path(target).exists() and not force and not dry_run:
-            raise OutputError(f"{modelfile_path(target)} exists; use --force to replace it")
+        inputs, outputs = ([source], [source]) if in_place else output_paths(planned, output, output_dir)
+        check_modelfile(outputs[0], [*inputs, *outputs], overwrite=force, dry_run=dry_run)
     with byte_progress("Writing", enabled=not (quiet or json_output or dry_run)) as update:
         result = convert_file(
             source,

@@ -170,11 +170,41 @@ def check_not_special(path: Path, what: str) -> None:
             raise OutputError(f"{what} {path} is not a regular file (a device, pipe or socket); give a file name")
 
 
+FS_IOC_GETFLAGS = 0x80086601  # <linux/fs.h>
+_FS_IMMUTABLE_FL = 0x10
+_FS_APPEND_FL = 0x20
+
+
+def check_replaceable(path: Path, what: str) -> None:
+    """Refuse an existing file marked immutable or append-only (chattr +i / +a): renaming over it
+    fails, and only after the new file was written. Where flags cannot be read, nothing is refused."""
+    try:
+        import fcntl
+    except ImportError:  # not a POSIX system
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        flags = struct.unpack("i", fcntl.ioctl(fd, FS_IOC_GETFLAGS, bytes(8))[:4])[0]
+    except OSError:
+        return
+    finally:
+        os.close(fd)
+    if flags & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
+        raise OutputError(
+            f"{what} {path} is marked immutable or append-only (chattr +i/+a) and cannot be replaced; "
+            "clear the flag (chattr -i/-a) or choose another name"
+        )
+
+
 def check_writable(path: Path, option: str) -> None:
     """Fail at once, not after hours of work, where ``path`` could not be written."""
     if path.is_dir():
         raise OutputError(f"{option} {path} is a folder; give a file name")
     check_not_special(path, option)
+    check_replaceable(path, option)
     folder = path.parent
     if not folder.is_dir():
         raise OutputError(f"{option} {path}: the folder {folder} does not exist; create it first")

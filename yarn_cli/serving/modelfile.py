@@ -7,10 +7,13 @@ file's ``context_length`` and defaults to a context chosen from the GPU's memory
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from yarn_cli.errors import OutputError
-from yarn_cli.gguf.fileops import write_atomically
+from yarn_cli.gguf.fileops import check_writable, name_fits, name_max, write_atomically
 
 SUFFIX = ".Modelfile"
 
@@ -23,6 +26,47 @@ def modelfile_path(gguf: Path) -> Path:
 
 def modelfile_text(gguf: Path, num_ctx: int) -> str:
     return f"# ollama create NAME -f {modelfile_path(gguf).name}\nFROM ./{gguf.name}\nPARAMETER num_ctx {num_ctx}\n"
+
+
+def check_modelfile(gguf: Path, models: Sequence[Path], *, overwrite: bool, dry_run: bool = False) -> Path:
+    """The Modelfile's path for the model written to ``gguf``, checked before any model is written.
+
+    Refused: a name the filesystem cannot take, one of ``models`` (the input, whose name may
+    end in .Modelfile), a folder, a device or pipe, an existing file without ``overwrite``,
+    and a folder that takes no new file (not checked by a dry run, which creates nothing).
+    """
+    path = modelfile_path(gguf)
+    if not name_fits(path):
+        raise OutputError(
+            f"--modelfile: the name {path.name} is {len(os.fsencode(path.name))} bytes, more than the "
+            f"{name_max(path.parent)} its filesystem allows; give a shorter OUTPUT"
+        )
+    for model in models:
+        if _same_file(path, model):
+            raise OutputError(
+                f"--modelfile would write {path}, which is the model {model}; give an OUTPUT whose Modelfile "
+                "name is free"
+            )
+    if path.is_dir():
+        raise OutputError(f"--modelfile would write {path}, which is a folder; move it, or give another OUTPUT")
+    if path.exists() and not path.is_file():
+        raise OutputError(
+            f"--modelfile would write {path}, which is not a regular file (a device, pipe or socket); "
+            "give another OUTPUT"
+        )
+    if path.exists() and not overwrite and not dry_run:
+        raise OutputError(f"{path} exists; use --force to replace it")
+    if not dry_run:
+        check_writable(path, "--modelfile")
+    return path
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    with contextlib.suppress(OSError):
+        return os.path.samefile(a, b)
+    return False
 
 
 def write_modelfile(gguf: Path, num_ctx: int, *, overwrite: bool) -> Path:
