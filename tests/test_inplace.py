@@ -247,6 +247,49 @@ def test_interrupted_in_place_copy_leaves_the_input_untouched(tmpfs_dir: Path) -
     assert sha256(big) == before
 
 
+def test_in_place_through_a_link_on_tmpfs_changes_the_target_and_keeps_the_link(
+    run_cli, tmpfs_dir: Path, tmp_path: Path
+) -> None:
+    target = write_tiny_llama(tmpfs_dir / "target.gguf")
+    link = tmp_path / "link.gguf"
+    link.symlink_to(target)
+    original = sha256(target)
+    result = run_cli("convert", link, "--in-place", "--factor", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    assert '"path": "copy"' in result.stdout  # the fallback: a new file renamed over the target
+    assert link.is_symlink() and link.resolve() == target
+    assert read_header(target).fields["llama.context_length"].scalar().value == 512  # type: ignore[union-attr]
+    assert sorted(p.name for p in tmpfs_dir.iterdir()) == ["target.gguf"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.gguf"]
+    undone = run_cli("convert", link, "--in-place", "--method", "none")
+    assert undone.returncode == 0, undone.stderr
+    assert link.is_symlink() and sha256(target) == original
+
+
+def test_in_place_through_a_link_records_its_undo_beside_the_target(run_cli, tmp_path: Path) -> None:
+    if not moves_blocks(tmp_path):
+        pytest.skip(f"{fs_type(tmp_path)} cannot move blocks; in-place changes go through a copy there")
+    (tmp_path / "models").mkdir()
+    target = write_tiny_llama(tmp_path / "models" / "target.gguf")
+    link = tmp_path / "link.gguf"
+    link.symlink_to(Path("models") / "target.gguf")
+    scaled = sha256(converted_by_copy(target, tmp_path, factor=2.0))
+    crashed = run_cli("convert", link, "--in-place", "--factor", "2", env={CRASH_ENV: "after-shift"})
+    assert crashed.returncode == CRASH_EXIT, crashed.stderr
+    assert (tmp_path / "models" / f"target.gguf{UNDO_SUFFIX}").exists()  # found by every name of the file
+    assert not (tmp_path / f"link.gguf{UNDO_SUFFIX}").exists()
+    pending = run_cli("passkey", target, "--lengths", "400")
+    assert error_line(pending) == (
+        f"Error: an in-place change of {target} was interrupted (target.gguf{UNDO_SUFFIX} is beside it); "
+        f"run: yarn-cli convert {target} --recover"
+    )
+    recovered = run_cli("convert", link, "--recover")
+    assert recovered.returncode == 0, recovered.stderr
+    assert "completed" in recovered.stderr
+    assert link.is_symlink() and sha256(target) == scaled
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["target.gguf"]
+
+
 # --- reflink on XFS ---------------------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ from yarn_cli.gguf.fileops import (
     staging,
 )
 from yarn_cli.gguf.header import GGUFHeader, edited_keys, unpadded_header
-from yarn_cli.gguf.inplace import has_record, locked, recover
+from yarn_cli.gguf.inplace import has_record, in_place_target, locked, recover
 from yarn_cli.gguf.rewrite import patch_in_place, write_patched
 from yarn_cli.gguf.splits import parse_split_name, split_name, split_paths, split_prefix_for
 from yarn_cli.gguf.values import Value, boolean, f32, float32, string
@@ -478,7 +478,7 @@ def convert_file(
     only reads it. A dry run changes nothing, not even an interrupted change's file.
     """
     start = time.perf_counter()
-    path = Path(path)
+    path = in_place_target(path) if in_place else Path(path)
     changes_input = (in_place or has_record(path)) and not dry_run
     with locked(path, exclusive=changes_input):
         # an earlier in-place change cut short: finish or undo it first
@@ -493,7 +493,7 @@ def recover_file(path: str | os.PathLike[str]) -> str | None:
 
     Returns "completed", "restored" or None (nothing to recover).
     """
-    path = Path(path)
+    path = in_place_target(path)
     with locked(path, exclusive=True):
         return recover(path)
 

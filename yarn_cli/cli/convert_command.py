@@ -21,7 +21,7 @@ from yarn_cli.conversion import (
 )
 from yarn_cli.default_model import DEFAULT_NAME, resolve_model
 from yarn_cli.errors import InputError
-from yarn_cli.gguf.inplace import undo_path
+from yarn_cli.gguf.inplace import in_place_target, record_name
 from yarn_cli.model import open_model
 from yarn_cli.rope.keys import RECORD_KEY
 from yarn_cli.rope.scaling import Method
@@ -145,7 +145,8 @@ def convert_command(
         if method == Method.NONE:
             raise InputError("--modelfile is for a scaled model; the original needs no num_ctx of its own")
         planned = plan_conversion(open_model(source), request)
-        inputs, outputs = ([source], [source]) if in_place else output_paths(planned, output, output_dir)
+        target = in_place_target(source)
+        inputs, outputs = ([target], [target]) if in_place else output_paths(planned, output, output_dir)
         check_modelfile(outputs[0], [*inputs, *outputs], overwrite=force, dry_run=dry_run)
     with byte_progress("Writing", enabled=not (quiet or json_output or dry_run)) as update:
         result = convert_file(
@@ -218,7 +219,7 @@ def _recover(input: str, json_output: bool) -> None:
     if json_output:
         print_json({"input": str(path), "recovered": outcome})
     elif outcome is None:
-        say(f"{path}: nothing to recover (no {undo_path(path).name} beside it).")
+        say(f"{path}: nothing to recover (no {record_name(path)} beside it).")
     else:
         say(_recovered_line(path, outcome))
 

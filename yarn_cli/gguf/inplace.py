@@ -101,8 +101,31 @@ class UndoRecord:
 
 
 def undo_path(path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
+    """The undo record's path: beside the file itself, where ``path`` is a symbolic link to it.
+
+    An in-place change changes the file a link points to, so every name of that file finds
+    the same record.
+    """
+    path = in_place_target(path)
     return path.with_name(path.name + UNDO_SUFFIX)
+
+
+def in_place_target(path: str | os.PathLike[str]) -> Path:
+    """The file an in-place change of ``path`` changes: the one a symbolic link points to (the link stays).
+
+    Replacing the link itself (as the copy fallback's rename would) would leave the file unchanged.
+    """
+    path = Path(path)
+    try:
+        return path.resolve() if path.is_symlink() else path
+    except OSError:  # a name the system cannot look up is no link
+        return path
+
+
+def record_name(path: str | os.PathLike[str]) -> str:
+    """The undo record as a message names it: its file name, or its whole path where it is not beside ``path``."""
+    record = undo_path(path)
+    return record.name if record.parent.absolute() == Path(path).absolute().parent else str(record)
 
 
 def has_record(path: str | os.PathLike[str]) -> bool:
@@ -254,7 +277,7 @@ def pending_change(path: str | os.PathLike[str]) -> YarnCliError | None:
     except BusyError as exc:
         return exc
     return RecoveryError(
-        f"an in-place change of {path} was interrupted ({undo_path(path).name} is beside it); "
+        f"an in-place change of {path} was interrupted ({record_name(path)} is beside it); "
         f"run: yarn-cli convert {path} --recover"
     )
 
