@@ -7,6 +7,7 @@ reports are read back through the real library.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -154,3 +155,23 @@ def test_a_closed_terminal_or_a_kill_leaves_no_partial_output(smollm2: Path, tmp
     assert process.returncode == 130, stderr
     assert "Interrupted; nothing was left half-written." in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"]
+
+
+def test_what_a_killed_run_left_is_removed_by_the_next(smollm2: Path, tmp_path: Path) -> None:
+    """SIGKILL cannot be caught: the next run writing the same output removes the leftover, not a live run's file."""
+    model = tmp_path / "model.gguf"
+    shutil.copyfile(smollm2, model)
+    args = [sys.executable, "-m", "yarn_cli", "convert", str(model), "out.gguf", "--factor", "2", "--force", "-q"]
+    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _until(lambda: any(tmp_path.glob(".out.gguf.*.partial")), process)
+    process.kill()
+    process.communicate(timeout=60)
+    leftovers = list(tmp_path.glob(".out.gguf.*.partial"))
+    assert leftovers, "the killed run left nothing to clean up"
+    live = tmp_path / ".out.gguf.12345678.partial"  # another run still writing the same output
+    live.write_bytes(b"being written")
+    with live.open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert subprocess.run(args, cwd=tmp_path, capture_output=True, timeout=300).returncode == 0
+    assert not any(p.exists() for p in leftovers)
+    assert live.exists()

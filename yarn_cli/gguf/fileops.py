@@ -6,9 +6,11 @@ import contextlib
 import ctypes
 import errno
 import functools
+import glob
 import os
 import shutil
 import signal
+import stat
 import struct
 import tempfile
 from collections.abc import Callable, Iterator
@@ -16,9 +18,15 @@ from pathlib import Path
 
 from yarn_cli.errors import OutputError
 
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: no reflinks, no file flags, and a killed run's leftovers stay
+    fcntl = None  # type: ignore[assignment]
+
 CHUNK = 64 * 1024 * 1024
 # Keep this much free beyond what the output needs, so the disk is never filled to the brim.
 FREE_SPACE_MARGIN = 64 * 1024 * 1024
+PARTIAL = ".partial"  # the suffix of an output's temporary name
 
 Progress = Callable[[int], None]  # called with the number of bytes just copied
 
@@ -128,10 +136,8 @@ def clone_range(src_fd: int, dst_fd: int, src_offset: int, dst_offset: int) -> N
     XFS (with reflink) and btrfs do this in constant time and without using space; offsets
     must be multiples of the block size. Anywhere else it raises Unsupported.
     """
-    try:
-        import fcntl
-    except ImportError:  # not a POSIX system
-        raise Unsupported(errno.ENOSYS, "no ioctl on this system") from None
+    if fcntl is None:  # not a POSIX system
+        raise Unsupported(errno.ENOSYS, "no ioctl on this system")
     request = struct.pack("qQQQ", src_fd, src_offset, 0, dst_offset)  # length 0: to the end
     try:
         fcntl.ioctl(dst_fd, FICLONERANGE, request)
@@ -178,9 +184,7 @@ _FS_APPEND_FL = 0x20
 def check_replaceable(path: Path, what: str) -> None:
     """Refuse an existing file marked immutable or append-only (chattr +i / +a): renaming over it
     fails, and only after the new file was written. Where flags cannot be read, nothing is refused."""
-    try:
-        import fcntl
-    except ImportError:  # not a POSIX system
+    if fcntl is None:  # not a POSIX system
         return
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -274,15 +278,28 @@ class Staging:
 
     def __init__(self) -> None:
         self._staged: list[tuple[Path, Path]] = []  # (temporary, target)
+        self._held: list[int] = []  # a lock on each temporary file: "a live run is writing this"
 
     def temporary(self, path: Path) -> Path:
-        """A new temporary name beside ``path``, removed again unless committed."""
+        """A new temporary name beside ``path``, removed again unless committed.
+
+        Its lock, held until the end, tells a later run that the file is not a leftover: what a
+        killed run (SIGKILL, a power cut) left under ``path``'s temporary names is removed here.
+        """
         check_not_special(path, "the output")
-        fd, name = tempfile.mkstemp(prefix=temporary_prefix(path, ".partial"), suffix=".partial", dir=path.parent)
-        os.close(fd)
+        remove_leftovers(path)
+        fd, name = tempfile.mkstemp(prefix=temporary_prefix(path, PARTIAL), suffix=PARTIAL, dir=path.parent)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        self._held.append(fd)
         tmp = Path(name)
         self._staged.append((tmp, path))
         return tmp
+
+    def _release(self) -> None:
+        for fd in self._held:
+            os.close(fd)
+        self._held.clear()
 
     @contextlib.contextmanager
     def output(self, path: Path, *, mode: int) -> Iterator[tuple[int, Path]]:
@@ -312,7 +329,7 @@ class Staging:
 
     def commit(self) -> None:
         """Rename every output into place, with Ctrl-C and SIGTERM held back until all are there."""
-        blocked = {signal.SIGINT, signal.SIGTERM}
+        blocked = {signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])}
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked) if hasattr(signal, "pthread_sigmask") else None
         try:
             for tmp, path in self._staged:
@@ -323,11 +340,33 @@ class Staging:
         for directory in {path.parent for _, path in self._staged}:
             fsync_dir(directory)
         self._staged.clear()
+        self._release()
 
     def discard(self) -> None:
         for tmp, _ in self._staged:
             tmp.unlink(missing_ok=True)
         self._staged.clear()
+        self._release()
+
+
+def remove_leftovers(path: Path) -> None:
+    """Remove the temporary files beside ``path`` that no live run holds: what a killed run left behind."""
+    if fcntl is None:
+        return
+    pattern = glob.escape(temporary_prefix(path, PARTIAL)) + "?" * _RANDOM_PART + PARTIAL
+    for candidate in path.parent.glob(pattern):
+        try:
+            fd = os.open(candidate, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while its run is alive
+                candidate.unlink()
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 @contextlib.contextmanager
