@@ -19,6 +19,7 @@ from yarn_cli.default_model import resolve_model
 from yarn_cli.errors import InputError, NotGGUFError
 from yarn_cli.gguf.header import GGUFHeader, read_header
 from yarn_cli.gguf.inplace import check_not_pending
+from yarn_cli.gguf.values import DamagedValueError, as_count
 from yarn_cli.rope.architectures import window_layers, window_scaling
 from yarn_cli.rope.explain import explain, scaling_origin
 from yarn_cli.rope.huggingface import hf_scaling
@@ -118,14 +119,6 @@ def open_model(model: str | os.PathLike[str] | None, *, pending_ok: bool = False
     return describe(read_header(path))
 
 
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, list):
-        return int(max(value)) if value else None
-    return int(value)
-
-
 # Far above any real model's head size (a few hundred); a larger count is a damaged header.
 MAX_ROTARY_DIMS = 65536
 
@@ -140,44 +133,59 @@ def _rotary_dims(header: GGUFHeader, arch: str, dims: int | None) -> int | None:
 
 
 def describe(header: GGUFHeader) -> Model:
-    """The model a header describes; a file that is no model (or a later split) is one clear error."""
+    """The model a header describes; a file that is no model (or a later split) is one clear error.
+
+    So is a key whose value its meaning rules out (text for a count, a NaN context length...): one
+    line naming the file, the key and the value.
+    """
+    try:
+        return _describe(header)
+    except DamagedValueError as exc:
+        raise exc.at(header.path) from None
+
+
+def _describe(header: GGUFHeader) -> Model:
     arch = header.architecture
-    if arch is None and header.get(Keys.Split.LLM_KV_SPLIT_COUNT) is not None:
-        number = int(header.get(Keys.Split.LLM_KV_SPLIT_NO, 0)) + 1
-        count = int(header.get(Keys.Split.LLM_KV_SPLIT_COUNT))
+
+    def count(key: str, *, per_layer: bool = False) -> int | None:
+        return as_count(key, header.get(key), per_layer=per_layer)
+
+    split_count = count(Keys.Split.LLM_KV_SPLIT_COUNT)
+    split_number = (count(Keys.Split.LLM_KV_SPLIT_NO) or 0) + 1
+    if arch is None and split_count is not None:
         raise InputError(
-            f"{header.path} is split {number} of {count} and holds no model metadata; "
-            f"pass the first split (its name ends in -00001-of-{count:05d}.gguf)"
+            f"{header.path} is split {split_number} of {split_count} and holds no model metadata; "
+            f"pass the first split (its name ends in -00001-of-{split_count:05d}.gguf)"
         )
     if arch is None:
         raise NotGGUFError(f"{header.path} has no general.architecture key; it is not a model file")
 
-    def get(template: str) -> Any:
-        return header.get(arch_key(template, arch))
+    def of_arch(template: str, *, per_layer: bool = False) -> int | None:
+        return count(arch_key(template, arch), per_layer=per_layer)
 
-    n_layers = _int(get(Keys.LLM.BLOCK_COUNT))
-    raw_heads = get(Keys.Attention.HEAD_COUNT)
-    n_heads = _int(raw_heads)
-    raw_kv = get(Keys.Attention.HEAD_COUNT_KV)
-    if raw_kv is None:
-        raw_kv = raw_heads  # llama.cpp: n_head_kv defaults to n_head
+    n_layers = of_arch(Keys.LLM.BLOCK_COUNT)
+    n_heads = of_arch(Keys.Attention.HEAD_COUNT, per_layer=True)
+    kv_key = arch_key(Keys.Attention.HEAD_COUNT_KV, arch)
+    if header.get(kv_key) is None:
+        kv_key = arch_key(Keys.Attention.HEAD_COUNT, arch)  # llama.cpp: n_head_kv defaults to n_head
+    raw_kv = header.get(kv_key)
+    n_kv = count(kv_key, per_layer=True)
     if isinstance(raw_kv, list):  # per layer (a few architectures)
-        n_kv, kv_total = max((int(h) for h in raw_kv), default=None), sum(int(h) for h in raw_kv)
-    elif raw_kv is not None and n_layers is not None:  # the same in every layer
-        n_kv, kv_total = int(raw_kv), int(raw_kv) * n_layers
+        kv_total: int | None = sum(as_count(kv_key, h) or 0 for h in raw_kv)
+    elif n_kv is not None and n_layers is not None:  # the same in every layer
+        kv_total = n_kv * n_layers
     else:
-        n_kv, kv_total = None, None
-    n_embd = _int(get(Keys.LLM.EMBEDDING_LENGTH))
+        kv_total = None
+    n_embd = of_arch(Keys.LLM.EMBEDDING_LENGTH)
     default_head = n_embd // n_heads if n_embd and n_heads else None
-    head_k = _int(get(Keys.Attention.KEY_LENGTH)) or default_head
-    head_v = _int(get(Keys.Attention.VALUE_LENGTH)) or default_head
+    head_k = of_arch(Keys.Attention.KEY_LENGTH) or default_head
+    head_v = of_arch(Keys.Attention.VALUE_LENGTH) or default_head
     split = None
-    count = header.get(Keys.Split.LLM_KV_SPLIT_COUNT)
-    if count is not None and int(count) > 1:
-        split = SplitInfo(number=int(header.get(Keys.Split.LLM_KV_SPLIT_NO, 0)) + 1, count=int(count))
-    rope = rope_state(header, arch, _rotary_dims(header, arch, _int(get(Keys.Rope.DIMENSION_COUNT)) or head_k))
+    if split_count is not None and split_count > 1:
+        split = SplitInfo(number=split_number, count=split_count)
+    rope = rope_state(header, arch, _rotary_dims(header, arch, of_arch(Keys.Rope.DIMENSION_COUNT) or head_k))
     window = rope.window
-    pattern = get(Keys.Attention.SLIDING_WINDOW_PATTERN)
+    pattern = header.get(arch_key(Keys.Attention.SLIDING_WINDOW_PATTERN, arch))
     windowed = window_layers(arch, n_layers, pattern) if window and n_layers else None
     return Model(
         header=header,

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from gguf import GGUFValueType
 
-from yarn_cli.errors import InputError
+from yarn_cli.errors import InputError, NotGGUFError
 
 _SCALAR_FORMATS: dict[GGUFValueType, str] = {
     GGUFValueType.UINT8: "B",
@@ -99,3 +99,71 @@ def string(x: str) -> Value:
 
 def boolean(x: bool) -> Value:
     return Value(GGUFValueType.BOOL, bool(x))
+
+
+# Reading: what a key's meaning allows. A value outside it is a damaged header, one clear error
+# naming the key and the value, never a ValueError from int() or float() deep inside a command.
+
+
+class DamagedValueError(NotGGUFError):
+    """A metadata key holds what its meaning rules out: text where a number belongs, a negative count..."""
+
+    def __init__(self, key: str, raw: object, expected: str, where: object = None) -> None:
+        line = f"{key} is {shown(raw)}; it must be {expected} (the header may be damaged)"
+        super().__init__(line if where is None else f"{where}: {line}")
+        self.key, self.raw, self.expected = key, raw, expected
+
+    def at(self, where: object) -> DamagedValueError:
+        """The same error, its line starting with the file it was read from."""
+        return DamagedValueError(self.key, self.raw, self.expected, where)
+
+
+def shown(raw: object) -> str:
+    """A stored value as an error line names it."""
+    if isinstance(raw, bool):
+        return f"{str(raw).lower()} (a boolean)"
+    if isinstance(raw, float):
+        return f"{raw:g}"
+    if isinstance(raw, str):
+        return repr(raw) if len(raw) <= 40 else repr(raw[:37] + "...")
+    if isinstance(raw, list):
+        return f"a list of {len(raw)} values"
+    if raw is None:  # an array too long to decode
+        return "a list"
+    return str(raw)
+
+
+def _count(key: str, raw: object) -> int:
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 0:
+        return raw
+    if isinstance(raw, float) and raw.is_integer() and raw >= 0:  # a count stored as a float: NaN and inf are not
+        return int(raw)
+    raise DamagedValueError(key, raw, "a whole number, 0 or more")
+
+
+def as_count(key: str, raw: object, *, per_layer: bool = False) -> int | None:
+    """A count (tokens, layers, heads, dimensions): a whole number, 0 or more; None where the key is absent.
+
+    ``per_layer`` also takes one count per layer (a few architectures store head counts so) and gives the largest.
+    """
+    if raw is None:
+        return None
+    if per_layer and isinstance(raw, list):
+        return max((_count(key, item) for item in raw), default=None)
+    return _count(key, raw)
+
+
+def as_number(key: str, raw: object) -> float | None:
+    """A number (a base, a factor): any integer or float, NaN and inf included (those are checked where used)."""
+    if raw is None:
+        return None
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return float(raw)
+    raise DamagedValueError(key, raw, "a number")
+
+
+def as_text(key: str, raw: object) -> str | None:
+    """A name (a scaling type): a string; None where the key is absent."""
+    if raw is None or isinstance(raw, str):
+        return raw
+    raise DamagedValueError(key, raw, "text")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from yarn_cli.errors import InputError
-from yarn_cli.gguf.values import FLOAT32_ABOVE_ONE, FLOAT32_MAX, Value, f32
+from yarn_cli.gguf.values import FLOAT32_ABOVE_ONE, FLOAT32_MAX, Value, as_count, as_number, as_text, f32
 from yarn_cli.rope.keys import RopeKeys
 
 
@@ -63,22 +63,23 @@ class FileScaling:
 
 
 def scaling_from(values: Mapping[str, Value | None], keys: RopeKeys) -> FileScaling:
+    """The scaling the keys describe; a key whose value its meaning rules out is a ``DamagedValueError``."""
+
     def get(key: str) -> object:
         found = values.get(key)
         return None if found is None else found.value
 
-    stype = get(keys.scaling_type)
-    factor = get(keys.scaling_factor)
+    stype = as_text(keys.scaling_type, get(keys.scaling_type))
+    factor = as_number(keys.scaling_factor, get(keys.scaling_factor))
     if factor is None:  # llama.cpp falls back to the legacy name
-        factor = get(keys.scale_linear)
-    orig = get(keys.original_context)
-    attn = get(keys.attn_factor)
+        factor = as_number(keys.scale_linear, get(keys.scale_linear))
+    orig = as_count(keys.original_context, get(keys.original_context))
     return FileScaling(
         # llama.cpp: an absent type means linear, which with factor 1 (or absent) is no scaling
-        type=str(stype) if stype is not None else ("linear" if factor not in (None, 0.0, 1.0) else "none"),
-        factor=float(factor) if factor not in (None, 0.0) else 1.0,  # type: ignore[arg-type]
-        original_context=int(orig) if orig else None,  # type: ignore[call-overload]
-        attn_factor=float(attn) if attn is not None else None,  # type: ignore[arg-type]
+        type=stype if stype is not None else ("linear" if factor not in (None, 0.0, 1.0) else "none"),
+        factor=factor if factor is not None and factor != 0.0 else 1.0,
+        original_context=orig or None,
+        attn_factor=as_number(keys.attn_factor, get(keys.attn_factor)),
     )
 
 

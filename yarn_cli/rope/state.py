@@ -20,7 +20,17 @@ from gguf import GGUFValueType
 
 from yarn_cli.errors import InputError, UnsupportedModelError
 from yarn_cli.gguf.header import GGUFHeader
-from yarn_cli.gguf.values import Value, f32, float32, string, uint32
+from yarn_cli.gguf.values import (
+    DamagedValueError,
+    Value,
+    as_count,
+    as_number,
+    f32,
+    float32,
+    shown,
+    string,
+    uint32,
+)
 from yarn_cli.rope.architectures import DEFAULT_BETA_FAST_BY_ARCH, DEFAULT_WINDOW, NO_ROPE_ARCHS
 from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, ntk_freq_base
 from yarn_cli.rope.keys import DEFAULT_FREQ_BASE, RECORD_KEY, RopeKeys
@@ -64,11 +74,13 @@ class RopeParams:
 
 
 def rope_params(values: Mapping[str, Value | None], keys: RopeKeys) -> RopeParams:
+    """What the keys say; a key whose value its meaning rules out is a ``DamagedValueError``."""
     context = values.get(keys.context_length)
     base = values.get(keys.freq_base)
+    freq_base = None if base is None else as_number(keys.freq_base, base.value)
     return RopeParams(
-        context_length=int(context.value) if context is not None else None,
-        freq_base=float(base.value) if base is not None else DEFAULT_FREQ_BASE,
+        context_length=None if context is None else as_count(keys.context_length, context.value),
+        freq_base=DEFAULT_FREQ_BASE if freq_base is None else freq_base,
         scaling=scaling_from(values, keys),
     )
 
@@ -345,14 +357,18 @@ def record_json(header: GGUFHeader, keys: RopeKeys) -> str:
 
 
 def rope_state(header: GGUFHeader, architecture: str, dims: int | None) -> RopeState:
-    """The state of ``header``'s model; ``dims`` is its rotary dimension count as llama.cpp derives it."""
+    """The state of ``header``'s model; ``dims`` is its rotary dimension count as llama.cpp derives it.
+
+    Every key is read here, once: a value its meaning rules out (text for a number, a negative
+    context...) is a ``DamagedValueError`` now, not an exception in whatever uses it later.
+    """
     keys = RopeKeys.for_arch(architecture)
-    window = header.get(keys.sliding_window)
-    if isinstance(window, list):  # per layer: the widest
-        window = max((int(w) for w in window), default=0)
-    base_swa = header.get(keys.freq_base_swa)
-    log_mul = header.get(keys.yarn_log_multiplier)
-    return RopeState(
+    for key in keys.tracked:
+        found = header.fields.get(key)
+        if found is not None and found.is_array:
+            raise DamagedValueError(key, found.value, "a single value")
+    window = as_count(keys.sliding_window, header.get(keys.sliding_window), per_layer=True)  # per layer: the widest
+    state = RopeState(
         architecture=architecture,
         keys=keys,
         dims=dims,
@@ -360,7 +376,16 @@ def rope_state(header: GGUFHeader, architecture: str, dims: int | None) -> RopeS
         record=read_record(header),
         factor_tensors=tuple(t.name for t in header.tensors if t.name.split(".")[0] in FACTOR_TENSORS),
         # the file's window, else the one llama.cpp assumes for the architecture
-        window=int(window) if isinstance(window, int) and window > 0 else DEFAULT_WINDOW.get(architecture),
-        freq_base_swa=float(base_swa) if isinstance(base_swa, float | int) else None,
-        yarn_log_multiplier=float(log_mul) if isinstance(log_mul, float | int) else None,
+        window=window if window else DEFAULT_WINDOW.get(architecture),
+        freq_base_swa=as_number(keys.freq_base_swa, header.get(keys.freq_base_swa)),
+        yarn_log_multiplier=as_number(keys.yarn_log_multiplier, header.get(keys.yarn_log_multiplier)),
     )
+    _ = state.current  # the keys as they are now
+    try:
+        _ = state.original  # as the undo record has them
+    except DamagedValueError as exc:
+        raise UnsupportedModelError(
+            f"{header.path}: the {RECORD_KEY} key is damaged (it records {exc.key} as {shown(exc.raw)}); yarn-cli "
+            "cannot tell what the file had before it was converted"
+        ) from exc
+    return state
