@@ -2,7 +2,9 @@
 
 A value its key's meaning rules out (text where a number belongs, a negative or NaN context, a
 boolean count) stops every command at once, ``inspect`` included: there is nothing right to show.
-Real files and the real command line throughout.
+A number that reads fine but is out of range (a NaN base, an infinite factor) is shown by
+``inspect`` and refused by whatever would compute from it or write it back: ``convert`` with
+every method. Real files and the real command line throughout.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from gguf import GGUFValueType
 from ggufs import write_tiny_llama
 from helpers import error_line
 
+from yarn_cli.errors import UnsupportedModelError
+from yarn_cli.model import open_model
 from yarn_cli.rope.keys import RECORD_KEY
+from yarn_cli.rope.scaling import Method
 
 S, F32, U32, I32, BOOL = (
     GGUFValueType.STRING,
@@ -99,3 +104,45 @@ def test_a_damaged_undo_record_is_one_line(run_cli, tmp_path: Path) -> None:
         "yarn-cli cannot tell what the file had before it was converted"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["converted.gguf"]
+
+
+# Numbers that read fine but that nothing can be computed from: inspect shows them, convert refuses.
+BASE_RULE = f"a RoPE base must be a number above 1 {DAMAGED}"
+OUT_OF_RANGE = {
+    "freq_base nan": ({"llama.rope.freq_base": (math.nan, F32)}, f"llama.rope.freq_base is nan; {BASE_RULE}"),
+    "freq_base 0": ({"llama.rope.freq_base": (0.0, F32)}, f"llama.rope.freq_base is 0; {BASE_RULE}"),
+    "freq_base -1": ({"llama.rope.freq_base": (-1.0, F32)}, f"llama.rope.freq_base is -1; {BASE_RULE}"),
+    "yarn factor inf": (
+        {"llama.rope.scaling.type": ("yarn", S), "llama.rope.scaling.factor": (math.inf, F32)},
+        f"llama.rope.scaling.factor is inf; a scaling factor must be a finite number, 0 or more {DAMAGED}",
+    ),
+    "attn_factor nan": (
+        {"llama.rope.scaling.attn_factor": (math.nan, F32)},
+        f"llama.rope.scaling.attn_factor is nan; an attention factor must be a finite number above 0 {DAMAGED}",
+    ),
+}
+METHODS = [["--factor", "2"], ["--factor", "2", "-m", "linear"], ["--factor", "2", "-m", "ntk"], ["-m", "none"]]
+
+
+@pytest.mark.parametrize("case", sorted(OUT_OF_RANGE))
+def test_convert_refuses_a_damaged_number_with_every_method(run_cli, tmp_path: Path, case: str) -> None:
+    extra, message = OUT_OF_RANGE[case]
+    model = write_tiny_llama(tmp_path / "damaged.gguf", extra=extra)
+    before = sha256(model)
+    for method in METHODS:
+        for args in (["convert", model, tmp_path / "out.gguf", *method], ["convert", model, *method, "--in-place"]):
+            result = run_cli(*args)
+            assert result.returncode == 1, (args, result.stderr)
+            assert error_line(result) == f"Error: {message}", args
+    assert sha256(model) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.gguf"]
+
+
+def test_a_scaling_at_load_time_is_refused_too(tmp_path: Path) -> None:
+    """chat --yarn and the passkey and perplexity variants load with the keys a conversion would write."""
+    model = write_tiny_llama(tmp_path / "damaged.gguf", extra={"llama.rope.freq_base": (math.nan, F32)})
+    rope = open_model(model).rope
+    for method in (Method.YARN, Method.LINEAR, Method.NTK, Method.NONE):
+        with pytest.raises(UnsupportedModelError, match=r"^llama\.rope\.freq_base is nan; a RoPE base must be"):
+            rope.runtime(method, 2.0)
+    assert rope.as_it_came().kv_overrides == ()  # the file as it is: nothing computed from it

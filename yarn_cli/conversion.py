@@ -181,7 +181,7 @@ def _describe_current(rope: RopeState) -> str | None:
     """How the file is scaled now, for "replaced ..." messages."""
     if rope.current.scaling.is_scaled or rope.longrope_factors:
         return rope.describe_scaling()
-    if rope.current.freq_base != rope.original.freq_base:
+    if rope.base_changed:
         return f"ntk (freq_base {rope.original.freq_base:g} -> {rope.current.freq_base:g})"
     return None
 
@@ -190,6 +190,7 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
     """Decide every key to write. Pure: reads nothing but the opened model, writes nothing."""
     rope = model.rope
     keys = rope.keys
+    rope.check_keys()  # nothing is computed from, or written back with, a damaged value
     yarn_only = {
         "--attn-factor": request.attn_factor,
         "--beta-fast": request.beta_fast,

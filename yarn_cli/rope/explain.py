@@ -63,7 +63,7 @@ def explain(rope: RopeState) -> list[str]:
             f"rope_factors_long/short tensors (Phi-3 longrope): llama.cpp uses the long factors when a sequence's "
             f"context is above {original} tokens, the short ones otherwise"
         )
-    if rope.current.freq_base != rope.original.freq_base:
+    if rope.base_changed:
         notes.append(
             f"freq_base raised from {rope.original.freq_base:g} to {rope.current.freq_base:g} (NTK-aware scaling)"
         )

@@ -164,11 +164,15 @@ class RopeState:
         return scaling.factor if scaling.type == "yarn" and scaling.factor > 1 else None
 
     @property
+    def base_changed(self) -> bool:
+        """yarn-cli changed the RoPE base (NTK-aware scaling); a NaN base compares equal to itself here."""
+        now, before = self.current.freq_base, self.original.freq_base
+        return now != before and not (math.isnan(now) and math.isnan(before))
+
+    @property
     def is_scaled(self) -> bool:
         """The file's keys scale its positions: a scaling it carries, or a base yarn-cli raised."""
-        return (
-            self.current.scaling.is_scaled or self.longrope_factors or self.current.freq_base != self.original.freq_base
-        )
+        return self.current.scaling.is_scaled or self.longrope_factors or self.base_changed
 
     def describe_scaling(self) -> str:
         """The current scaling in words, counting Phi-3's longrope tensors, which no key announces."""
@@ -245,6 +249,7 @@ class RopeState:
         ``rope.architectures``). ``Method.NONE`` is no scaling at all. YaRN on a model that came
         with YaRN multiplies its factor (see ``trained_yarn``); ``original_context`` overrides L.
         """
+        self.check_keys()
         if method == Method.NONE:
             return self.overrides_for(self.unscaled_values())
         orig_ctx = original_context or self.trained_context
@@ -308,6 +313,27 @@ class RopeState:
                 "give a smaller factor"
             )
         return base
+
+    def check_keys(self) -> None:
+        """The original keys a scaling is computed from, or written back with: numbers that make sense.
+
+        A NaN base or an infinite factor reads fine (``inspect`` shows it) but nothing is computed or
+        written from it; each is one error naming the key and its value.
+        """
+        self.original_base()
+        keys, values = self.keys, self.original_values
+        rules = (  # key, whether 0 is allowed (a factor of 0 is llama.cpp's "no scaling"), the rule
+            (keys.scaling_factor, True, "a scaling factor must be a finite number, 0 or more"),
+            (keys.scale_linear, True, "a scaling factor must be a finite number, 0 or more"),
+            (keys.attn_factor, False, "an attention factor must be a finite number above 0"),
+            (keys.beta_fast, False, "YaRN's beta_fast must be a finite number above 0"),
+            (keys.beta_slow, False, "YaRN's beta_slow must be a finite number above 0"),
+        )
+        for key, zero_ok, rule in rules:
+            found = values.get(key)
+            number = None if found is None else as_number(key, found.value)
+            if number is not None and not (math.isfinite(number) and (number > 0 or (zero_ok and number == 0))):
+                raise UnsupportedModelError(f"{key} is {number:g}; {rule} (the header may be damaged)")
 
     def original_base(self) -> float:
         """The original RoPE base, checked: the frequency math needs a finite base above 1."""
