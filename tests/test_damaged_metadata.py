@@ -3,8 +3,8 @@
 A value its key's meaning rules out (text where a number belongs, a negative or NaN context, a
 boolean count) stops every command at once, ``inspect`` included: there is nothing right to show.
 A number that reads fine but is out of range (a NaN base, an infinite factor) is shown by
-``inspect`` and refused by whatever would compute from it or write it back: ``convert`` with
-every method. Real files and the real command line throughout.
+``inspect``, as valid JSON too, and refused by whatever would compute from it or write it back:
+``convert`` with every method. Real files and the real command line throughout.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from gguf import GGUFValueType
 from ggufs import write_tiny_llama
 from helpers import error_line
 
+from yarn_cli.cli.render import print_json
 from yarn_cli.errors import UnsupportedModelError
 from yarn_cli.model import open_model
 from yarn_cli.rope.keys import RECORD_KEY
@@ -38,6 +39,13 @@ NUMBER = f"it must be a number {DAMAGED}"
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def strict_json(text: str) -> object:
+    def refuse(constant: str) -> object:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 # key, stored value and type, what the line says after "<file>: "
@@ -138,6 +146,33 @@ def test_convert_refuses_a_damaged_number_with_every_method(run_cli, tmp_path: P
     assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.gguf"]
 
 
+@pytest.mark.parametrize(
+    ("extra", "where", "shown"),
+    [
+        ({"llama.rope.freq_base": (math.nan, F32)}, ("rope", "freq_base"), "nan"),
+        (
+            {"llama.rope.scaling.type": ("yarn", S), "llama.rope.scaling.factor": (math.inf, F32)},
+            ("scaling", "factor"),
+            "inf",
+        ),
+        ({"llama.rope.freq_base": (-math.inf, F32)}, ("rope", "freq_base"), "-inf"),
+    ],
+)
+def test_inspect_shows_a_damaged_number_and_its_json_stays_json(
+    run_cli, tmp_path: Path, extra: dict[str, tuple[object, GGUFValueType]], where: tuple[str, str], shown: str
+) -> None:
+    model = write_tiny_llama(tmp_path / "damaged.gguf", extra=extra)
+    table = run_cli("inspect", model)
+    assert table.returncode == 0, table.stderr
+    assert shown in table.stdout
+    result = run_cli("inspect", model, "--json")
+    assert result.returncode == 0, result.stderr
+    data = strict_json(result.stdout)  # no bare NaN or Infinity
+    assert isinstance(data, dict)
+    section, key = where
+    assert data[section][key] == shown
+
+
 def test_a_scaling_at_load_time_is_refused_too(tmp_path: Path) -> None:
     """chat --yarn and the passkey and perplexity variants load with the keys a conversion would write."""
     model = write_tiny_llama(tmp_path / "damaged.gguf", extra={"llama.rope.freq_base": (math.nan, F32)})
@@ -146,3 +181,14 @@ def test_a_scaling_at_load_time_is_refused_too(tmp_path: Path) -> None:
         with pytest.raises(UnsupportedModelError, match=r"^llama\.rope\.freq_base is nan; a RoPE base must be"):
             rope.runtime(method, 2.0)
     assert rope.as_it_came().kv_overrides == ()  # the file as it is: nothing computed from it
+
+
+def test_every_json_the_commands_print_is_strict(capsys: pytest.CaptureFixture[str]) -> None:
+    """inspect --json and convert --json print through one function: no NaN or Infinity gets out bare."""
+    print_json({"base": math.nan, "factors": [math.inf, -math.inf, 2.5], "nested": {"x": (math.nan, 1)}, "n": 3})
+    assert strict_json(capsys.readouterr().out) == {
+        "base": "nan",
+        "factors": ["inf", "-inf", 2.5],
+        "nested": {"x": ["nan", 1]},
+        "n": 3,
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import sys
 import time
@@ -104,8 +105,22 @@ def show_value(value: Value | None) -> str:
     return str(v).lower() if isinstance(v, bool) else str(v)
 
 
+def strict_json(data: Any) -> Any:
+    """``data`` with every NaN or infinity as the string "nan", "inf" or "-inf": JSON has no such numbers.
+
+    A damaged header can hold them (a NaN freq_base); the output stays valid JSON and still says what is there.
+    """
+    if isinstance(data, float) and not math.isfinite(data):
+        return str(data)
+    if isinstance(data, dict):
+        return {key: strict_json(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [strict_json(value) for value in data]
+    return data
+
+
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(strict_json(data), indent=2, default=str, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 
