@@ -107,6 +107,28 @@ def test_yarn_options_written_with_llama_cpp_types(tiny_model: Path) -> None:
     assert f["llama.rope.scaling.finetuned"] == (GGUFValueType.BOOL, True)
 
 
+@pytest.mark.parametrize(
+    ("key", "stored", "request_kwargs"),
+    [
+        ("llama.context_length", (CONTEXT, GGUFValueType.UINT16), {"context": 131072}),
+        ("llama.context_length", (CONTEXT, GGUFValueType.INT32), {"context": 2**31}),
+        ("llama.rope.scaling.factor", (1, GGUFValueType.UINT32), {"factor": 2.5}),
+    ],
+    ids=["uint16-context", "int32-context", "uint32-factor"],
+)
+def test_a_value_the_files_type_cannot_hold_is_written_in_llama_cpps_type(
+    tmp_path: Path, key: str, stored: tuple[int, GGUFValueType], request_kwargs: dict
+) -> None:
+    """A key kept in the file's own type, except where that type cannot hold the new value; the undo is exact."""
+    model = write_tiny_llama(tmp_path / "narrow.gguf", extra={key: stored})
+    out = convert(model, **request_kwargs)
+    f = fields(out)
+    factor = request_kwargs.get("factor", request_kwargs.get("context", 0) / CONTEXT)
+    assert f["llama.context_length"] == (GGUFValueType.UINT32, round(factor * CONTEXT))
+    assert f["llama.rope.scaling.factor"] == (GGUFValueType.FLOAT32, factor)
+    assert sha256(convert(out, method=Method.NONE)) == sha256(model)
+
+
 def test_tensor_bytes_and_other_keys_unchanged(tiny_model: Path) -> None:
     out = convert(tiny_model, factor=8.0)
     assert tensor_bytes(out) == tensor_bytes(tiny_model)

@@ -47,6 +47,19 @@ class Value:
             raise TypeError(f"cannot pack a {self.type.name} as a scalar value")
         return struct.pack(byteorder + fmt, self.value)
 
+    def holds_exactly(self) -> bool:
+        """Whether the type stores the value as it is (a UINT16 cannot hold 131,072, a BOOL no count)."""
+        if self.type == GGUFValueType.STRING or isinstance(self.value, str):
+            return self.type == GGUFValueType.STRING and isinstance(self.value, str)
+        fmt = _SCALAR_FORMATS.get(self.type)
+        if fmt is None or (self.type == GGUFValueType.BOOL) != isinstance(self.value, bool):
+            return False
+        try:
+            (stored,) = struct.unpack("<" + fmt, struct.pack("<" + fmt, self.value))
+        except struct.error:
+            return False
+        return bool(stored == self.value)
+
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type.name, "value": self.value}
 

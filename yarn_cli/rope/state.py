@@ -43,8 +43,15 @@ FACTOR_TENSORS = ("rope_freqs", "rope_factors_long", "rope_factors_short")
 
 
 def same_type(old: Value | None, new: Value) -> Value:
-    """``new``'s value in the type the file already used for the key, so llama.cpp's type check still passes."""
-    return new if old is None else Value(old.type, new.value)
+    """``new``'s value in the type the file already used for the key, so llama.cpp's type check still passes.
+
+    Where that type cannot hold the value (a context of 131,072 in a UINT16), ``new``'s own type: the
+    type llama.cpp reads the key as.
+    """
+    if old is None:
+        return new
+    kept = Value(old.type, new.value)
+    return kept if kept.holds_exactly() else new
 
 
 def override_value(value: Value) -> OverrideValue:
