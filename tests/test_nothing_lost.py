@@ -20,7 +20,7 @@ from helpers import error_line, interrupt_on_call
 from yarn_cli.cli import app as cli_app
 from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.errors import OutputError
-from yarn_cli.gguf.fileops import staging, write_atomically
+from yarn_cli.gguf.fileops import remove_leftovers, staging, write_atomically
 from yarn_cli.gguf.inplace import locked, undo_path
 
 TEXT = Path(__file__).parent / "data" / "pride-and-prejudice-chapter-1.txt"
@@ -511,6 +511,21 @@ def test_a_failed_split_conversion_leaves_no_split_behind(tmp_path: Path) -> Non
     with pytest.raises(OutputError, match="is a folder"):  # found before anything is written
         convert_file(first, ConvertRequest(factor=2.0), overwrite=True)
     assert snapshot(tmp_path) == before
+
+
+def test_a_staged_link_or_a_live_write_is_no_leftover(tmp_path: Path) -> None:
+    """What a sweep for a killed run's temporary files must never take: another run's staged outputs."""
+    source = tmp_path / "model.gguf"
+    source.write_bytes(b"the model")
+    with staging() as stage:
+        assert stage.link(tmp_path / "linked.gguf", source)  # a later split, staged as a hard link
+        with stage.output(tmp_path / "written.gguf", mode=0o644) as (fd, _):
+            os.write(fd, b"being written")
+            remove_leftovers(tmp_path / "linked.gguf")
+            remove_leftovers(tmp_path / "written.gguf")
+    assert (tmp_path / "linked.gguf").read_bytes() == b"the model"
+    assert (tmp_path / "written.gguf").read_bytes() == b"being written"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["linked.gguf", "model.gguf", "written.gguf"]
 
 
 def test_a_failed_write_leaves_nothing_and_the_old_file_intact(tmp_path: Path) -> None:

@@ -288,10 +288,22 @@ class Staging:
         """
         check_not_special(path, "the output")
         remove_leftovers(path)
-        fd, name = tempfile.mkstemp(prefix=temporary_prefix(path, PARTIAL), suffix=PARTIAL, dir=path.parent)
+        while True:
+            fd, name = tempfile.mkstemp(prefix=temporary_prefix(path, PARTIAL), suffix=PARTIAL, dir=path.parent)
+            if fcntl is None:  # no locks (and an open file could not be renamed): nothing is held
+                os.close(fd)
+                break
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                os.close(fd)
+                os.unlink(name)
+                raise
+            if _still_named(name, fd):  # another run's sweep may have taken it between creation and lock
+                break
+            os.close(fd)
         if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        self._held.append(fd)
+            self._held.append(fd)
         tmp = Path(name)
         self._staged.append((tmp, path))
         return tmp
@@ -349,6 +361,13 @@ class Staging:
         self._release()
 
 
+def _still_named(name: str, fd: int) -> bool:
+    try:
+        return os.stat(name).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
 def remove_leftovers(path: Path) -> None:
     """Remove the temporary files beside ``path`` that no live run holds: what a killed run left behind."""
     if fcntl is None:
@@ -360,7 +379,9 @@ def remove_leftovers(path: Path) -> None:
         except OSError:
             continue
         try:
-            if stat.S_ISREG(os.fstat(fd).st_mode):
+            info = os.fstat(fd)
+            # a hard link is another name of a file (a run's staged link to its input), never a leftover's data
+            if stat.S_ISREG(info.st_mode) and info.st_nlink == 1:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # refused while its run is alive
                 candidate.unlink()
         except OSError:
