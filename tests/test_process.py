@@ -22,6 +22,7 @@ import pytest
 from helpers import expected_backend
 
 from yarn_cli.errors import InputError
+from yarn_cli.gguf.faults import CRASH_ENV, CRASH_EXIT, OUTPUTS_STAGED
 from yarn_cli.llama.devices import devices, gpus
 from yarn_cli.llama.memory import check_kv_memory, kv_memory
 from yarn_cli.model import open_model
@@ -119,6 +120,12 @@ def test_kv_memory_is_the_hosts_unless_every_layer_is_on_a_gpu(smollm2: Path) ->
         assert kv_memory(model, -1)[1] == "memory"  # no GPU: every layer "offloaded" still means the host
 
 
+def _default_signals() -> None:
+    """A child as a terminal starts it: Ctrl-C and hang-up not ignored, even where the test runner ignores them."""
+    for sig in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _until(found: Callable[[], bool], process: subprocess.Popen[str], seconds: float = 60) -> None:
     deadline = time.monotonic() + seconds
     while not found():
@@ -130,7 +137,9 @@ def _until(found: Callable[[], bool], process: subprocess.Popen[str], seconds: f
 def test_ctrl_c_while_starting_is_one_line(tmp_path: Path) -> None:
     """Ctrl-C while the libraries still import: exit 130 and one line, no traceback."""
     args = [sys.executable, "-X", "importtime", "-m", "yarn_cli", "inspect", "default"]
-    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals
+    )
     assert process.stderr is not None
     lines = []
     while not any("llama_cpp" in line for line in lines):  # -X importtime: one line per finished import
@@ -148,7 +157,9 @@ def test_a_closed_terminal_or_a_kill_leaves_no_partial_output(smollm2: Path, tmp
     model = tmp_path / "model.gguf"
     shutil.copyfile(smollm2, model)
     args = [sys.executable, "-m", "yarn_cli", "convert", str(model), "out.gguf", "--factor", "2"]
-    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals
+    )
     _until(lambda: any(tmp_path.glob(".out.gguf.*.partial")), process)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=60)
@@ -157,21 +168,19 @@ def test_a_closed_terminal_or_a_kill_leaves_no_partial_output(smollm2: Path, tmp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.gguf"]
 
 
-def test_what_a_killed_run_left_is_removed_by_the_next(smollm2: Path, tmp_path: Path) -> None:
-    """SIGKILL cannot be caught: the next run writing the same output removes the leftover, not a live run's file."""
-    model = tmp_path / "model.gguf"
-    shutil.copyfile(smollm2, model)
-    args = [sys.executable, "-m", "yarn_cli", "convert", str(model), "out.gguf", "--factor", "2", "--force", "-q"]
-    process = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _until(lambda: any(tmp_path.glob(".out.gguf.*.partial")), process)
-    process.kill()
-    process.communicate(timeout=60)
+def test_what_a_killed_run_left_is_removed_by_the_next(tiny_model: Path, tmp_path: Path) -> None:
+    """SIGKILL or a power cut cannot be caught: the next run writing the same output removes what it left,
+    and leaves alone the temporary file of a run still writing."""
+    args = [sys.executable, "-m", "yarn_cli", "convert", str(tiny_model), "out.gguf", "--factor", "2", "--force"]
+    killed = subprocess.run(args, cwd=tmp_path, capture_output=True, timeout=300, env=dict(os.environ, **{
+        CRASH_ENV: OUTPUTS_STAGED}))  # fmt: skip
+    assert killed.returncode == CRASH_EXIT
     leftovers = list(tmp_path.glob(".out.gguf.*.partial"))
-    assert leftovers, "the killed run left nothing to clean up"
+    assert len(leftovers) == 1 and not (tmp_path / "out.gguf").exists()
     live = tmp_path / ".out.gguf.12345678.partial"  # another run still writing the same output
     live.write_bytes(b"being written")
     with live.open("rb") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         assert subprocess.run(args, cwd=tmp_path, capture_output=True, timeout=300).returncode == 0
-    assert not any(p.exists() for p in leftovers)
-    assert live.exists()
+    assert not leftovers[0].exists()
+    assert live.exists() and (tmp_path / "out.gguf").exists()

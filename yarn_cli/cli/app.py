@@ -87,7 +87,8 @@ def main() -> None:
         show_error(message)
         sys.exit(code)
     if code == 130:
-        err.print("Interrupted; nothing was left half-written.")
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            err.print("Interrupted; nothing was left half-written.")
     sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -95,9 +96,9 @@ def main() -> None:
 OS_ADVICE = {
     errno.ENOSPC: "; free some space, or write the output elsewhere",
     errno.EDQUOT: "; free some space, or write the output elsewhere",
-    errno.EACCES: "; check the permissions, or write the output elsewhere",
-    errno.EPERM: "; check the permissions (or the file's attributes), or write the output elsewhere",
     errno.EROFS: "; write the output elsewhere",
+    errno.EACCES: "; check the file's and its folder's permissions",
+    errno.EPERM: "; check the file's and its folder's permissions (and attributes: chattr)",
 }
 
 

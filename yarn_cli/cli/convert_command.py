@@ -162,7 +162,7 @@ def convert_command(
     plan = result.plan
     written_modelfile = None
     if modelfile and not dry_run:
-        written_modelfile = write_modelfile(result.outputs[0].path, plan.context_length, overwrite=True)
+        written_modelfile = write_modelfile(result.outputs[0].path, plan.context_length)
     if json_output:
         print_json(
             {

@@ -44,7 +44,8 @@ def say(text: str) -> None:
 def show_error(message: str) -> None:
     """The one line a failure prints: ``Error: what is wrong and what to do``."""
     # one line, even when a path in it holds a line break
-    err.print(f"[bold red]Error:[/] {escape(message.replace(chr(10), chr(92) + 'n'))}", soft_wrap=True)
+    one_line = message.replace("\n", "\\n").replace("\r", "\\r")
+    err.print(f"[bold red]Error:[/] {escape(one_line)}", soft_wrap=True)
 
 
 def warn(message: str) -> None:

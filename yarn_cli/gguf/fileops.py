@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from yarn_cli.errors import OutputError
+from yarn_cli.gguf.faults import OUTPUTS_STAGED, crash_point
 
 try:
     import fcntl
@@ -341,6 +342,7 @@ class Staging:
 
     def commit(self) -> None:
         """Rename every output into place, with Ctrl-C and SIGTERM held back until all are there."""
+        crash_point(OUTPUTS_STAGED)
         blocked = {signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])}
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked) if hasattr(signal, "pthread_sigmask") else None
         try:

@@ -69,9 +69,8 @@ def _same_file(a: Path, b: Path) -> bool:
     return False
 
 
-def write_modelfile(gguf: Path, num_ctx: int, *, overwrite: bool) -> Path:
+def write_modelfile(gguf: Path, num_ctx: int) -> Path:
+    """The Modelfile beside ``gguf``, replacing any: ``check_modelfile`` said before the model was written."""
     path = modelfile_path(gguf)
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path} exists; use --force to replace it")
     write_atomically(path, modelfile_text(gguf, num_ctx).encode("utf-8"))
     return path
