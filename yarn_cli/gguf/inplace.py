@@ -173,8 +173,9 @@ def _save_record(path: Path, record: UndoRecord) -> None:
 
 
 def _drop_record(path: Path) -> None:
-    undo_path(path).unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    record = undo_path(path)  # beside the file a link points to
+    record.unlink(missing_ok=True)
+    fsync_dir(record.parent)
 
 
 def plan_shift(path: Path, old_data_offset: int, new_data_offset: int, data_size: int) -> tuple[int, int]:
