@@ -272,6 +272,8 @@ def test_effective_settings_are_read_back(tiny_model: Path) -> None:
         (["--yarn", "sometimes"], "--yarn must be auto, dynamic or off"),
         (["-t", "0"], "-t/--threads must be between 1 and 512 (llama.cpp's limit), got 0"),
         (["-t", "100000"], "-t/--threads must be between 1 and 512 (llama.cpp's limit), got 100000"),
+        (["--rope-scale", "1e39"], "--rope-scale 1e+39 is more than a GGUF float32 can hold"),
+        (["--rope-freq-base", "1e39"], "--rope-freq-base 1e+39 is more than a GGUF float32 can hold"),
         (["--temp", "nan"], "--temp must be 0 or more, got nan"),
         (["--repeat-penalty", "nan"], "--repeat-penalty must be positive, got nan"),
         (["-c", "4294967296"], "-c/--ctx-size must be between 1 and 4,294,967,295 tokens, got 4,294,967,296"),

@@ -165,12 +165,13 @@ class ScalingOverride:
         kinds = {v: k for k, v in SCALING_NAMES.items()}
         if self.rope_scaling is not None and self.rope_scaling not in kinds:
             raise InputError(f"--rope-scaling must be one of none, linear, yarn; got {self.rope_scaling!r}")
-        if self.rope_scale is not None and not (self.rope_scale > 0 and self.rope_scale < float("inf")):
-            raise InputError(f"--rope-scale must be a positive number, got {self.rope_scale:g}")
+        if self.rope_scale is not None:  # llama.cpp takes 1/scale and the base as float32
+            check_positive(self.rope_scale, "--rope-scale")
+            check_positive(1.0 / self.rope_scale, "1 / --rope-scale")
         if self.yarn_orig_ctx is not None and self.yarn_orig_ctx <= 0:
             raise InputError(f"--yarn-orig-ctx must be a positive number of tokens, got {self.yarn_orig_ctx}")
-        if self.rope_freq_base is not None and not (self.rope_freq_base > 0 and self.rope_freq_base < float("inf")):
-            raise InputError(f"--rope-freq-base must be a positive number, got {self.rope_freq_base:g}")
+        if self.rope_freq_base is not None:
+            check_positive(self.rope_freq_base, "--rope-freq-base")
         return RuntimeScaling(
             rope_scaling_type=kinds[self.rope_scaling]
             if self.rope_scaling is not None
