@@ -32,7 +32,7 @@ S, F32, U32, I32, BOOL = (
     GGUFValueType.INT32,
     GGUFValueType.BOOL,
 )
-DAMAGED = "(the header may be damaged)"
+DAMAGED = "(the header may be damaged: download the file again, or re-create it with llama.cpp's convert script)"
 COUNT = f"it must be a whole number, 0 or more {DAMAGED}"
 NUMBER = f"it must be a number {DAMAGED}"
 

@@ -118,11 +118,15 @@ def boolean(x: bool) -> Value:
 # naming the key and the value, never a ValueError from int() or float() deep inside a command.
 
 
+# The end of every damaged-value line: what it likely means, and what to do.
+DAMAGED = "(the header may be damaged: download the file again, or re-create it with llama.cpp's convert script)"
+
+
 class DamagedValueError(NotGGUFError):
     """A metadata key holds what its meaning rules out: text where a number belongs, a negative count..."""
 
     def __init__(self, key: str, raw: object, expected: str, where: object = None) -> None:
-        line = f"{key} is {shown(raw)}; it must be {expected} (the header may be damaged)"
+        line = f"{key} is {shown(raw)}; it must be {expected} {DAMAGED}"
         super().__init__(line if where is None else f"{where}: {line}")
         self.key, self.raw, self.expected = key, raw, expected
 

@@ -21,6 +21,7 @@ from gguf import GGUFValueType
 from yarn_cli.errors import InputError, UnsupportedModelError
 from yarn_cli.gguf.header import GGUFHeader
 from yarn_cli.gguf.values import (
+    DAMAGED,
     DamagedValueError,
     Value,
     as_count,
@@ -340,14 +341,14 @@ class RopeState:
             found = values.get(key)
             number = None if found is None else as_number(key, found.value)
             if number is not None and not (math.isfinite(number) and (number > 0 or (zero_ok and number == 0))):
-                raise UnsupportedModelError(f"{key} is {number:g}; {rule} (the header may be damaged)")
+                raise UnsupportedModelError(f"{key} is {number:g}; {rule} {DAMAGED}")
 
     def original_base(self) -> float:
         """The original RoPE base, checked: the frequency math needs a finite base above 1."""
         base = self.original.freq_base
         if not (math.isfinite(base) and base > 1):
             raise UnsupportedModelError(
-                f"{self.keys.freq_base} is {base:g}; a RoPE base must be a number above 1 (the header may be damaged)"
+                f"{self.keys.freq_base} is {base:g}; a RoPE base must be a number above 1 {DAMAGED}"
             )
         return base
 
