@@ -237,6 +237,17 @@ def test_tmpfs_falls_back_to_an_atomic_copy_and_says_so(run_cli, tmpfs_dir: Path
     assert sorted(p.name for p in tmpfs_dir.iterdir()) == ["tiny.gguf"]
 
 
+def test_a_hard_linked_file_is_not_changed_through_a_copy(run_cli, tmpfs_dir: Path) -> None:
+    model = write_tiny_llama(tmpfs_dir / "tiny.gguf")
+    os.link(model, tmpfs_dir / "other-name.gguf")
+    original = sha256(model)
+    result = run_cli("convert", model, "--in-place", "--factor", "2")
+    assert result.returncode == 1
+    assert "has 2 names (hard links) and here the change can only be made through a copy" in error_line(result)
+    assert sha256(model) == sha256(tmpfs_dir / "other-name.gguf") == original
+    assert sorted(p.name for p in tmpfs_dir.iterdir()) == ["other-name.gguf", "tiny.gguf"]
+
+
 def test_interrupted_in_place_copy_leaves_the_input_untouched(tmpfs_dir: Path) -> None:
     big = write_tiny_llama(tmpfs_dir / "big.gguf", pad_mib=192)
     before = sha256(big)

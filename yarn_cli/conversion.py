@@ -531,6 +531,12 @@ def _convert(
                 plan, header.path, [WrittenFile(header.path, action, written_bytes)], True, seconds, recovered
             )
         except Unsupported as exc:
+            names = header.path.stat().st_nlink
+            if names > 1:  # the copy renamed over this name would leave the others with the old file
+                raise OutputError(
+                    f"{header.path} has {names} names (hard links) and here the change can only be made through a "
+                    f"copy ({exc.strerror}), which the other names would not see; convert it to an OUTPUT instead"
+                ) from None
             fallback = f"the data cannot be moved in place here ({exc.strerror}); the file was rewritten through a copy"
 
     total = header.file_size + sum(p.stat().st_size for p in inputs[1:])
