@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 
 def error_line(result: subprocess.CompletedProcess[str], *, status_lines: tuple[str, ...] = ()) -> str:
@@ -49,3 +54,12 @@ def expected_backend() -> str:
 
     found = gpus()
     return found[0].backend if found else "CPU"
+
+
+def installed_command() -> str:
+    """The installed ``yarn-cli`` command; a source tree run with PYTHONPATH has none, and the test is skipped."""
+    search = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    found = shutil.which("yarn-cli", path=search)
+    if found is None:
+        pytest.skip("yarn-cli is not installed as a command here (run from a source tree)")
+    return found

@@ -6,12 +6,11 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from ggufs import CONTEXT, write_sparse_gguf, write_tiny_llama
-from helpers import error_line
+from helpers import error_line, installed_command
 
 from yarn_cli import __version__
 
@@ -21,8 +20,7 @@ def files_in(folder: Path) -> list[str]:
 
 
 def test_console_script_version() -> None:
-    exe = shutil.which("yarn-cli") or str(Path(sys.executable).with_name("yarn-cli"))
-    result = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
+    result = subprocess.run([installed_command(), "--version"], capture_output=True, text=True, check=True)
     assert result.stdout == f"yarn-cli {__version__}\n"
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import expected_backend
+from helpers import expected_backend, installed_command
 
 from yarn_cli.errors import InputError
 from yarn_cli.gguf.faults import CRASH_ENV, CRASH_EXIT, OUTPUTS_STAGED
@@ -44,10 +44,7 @@ def first_index(libraries: list[str], *needles: str) -> int:
 @pytest.mark.parametrize("how", ["module", "script"])
 def test_llama_cpp_libraries_load_before_numpys(tiny_model: Path, tmp_path: Path, how: str) -> None:
     """Both ways of starting the command line, with a command that loads a model."""
-    script = shutil.which("yarn-cli", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    if how == "script" and script is None:
-        pytest.skip("yarn-cli is not installed as a command here (run from a source tree)")
-    start = [sys.executable, "-m", "yarn_cli"] if how == "module" else [str(script)]
+    start = [sys.executable, "-m", "yarn_cli"] if how == "module" else [installed_command()]
     libraries = initialised_libraries([*start, "chat", str(tiny_model), "-p", "hi", "-n", "1"], tmp_path)
     llama = first_index(libraries, "libggml-base", "libllama")
     numpy = next(i for i, lib in enumerate(libraries) if "numpy" in lib)
