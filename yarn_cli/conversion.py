@@ -21,11 +21,11 @@ from yarn_cli.errors import InputError, OutputError, UnsupportedModelError
 from yarn_cli.gguf.fileops import (
     Unsupported,
     check_free_space,
+    check_name_fits,
     check_not_special,
     check_replaceable,
     link_or_copy,
-    name_fits,
-    name_max,
+    same_file,
     staging,
 )
 from yarn_cli.gguf.header import GGUFHeader, edited_keys, unpadded_header
@@ -433,24 +433,13 @@ def output_paths(
     return inputs, [out_dir / split_name(out_prefix, i, count) for i in range(1, count + 1)]
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
-
-
 def check_outputs(inputs: list[Path], outputs: list[Path], *, force: bool) -> None:
     for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
         if not dst.parent.is_dir():
             raise OutputError(f"the output folder {dst.parent} does not exist; create it first")
-        if not name_fits(dst):
-            raise OutputError(
-                f"the output name {dst.name} is {len(os.fsencode(dst.name))} bytes, more than the "
-                f"{name_max(dst.parent)} its filesystem allows; give a shorter OUTPUT"
-            )
+        check_name_fits(dst, "the output name")
         # a later split may already be a hard link to its input, from an earlier conversion
-        same = _same_file(src, dst) if i == 0 else src.resolve() == dst.resolve()
+        same = same_file(src, dst) if i == 0 else src.resolve() == dst.resolve()
         if same:
             raise OutputError(f"the output {dst} is the input file; use --in-place to replace the input")
         if dst.is_dir():

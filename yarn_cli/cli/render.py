@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -28,7 +27,7 @@ from rich.progress import (
 
 from yarn_cli.default_model import DEFAULT_NAME
 from yarn_cli.errors import InputError
-from yarn_cli.gguf.fileops import check_writable, write_atomically
+from yarn_cli.gguf.fileops import check_writable, same_file, write_atomically
 from yarn_cli.gguf.values import Value
 
 # Data (tables, JSON, replies) goes to stdout; status, warnings and progress to stderr.
@@ -61,11 +60,11 @@ def check_run_outputs(
     for option, path in given:
         check_writable(path, option)
         for source in inputs:
-            if source is not None and str(source) != DEFAULT_NAME and _same_path(path, Path(source)):
+            if source is not None and str(source) != DEFAULT_NAME and same_file(path, Path(source)):
                 raise InputError(f"{option} {path} is one of this run's inputs; choose another file name")
     for i, (option, path) in enumerate(given):
         for other, other_path in given[i + 1 :]:
-            if _same_path(path, other_path):
+            if same_file(path, other_path):
                 raise InputError(f"{option} and {other} name the same file ({path}); give each its own")
     if plot is not None:
         try:
@@ -205,11 +204,3 @@ class WorkProgress:
             )
             while self._next <= fraction + 1e-9:
                 self._next += 0.1
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    """The same file: by identity where both exist (hard links, symlinks), else by resolved name."""
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return a.resolve() == b.resolve()

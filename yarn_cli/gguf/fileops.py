@@ -238,6 +238,23 @@ def name_fits(path: Path) -> bool:
     return len(os.fsencode(path.name)) <= name_max(path.parent)
 
 
+def check_name_fits(path: Path, what: str) -> None:
+    """Refuse an output name longer than its filesystem takes, before anything is written."""
+    if not name_fits(path):
+        raise OutputError(
+            f"{what} {path.name} is {len(os.fsencode(path.name))} bytes, more than the "
+            f"{name_max(path.parent)} its filesystem allows; give a shorter OUTPUT"
+        )
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """The same file: names that resolve alike, or two names (hard links) of one file."""
+    try:
+        return a.resolve() == b.resolve() or os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (and their names differ)
+        return False
+
+
 def temporary_prefix(path: Path, suffix: str) -> str:
     """``.<name>.`` for a temporary file beside ``path``, its name cut so that the whole temporary name fits.
 

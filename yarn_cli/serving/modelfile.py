@@ -7,13 +7,11 @@ file's ``context_length`` and defaults to a context chosen from the GPU's memory
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from yarn_cli.errors import OutputError
-from yarn_cli.gguf.fileops import check_writable, name_fits, name_max, write_atomically
+from yarn_cli.gguf.fileops import check_name_fits, check_writable, same_file, write_atomically
 
 SUFFIX = ".Modelfile"
 
@@ -36,13 +34,9 @@ def check_modelfile(gguf: Path, models: Sequence[Path], *, overwrite: bool, dry_
     and a folder that takes no new file (not checked by a dry run, which creates nothing).
     """
     path = modelfile_path(gguf)
-    if not name_fits(path):
-        raise OutputError(
-            f"--modelfile: the name {path.name} is {len(os.fsencode(path.name))} bytes, more than the "
-            f"{name_max(path.parent)} its filesystem allows; give a shorter OUTPUT"
-        )
+    check_name_fits(path, "--modelfile: the name")
     for model in models:
-        if _same_file(path, model):
+        if same_file(path, model):
             raise OutputError(
                 f"--modelfile would write {path}, which is the model {model}; give an OUTPUT whose Modelfile "
                 "name is free"
@@ -59,14 +53,6 @@ def check_modelfile(gguf: Path, models: Sequence[Path], *, overwrite: bool, dry_
     if not dry_run:
         check_writable(path, "--modelfile")
     return path
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    with contextlib.suppress(OSError):
-        return os.path.samefile(a, b)
-    return False
 
 
 def write_modelfile(gguf: Path, num_ctx: int) -> Path:
