@@ -194,6 +194,11 @@ def test_paths_and_keys_are_printed_literally(run_cli, tmp_path: Path) -> None:
 # --- runs that resume ----------------------------------------------------------------------------
 
 
+def shortest_run(command: str, text: Path = TEXT) -> list[str]:
+    """The options of the smallest passkey or perplexity run on the tiny model."""
+    return ["--lengths", "400", "--trials", "1"] if command == "passkey" else ["--text", str(text), "--contexts", "64"]
+
+
 def passkey(run_cli, model: Path, *extra: str):
     return run_cli("passkey", model, "--lengths", "400", "--trials", "1", "-t", "2", *extra)
 
@@ -263,7 +268,7 @@ def test_perplexity_records_the_same_identity(run_cli, tiny_model: Path, tmp_pat
 def test_long_runs_check_their_outputs_before_the_first_trial(
     run_cli, tiny_model: Path, command: str, option: str, value: str, message: str
 ) -> None:
-    extra = ["--lengths", "400", "--trials", "1"] if command == "passkey" else ["--text", str(TEXT), "--contexts", "64"]
+    extra = shortest_run(command)
     result = run_cli(command, tiny_model, *extra, option, value)
     assert result.returncode == 1
     assert message in error_line(result)  # one line: no progress line, no trial was run
@@ -293,7 +298,7 @@ def test_no_output_replaces_an_input(
     path = {"model": tiny_model, "link to the model": tmp_path / "link.gguf", "text": text}.get(
         target, tmp_path / "run.json"
     )
-    extra = ["--lengths", "400", "--trials", "1"] if command == "passkey" else ["--text", str(text), "--contexts", "64"]
+    extra = shortest_run(command, text)
     before = {p: sha256(p) for p in (tiny_model, text)}
     result = run_cli(command, tiny_model, *extra, "--json", tmp_path / "run.json", option, path)
     assert result.returncode == 1
@@ -316,7 +321,7 @@ def test_an_empty_or_folder_model_path_is_one_line(run_cli, tmp_path: Path, mode
 @pytest.mark.parametrize("command", ["passkey", "perplexity"])
 def test_a_device_is_no_output_file(run_cli, tiny_model: Path, command: str) -> None:
     # /dev/full exists: a resume would read it forever, and the output renamed over it would replace the device
-    extra = ["--lengths", "400", "--trials", "1"] if command == "passkey" else ["--text", str(TEXT), "--contexts", "64"]
+    extra = shortest_run(command)
     result = run_cli(command, tiny_model, *extra, "--json", "/dev/full")
     assert result.returncode == 1
     assert "--json /dev/full is not a regular file (a device, pipe or socket)" in error_line(result)
