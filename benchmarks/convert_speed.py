@@ -104,7 +104,8 @@ def timed(cmd: list[str], *, then_sync: bool = False) -> tuple[float, int]:
 def breakdown(model: Path, folder: Path, rounds: int) -> None:
     """Time convert's steps in this process against cp and sync, to see where any gap is."""
     from yarn_cli.conversion import ConvertRequest, plan_conversion
-    from yarn_cli.gguf.fileops import atomic_output, copy_range
+    from yarn_cli.files.copying import copy_range
+    from yarn_cli.files.staging import atomic_output
     from yarn_cli.gguf.header import build_header
     from yarn_cli.gguf.rewrite import verify_output
     from yarn_cli.model import open_model

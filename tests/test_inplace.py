@@ -22,8 +22,8 @@ from test_convert import sha256
 from test_llama_cpp import TINY_TOKENS, YARN, logits, trained
 
 from yarn_cli.conversion import ConvertRequest, convert_file
-from yarn_cli.gguf.faults import CRASH_ENV, CRASH_EXIT, CRASH_STEPS
-from yarn_cli.gguf.fileops import Unsupported
+from yarn_cli.files.copying import Unsupported
+from yarn_cli.files.faults import CRASH_ENV, CRASH_EXIT, CRASH_STEPS
 from yarn_cli.gguf.header import read_header
 from yarn_cli.gguf.inplace import (
     UNDO_SUFFIX,

@@ -20,7 +20,7 @@ from helpers import error_line, interrupt_on_call
 from yarn_cli.cli import app as cli_app
 from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.errors import OutputError
-from yarn_cli.gguf.fileops import remove_leftovers, staging, write_atomically
+from yarn_cli.files.staging import remove_leftovers, staging, write_atomically
 from yarn_cli.gguf.inplace import locked, undo_path
 
 TEXT = Path(__file__).parent / "data" / "pride-and-prejudice-chapter-1.txt"

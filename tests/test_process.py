@@ -22,7 +22,7 @@ import pytest
 from helpers import expected_backend, installed_command
 
 from yarn_cli.errors import InputError
-from yarn_cli.gguf.faults import CRASH_ENV, CRASH_EXIT, OUTPUTS_STAGED
+from yarn_cli.files.faults import CRASH_ENV, CRASH_EXIT, OUTPUTS_STAGED
 from yarn_cli.llama.devices import devices, gpus
 from yarn_cli.llama.memory import check_kv_memory, kv_memory
 from yarn_cli.model import open_model

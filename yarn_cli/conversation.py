@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from yarn_cli.errors import InputError, OutputError
-from yarn_cli.gguf.fileops import write_atomically
+from yarn_cli.files.staging import write_atomically
 
 # A reply that ends in the same text this many times over, and this long at least, is a loop.
 LOOP_REPEATS = 8

@@ -18,16 +18,9 @@ from pathlib import Path
 
 from yarn_cli import __version__
 from yarn_cli.errors import InputError, OutputError, UnsupportedModelError
-from yarn_cli.gguf.fileops import (
-    Unsupported,
-    check_free_space,
-    check_name_fits,
-    check_not_special,
-    check_replaceable,
-    link_or_copy,
-    same_file,
-    staging,
-)
+from yarn_cli.files.checks import check_free_space, check_name_fits, check_not_special, check_replaceable, same_file
+from yarn_cli.files.copying import Unsupported
+from yarn_cli.files.staging import link_or_copy, staging
 from yarn_cli.gguf.header import GGUFHeader, edited_keys, unpadded_header
 from yarn_cli.gguf.inplace import has_record, in_place_target, locked, recover
 from yarn_cli.gguf.rewrite import patch_in_place, write_patched

@@ -27,7 +27,8 @@ from rich.progress import (
 
 from yarn_cli.default_model import DEFAULT_NAME
 from yarn_cli.errors import InputError
-from yarn_cli.gguf.fileops import check_writable, same_file, write_atomically
+from yarn_cli.files.checks import check_writable, same_file
+from yarn_cli.files.staging import write_atomically
 from yarn_cli.gguf.values import Value
 
 # Data (tables, JSON, replies) goes to stdout; status, warnings and progress to stderr.

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from yarn_cli import __version__
-from yarn_cli.gguf.fileops import write_atomically
+from yarn_cli.files.staging import write_atomically
 from yarn_cli.model import Model
 
 

@@ -31,17 +31,10 @@ except ImportError:  # not a POSIX system
     fcntl = None  # type: ignore[assignment]
 
 from yarn_cli.errors import OutputError, YarnCliError
-from yarn_cli.gguf.faults import crash_point
-from yarn_cli.gguf.fileops import (
-    Unsupported,
-    block_size,
-    fsync_dir,
-    name_fits,
-    name_max,
-    shift_blocks,
-    write_all,
-    write_atomically,
-)
+from yarn_cli.files.checks import name_fits, name_max
+from yarn_cli.files.copying import Unsupported, block_size, shift_blocks, write_all
+from yarn_cli.files.faults import crash_point
+from yarn_cli.files.staging import fsync_dir, write_atomically
 
 UNDO_SUFFIX = ".yarn-cli-undo"
 MAGIC = b"YARN-CLI-UNDO 1\n"

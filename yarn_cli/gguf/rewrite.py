@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from yarn_cli.errors import VerificationError
-from yarn_cli.gguf.fileops import Progress, Staging, Unsupported, block_size, clone_range, copy_range, write_all
+from yarn_cli.files.copying import Progress, Unsupported, block_size, clone_range, copy_range, write_all
+from yarn_cli.files.staging import Staging
 from yarn_cli.gguf.header import Edits, GGUFHeader, build_header, edited_keys, read_header
 from yarn_cli.gguf.inplace import rewrite_header
 

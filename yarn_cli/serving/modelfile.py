@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from yarn_cli.errors import OutputError
-from yarn_cli.gguf.fileops import check_name_fits, check_writable, same_file, write_atomically
+from yarn_cli.files.checks import check_name_fits, check_writable, same_file
+from yarn_cli.files.staging import write_atomically
 
 SUFFIX = ".Modelfile"
 
