@@ -112,7 +112,7 @@ def main() -> None:
     sampling = Sampling(temp=0.0)
     with vocabulary(model) as vocab:
         sample = " ".join([GARBAGE] * 200)
-        chars_per_token = len(sample) / len(vocab.tokens(sample))
+        chars_per_token = len(sample) / len(vocab.tokenize(sample, add_bos=False))
     rng = random.Random(args.seed)
     keys = [rng.randint(10000, 99999) for _ in range(args.trials)]
     folder = Path(tempfile.mkdtemp(prefix="dynamic-chat-"))

@@ -21,9 +21,12 @@ import statistics
 import time
 
 from yarn_cli.evals.lengths import parse_lengths
-from yarn_cli.evals.passkey import PasskeySettings, PromptBuilder, plan_trials, reuse_order, run_passkey
+from yarn_cli.evals.passkey import PasskeySettings, PromptBuilder, plan_trials, reuse_order
+from yarn_cli.evals.passkey_run import run_passkey
+from yarn_cli.llama.backend import LlamaBackend
 from yarn_cli.llama.evaluation import vocabulary
 from yarn_cli.model import open_model
+from yarn_cli.rope.variants import parse_variants
 
 
 def main() -> None:
@@ -49,9 +52,11 @@ def main() -> None:
     for seed in seeds:
         runs = {}
         for reuse in (True, False):
-            settings = PasskeySettings(lengths=lengths, trials=args.trials, seed=seed, reuse=reuse)
+            settings = PasskeySettings(lengths=lengths, trials=args.trials, seed=seed)
             start = time.perf_counter()
-            results = run_passkey(open_model(args.model), settings)
+            model = open_model(args.model)
+            with LlamaBackend(model, parse_variants("as-is", model.rope), reuse=reuse) as backend:
+                results = run_passkey(backend, settings).results
             seconds = time.perf_counter() - start
             answers = {(t.length, t.index): (t.output, t.correct) for t in results}
             runs[reuse] = (seconds, sum(t.evaluated_tokens for t in results), answers)

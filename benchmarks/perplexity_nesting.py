@@ -18,7 +18,10 @@ import time
 from pathlib import Path
 
 from yarn_cli.evals.lengths import parse_lengths
-from yarn_cli.evals.perplexity import PerplexitySettings, read_text, run_perplexity
+from yarn_cli.evals.perplexity import PerplexitySettings, read_text
+from yarn_cli.evals.perplexity_run import run_perplexity
+from yarn_cli.llama.backend import LlamaBackend
+from yarn_cli.llama.loader import LoadOptions
 from yarn_cli.model import open_model
 from yarn_cli.rope.variants import parse_variants
 
@@ -44,11 +47,10 @@ def main() -> None:
     figures: dict[bool, dict[tuple[str, int], float]] = {}
     for r in range(args.rounds):
         for nested in (True, False) if r % 2 == 0 else (False, True):
-            settings = PerplexitySettings(
-                contexts=contexts, variants=[v.name for v in variants], nested=nested, n_threads=args.threads
-            )
+            settings = PerplexitySettings(contexts=contexts, nested=nested)
             start = time.perf_counter()
-            run = run_perplexity(model, text, settings, variants)
+            with LlamaBackend(model, variants, LoadOptions(n_threads=args.threads)) as backend:
+                run = run_perplexity(backend, text, settings)
             seconds[nested].append(time.perf_counter() - start)
             figures[nested] = {(x.variant, x.context): x.ppl for x in run.results}
             label = "nested" if nested else "separate"

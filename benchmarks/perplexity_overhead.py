@@ -25,7 +25,9 @@ import yarn_cli.llama  # noqa: F401  # isort: skip  (llama.cpp's libraries befor
 import numpy as np
 
 from yarn_cli.evals.lengths import parse_length, parse_lengths
-from yarn_cli.evals.perplexity import PerplexitySettings, read_text, run_perplexity
+from yarn_cli.evals.perplexity import PerplexitySettings, read_text
+from yarn_cli.evals.perplexity_run import run_perplexity
+from yarn_cli.llama.backend import LlamaBackend
 from yarn_cli.llama.evaluation import EvaluationTime, negative_log_likelihoods, vocabulary
 from yarn_cli.llama.loader import LoadOptions, load_model
 from yarn_cli.llama.scoring import LogitScorer
@@ -61,7 +63,7 @@ def main() -> None:
     text = read_text(args.text)
     window = parse_length(args.window)
     with vocabulary(model) as vocab:
-        tokens = vocab.tokenize(text, add_bos=vocab.add_bos)[:window]
+        tokens = vocab.tokenize(text.content, add_bos=vocab.add_bos)[:window]
     llm, effective = load_model(model, LoadOptions(n_ctx=window, n_gpu_layers=args.gpu_layers, n_threads=args.threads))
     workers = llm.context_params.n_threads_batch
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; {effective.describe()}")
@@ -93,23 +95,21 @@ def main() -> None:
     )
 
     variants = parse_variants(args.compare, model.rope)
-    settings = PerplexitySettings(
-        contexts=parse_lengths(args.contexts, "--contexts"),
-        variants=[v.name for v in variants],
-        n_gpu_layers=args.gpu_layers,
-        n_threads=args.threads,
-    )
+    settings = PerplexitySettings(contexts=parse_lengths(args.contexts, "--contexts"))
+    options = LoadOptions(n_gpu_layers=args.gpu_layers, n_threads=args.threads)
     started = time.perf_counter()
-    run = run_perplexity(model, text, settings, variants)
+    with LlamaBackend(model, variants, options) as backend:
+        run = run_perplexity(backend, text, settings)
     wall = time.perf_counter() - started
-    rest = wall - run.decode_seconds - run.scoring_seconds
+    decode_seconds, scoring_seconds = run.timings["decode"], run.timings["scoring"]
+    rest = wall - decode_seconds - scoring_seconds
     print(
         f"\npart 2: perplexity {args.contexts} x {args.compare}, {run.evaluated_tokens:,} tokens in {wall:.1f} s "
         f"({run.evaluated_tokens / wall:,.0f} tokens/s)\n"
-        f"  llama_decode {run.decode_seconds:7.2f} s  {run.decode_seconds / wall:6.1%}\n"
-        f"  scoring      {run.scoring_seconds:7.2f} s  {run.scoring_seconds / wall:6.1%}\n"
+        f"  llama_decode {decode_seconds:7.2f} s  {decode_seconds / wall:6.1%}\n"
+        f"  scoring      {scoring_seconds:7.2f} s  {scoring_seconds / wall:6.1%}\n"
         f"  the rest     {rest:7.2f} s  {rest / wall:6.1%}  (loads, tokenizing, filling batches)\n"
-        f"  outside llama_decode: {(wall - run.decode_seconds) / wall:.1%}"
+        f"  outside llama_decode: {(wall - decode_seconds) / wall:.1%}"
     )
 
 

@@ -23,9 +23,11 @@ from yarn_cli.evals.passkey import (
     parse_answer,
     parse_depths,
     plan_trials,
-    run_passkey,
 )
+from yarn_cli.evals.passkey_run import run_passkey
+from yarn_cli.llama.backend import LlamaBackend
 from yarn_cli.model import open_model
+from yarn_cli.rope.variants import parse_variants
 
 
 @pytest.fixture(scope="module")
@@ -122,10 +124,13 @@ def test_trials_are_seeded_and_independent_of_other_lengths() -> None:
 
 
 def test_reuse_gives_the_same_answers_with_fewer_evaluated_tokens(tiny_model: Path) -> None:
-    settings = PasskeySettings(lengths=[600, 900], trials=4, seed=3, variants=["as-is", "yarn:2"])
+    settings = PasskeySettings(lengths=[600, 900], trials=4, seed=3)
     model = open_model(tiny_model)
-    reused = run_passkey(model, settings)
-    fresh = run_passkey(model, PasskeySettings(**{**vars(settings), "reuse": False}))
+    variants = parse_variants("as-is,yarn:2", model.rope)
+    with LlamaBackend(model, variants) as backend:
+        reused = run_passkey(backend, settings).results
+    with LlamaBackend(model, variants, reuse=False) as backend:
+        fresh = run_passkey(backend, settings).results
 
     def by_trial(results):
         return {(r.variant, r.length, r.index): (r.output, r.answer, r.prompt_tokens) for r in results}

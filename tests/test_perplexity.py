@@ -15,7 +15,10 @@ from hypothesis import strategies as st
 
 from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.errors import InputError
-from yarn_cli.evals.perplexity import PerplexitySettings, plan_passes, run_perplexity
+from yarn_cli.evals.perplexity import PerplexitySettings, Text, plan_passes
+from yarn_cli.evals.perplexity_run import run_perplexity
+from yarn_cli.llama.backend import LlamaBackend
+from yarn_cli.llama.loader import LoadOptions
 from yarn_cli.llama.scoring import LogitScorer
 from yarn_cli.model import Model, open_model
 from yarn_cli.rope.scaling import Method
@@ -31,9 +34,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Model:
 
 def _run(path: Path, contexts: list[int], compare: str = "as-is", **kwargs) -> dict[tuple[str, int], float]:
     model = open_model(path)
-    variants = parse_variants(compare, model.rope)
-    s = PerplexitySettings(contexts=contexts, variants=[v.name for v in variants], n_threads=2, **kwargs)
-    run = run_perplexity(model, TEXT, s, variants)
+    with LlamaBackend(model, parse_variants(compare, model.rope), LoadOptions(n_threads=2)) as backend:
+        run = run_perplexity(backend, Text(path, TEXT), PerplexitySettings(contexts=contexts, **kwargs))
     return {(r.variant, r.context): r.ppl for r in run.results}
 
 
@@ -171,7 +173,7 @@ def test_sliding_windows_score_every_token_exactly_once(
     span = chunks * (max(contexts) - int(bos))
     for c in contexts:
         scored: list[int] = []
-        for p in plan_passes(s, parse_variants("none", tiny.rope), tiny.rope, bos):
+        for p in plan_passes(s, LlamaBackend(tiny, parse_variants("none", tiny.rope)), bos):
             assert p.length <= max(contexts)
             for t in p.targets:
                 if t.context == c:
@@ -184,7 +186,9 @@ def test_sliding_windows_score_every_token_exactly_once(
 def test_nested_plan_is_one_pass_per_chunk_and_scaling(tiny_model: Path) -> None:
     rope = open_model(tiny_model).rope
     s = PerplexitySettings(contexts=[128, 256, 384, 512], chunks=3)
-    passes = plan_passes(s, parse_variants("none,yarn:2,dynamic-yarn", rope), rope, bos=True)
+    passes = plan_passes(
+        s, LlamaBackend(open_model(tiny_model), parse_variants("none,yarn:2,dynamic-yarn", rope)), True
+    )
     # none and yarn:2: one 512-token pass per chunk; dynamic-yarn: 256 (S=1), 384 (S=1.5), 512 (S=2).
     assert [p.length for p in passes] == [512] * 3 + [512] * 3 + [256] * 3 + [384] * 3 + [512] * 3
     assert [p.offset for p in passes[:3]] == [0, 511, 1022]

@@ -22,12 +22,12 @@ import pytest
 from helpers import assert_drawn_png, error_line
 from servers import FakeServer, LlamaServer, forward, vllm_shapes
 
-from yarn_cli.evals.perplexity_served import text_scores
 from yarn_cli.gguf.header import build_header, read_header
 from yarn_cli.gguf.values import boolean
 from yarn_cli.llama.evaluation import negative_log_likelihoods, vocabulary
 from yarn_cli.llama.loader import LoadOptions, load_model
 from yarn_cli.model import open_model
+from yarn_cli.serving.backend import text_scores
 from yarn_cli.serving.client import PromptScores, ServerClient
 
 TEXT = (Path(__file__).parent / "data" / "pride-and-prejudice-chapter-1.txt").read_text()
@@ -62,9 +62,9 @@ def local_nll(model: Path, tokens: list[int]) -> np.ndarray:
 
 def test_the_servers_log_likelihoods_are_the_local_ones(server: LlamaServer, smol_bos: Path) -> None:
     with vocabulary(open_model(smol_bos)) as vocab:
-        assert vocab.bos
-        tokens = vocab.tokens(TEXT)[:300]
-        window = vocab.text(tokens)
+        assert vocab.add_bos
+        tokens = vocab.tokenize(TEXT, add_bos=False)[:300]
+        window = vocab.detokenize(tokens)
     with ServerClient(server.url) as client:
         echo = client.prompt_logprobs(window)
     assert echo.prompt_tokens == len(tokens) + 1  # the text's tokens and the BOS
@@ -93,7 +93,7 @@ def test_perplexity_over_a_server_equals_the_local_figure_less_the_first_token(
     }
     assert record["settings"]["bos"] is True and record["truncated"] == {}
     with vocabulary(open_model(smol_bos)) as vocab:
-        stream = vocab.tokens(TEXT)
+        stream = vocab.tokenize(TEXT, add_bos=False)
     nll = [local_nll(smol_bos, [1, *stream[k * 255 : (k + 1) * 255]]) for k in range(2)]
     for row in record["results"]:
         c = row["context"]

@@ -40,3 +40,7 @@ class EvaluationError(YarnCliError):
 
 class ServerError(YarnCliError):
     """A model server could not be reached, or answered with an error or with something unexpected."""
+
+
+class ContextExceededError(ServerError):
+    """A server refused a prompt longer than its context."""

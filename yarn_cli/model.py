@@ -96,6 +96,23 @@ class Model:
         """The context the model was trained with, before any scaling (yarn-cli's or its own)."""
         return self.rope.trained_context
 
+    def record(self) -> dict[str, Any]:
+        """The model as a run's record names it; ``header_sha256`` tells it apart from any other file or state."""
+        rope = self.rope
+        return {
+            "path": str(self.path),
+            "size": self.header.file_size,
+            "architecture": self.architecture,
+            "header_sha256": self.header.fingerprint(),
+            "context_length": self.context_length,
+            "original_context": self.original_context,
+            "rope": {
+                "freq_base": rope.current.freq_base,
+                "scaling": rope.describe_scaling(),
+                "converted_by_yarn_cli": rope.converted,
+            },
+        }
+
     def kv_cache_table(self) -> list[tuple[int, int, int | None, int | None]]:
         """(multiple, context, bytes, bytes with windowed sliding-window layers) at 1x/2x/4x/8x the native context."""
         base = self.original_context

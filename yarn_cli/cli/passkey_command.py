@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
-from functools import partial
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from yarn_cli.backend import Backend
+from yarn_cli.cli.backends import COMPARE_SERVERS, local_backend, refuse_local_only, served_backend
 from yarn_cli.cli.options import (
     FlashAttnOption,
     GpuLayersOption,
@@ -20,31 +20,20 @@ from yarn_cli.cli.options import (
     ThreadsOption,
 )
 from yarn_cli.cli.render import WorkProgress, check_run_outputs, out, save_figure, say, warn
-from yarn_cli.cli.served import gguf_tokenizer, open_servers, served_endpoints, served_gguf
-from yarn_cli.errors import InputError, ServerError, YarnCliError
+from yarn_cli.errors import InputError, YarnCliError
 from yarn_cli.evals.lengths import default_lengths, parse_lengths
 from yarn_cli.evals.passkey import (
     PasskeySettings,
     Summary,
-    TrialKey,
     TrialResult,
+    calibration_prompts,
     parse_depths,
     passkey_context,
-    run_passkey,
     summarize,
 )
-from yarn_cli.evals.passkey_report import (
-    DEPTH_BINS,
-    Source,
-    build_record,
-    depth_grid,
-    load_previous,
-    truncation_note,
-    write_csv,
-)
-from yarn_cli.evals.records import write_json
-from yarn_cli.model import open_model
-from yarn_cli.rope.variants import parse_variants
+from yarn_cli.evals.passkey_report import DEPTH_BINS, depth_grid, truncation_note
+from yarn_cli.evals.passkey_run import run_passkey
+from yarn_cli.llama.loader import LoadOptions
 from yarn_cli.serving import DEFAULT_READ_TIMEOUT
 
 EPILOG = """\
@@ -119,202 +108,85 @@ def passkey_command(
     prompts a server cut short are reported as truncated, not as the model's failure.
     """
     check_run_outputs(json_path, csv_path, plot, inputs=[model, tokenizer])
+    backend: Backend
     if servers:
-        local_only = {"--compare": compare != "as-is", "-ngl": gpu_layers is not None, "-t": threads is not None,
-                      "-fa": flash_attn, "--no-reuse": no_reuse}  # fmt: skip
-        served = served_gguf(local_only, model, tokenizer)
-        _served(
-            servers, server_model, served, lengths, trials, depths, seed, parallel, timeout, json_path, csv_path, plot,
+        refuse_local_only(
+            {"--compare": compare != "as-is", "-ngl": gpu_layers is not None, "-t": threads is not None,
+             "-fa": flash_attn, "--no-reuse": no_reuse},
+            COMPARE_SERVERS,
         )  # fmt: skip
-        return
-    opened = open_model(model)
-    wanted = parse_lengths(lengths) if lengths else default_lengths(opened.context_length or 8192)
-    variants = [v.name for v in parse_variants(compare, opened.rope)]
-    settings = PasskeySettings(
-        lengths=wanted,
-        trials=trials,
-        depths=parse_depths(depths),
-        seed=seed,
-        variants=variants,
-        reuse=not no_reuse,
-        n_gpu_layers=gpu_layers,
-        n_threads=threads,
-        flash_attn=flash_attn,
-    )
-    results, interrupted = _run_trials(
-        opened,
-        settings,
-        json_path,
-        lambda done, on_start, on_trial: run_passkey(opened, settings, done=done, on_start=on_start, on_trial=on_trial),
-    )
-    _finish(opened, settings, results, interrupted, json_path, csv_path, plot)
+        backend = served_backend(
+            servers, server_model, timeout, model, tokenizer, estimate_from=calibration_prompts(), parallel=parallel
+        )
+    else:
+        options = LoadOptions(n_gpu_layers=gpu_layers, n_threads=threads, flash_attn=flash_attn)
+        backend = local_backend(model, compare, options, reuse=not no_reuse)
+    if lengths:
+        wanted = parse_lengths(lengths)
+    elif backend.context_length is not None:
+        wanted = default_lengths(backend.context_length)
+    else:
+        raise InputError("give --lengths (or the served GGUF with --tokenizer, whose context sets the default)")
+    settings = PasskeySettings(lengths=wanted, trials=trials, depths=parse_depths(depths), seed=seed)
+    finished = 0
+    with backend, WorkProgress("trials") as progress:
+        for setup in backend.notes():
+            say(setup)
 
+        def on_start(total: int, resumed: int) -> None:
+            nonlocal finished
+            finished = resumed
+            if resumed:
+                say(f"Resuming {json_path}: {resumed} trials already done.")
+            progress.begin(total)
 
-TrialRunner = Callable[
-    [dict[TrialKey, TrialResult], Callable[[int], None], Callable[[TrialResult], None]], list[TrialResult]
-]
-
-
-def _run_trials(
-    source: Source, settings: PasskeySettings, json_path: Path | None, run: TrialRunner, *, say_kept: bool = False
-) -> tuple[list[TrialResult], bool]:
-    """Resume from ``json_path``, run the rest with progress, and keep the record up to date after each trial.
-
-    Returns every trial and whether Ctrl-C stopped the run. ``say_kept``: on an error, say where the
-    finished trials are (a server that stops mid-run is an everyday event).
-    """
-    done = load_previous(json_path, source, settings) if json_path else {}
-    if done:
-        say(f"Resuming {json_path}: {len(done)} trials already done.")
-    results: list[TrialResult] = list(done.values())
-    interrupted = False
-    with WorkProgress("trials") as progress:
-
-        def on_trial(result: TrialResult) -> None:
-            results.append(result)
-            correct = sum(r.correct for r in results)
-            progress.advance(1, f"{result.variant} @ {result.length}", f"{correct}/{len(results)} found")
-            if json_path:
-                write_json(json_path, build_record(source, settings, results))
+        def on_trial(result: TrialResult, results: Sequence[TrialResult]) -> None:
+            nonlocal finished
+            finished = len(results)
+            found = sum(r.correct for r in results)
+            progress.advance(1, f"{result.variant} @ {result.length}", f"{found}/{len(results)} found")
 
         try:
-            run(done, progress.begin, on_trial)
-        except KeyboardInterrupt:
-            interrupted = True
+            run = run_passkey(
+                backend, settings, json_path=json_path, csv_path=csv_path, on_start=on_start, on_trial=on_trial
+            )
         except YarnCliError:
-            if say_kept and json_path and results:
-                say(f"The {len(results)} finished trials are in {json_path}; the same command resumes the run.")
+            if json_path and finished:
+                say(f"The {finished} finished trials are in {json_path}; the same command resumes the run.")
             raise
-    return results, interrupted
-
-
-def _finish(
-    source: Source,
-    settings: PasskeySettings,
-    results: list[TrialResult],
-    interrupted: bool,
-    json_path: Path | None,
-    csv_path: Path | None,
-    plot: Path | None,
-) -> None:
-    if json_path:
-        write_json(json_path, build_record(source, settings, results))
-    if csv_path:
-        write_csv(csv_path, results)
     if plot is not None:  # every file is written before the table, the last thing a run does
-        _plot(plot, results, settings)
-    _render(results, settings)
-    note = truncation_note(results)
+        _plot(plot, run.results, backend.columns, settings.lengths)
+    _render(run.results, backend.columns, settings.lengths)
+    note = truncation_note(run.results)
     if note:
         warn(note)
-    if interrupted:
+    if run.interrupted:
         if json_path:
-            say(f"The {len(results)} finished trials are in {json_path}; the same command resumes the run.")
+            say(f"The {len(run.results)} finished trials are in {json_path}; the same command resumes the run.")
         raise typer.Exit(130)
 
 
-def _served(
-    values: list[str],
-    server_model: str | None,
-    tokenizer: Path | None,
-    lengths: str | None,
-    trials: int,
-    depths: str | None,
-    seed: int,
-    parallel: int,
-    timeout: float,
-    json_path: Path | None,
-    csv_path: Path | None,
-    plot: Path | None,
-) -> None:
-    # httpx and the served-run code are imported here: a local run does not need them
-    from yarn_cli.evals.passkey_served import CalibratedCounter, run_passkey_served, served_record
-
-    endpoints = served_endpoints(values, timeout)
-    gguf = open_model(tokenizer) if tokenizer is not None else None
-    if lengths:
-        wanted = parse_lengths(lengths)
-    elif gguf is not None:
-        wanted = default_lengths(gguf.context_length or 8192)
-    else:
-        raise InputError("give --lengths (or the served GGUF with --tokenizer, whose context sets the default)")
-    with contextlib.ExitStack() as stack:
-        servers = open_servers(stack, endpoints, server_model, timeout)
-        estimated = False
-        if gguf is not None:
-            from yarn_cli.llama.evaluation import vocabulary  # llama.cpp only when a run starts
-
-            vocab = stack.enter_context(vocabulary(gguf))
-            tokenize: Callable[[str], list[int]] = partial(vocab.tokenize, add_bos=True)
-            tokenizer_info: dict[str, Any] | str = gguf_tokenizer(gguf)
-        else:
-            first = servers[0][1]
-            if first.tokenize("probe") is None:
-                say(
-                    f"{first.url} has no tokenize endpoint: prompt sizes are estimated from the server's own "
-                    "token counts (within a few %); --tokenizer MODEL.gguf sizes them exactly."
-                )
-                tokenize = CalibratedCounter(first)
-                tokenizer_info = f"estimated from {first.url} usage.prompt_tokens"
-                estimated = True
-            else:
-
-                def server_tokens(text: str) -> list[int]:
-                    tokens = first.tokenize(text)
-                    if tokens is None:
-                        raise ServerError(f"{first.url} stopped answering its tokenize endpoint")
-                    return tokens
-
-                tokenize = server_tokens
-                tokenizer_info = f"server {first.url}"
-        settings = PasskeySettings(
-            lengths=wanted, trials=trials, depths=parse_depths(depths), seed=seed,
-            variants=[label for label, _ in servers], reuse=False,
-        )  # fmt: skip
-        source = served_record(servers, tokenizer_info)
-        results, interrupted = _run_trials(
-            source,
-            settings,
-            json_path,
-            lambda done, on_start, on_trial: run_passkey_served(
-                servers,
-                wanted,
-                trials,
-                settings.depths,
-                seed,
-                tokenize,
-                parallel=parallel,
-                estimated=estimated,
-                done=done,
-                on_start=on_start,
-                on_trial=on_trial,
-            ),
-            say_kept=True,
-        )
-    _finish(source, settings, results, interrupted, json_path, csv_path, plot)
-
-
-def _render(results: list[TrialResult], settings: PasskeySettings) -> None:
+def _render(results: list[TrialResult], variants: list[str], lengths: list[int]) -> None:
     summaries = summarize(results)
     table = Table(title="Passkey retrieval accuracy", title_justify="left")
     table.add_column("length", justify="right")
-    for variant in settings.variants:
+    for variant in variants:
         table.add_column(variant, justify="right")
-    for length in settings.lengths:
+    for length in lengths:
         row = [f"{length:,}"]
-        for variant in settings.variants:
+        for variant in variants:
             found = [s for s in summaries if s.variant == variant and s.length == length]
             row.append(_cell(found[0]) if found else "-")
         table.add_row(*row)
     contexts = []
-    for variant in settings.variants:
+    for variant in variants:
         ctx = passkey_context(summaries, variant)
         contexts.append(f"{ctx:,}" if ctx else "none")
     table.add_section()
     table.add_row("passkey context", *contexts)
     out.print(table)
-    for variant in settings.variants:
-        out.print(_heatmap(results, variant, settings.lengths))
+    for variant in variants:
+        out.print(_heatmap(results, variant, lengths))
 
 
 def _cell(summary: Summary) -> str:
@@ -342,13 +214,12 @@ def _heatmap(results: list[TrialResult], variant: str, lengths: list[int]) -> Ta
     return table
 
 
-def _plot(path: Path, results: list[TrialResult], settings: PasskeySettings) -> None:
+def _plot(path: Path, results: list[TrialResult], variants: list[str], lengths: list[int]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    variants = settings.variants
     fig, axes = plt.subplots(1, len(variants) + 1, figsize=(4 * (len(variants) + 1), 3.6), squeeze=False)
     summaries = summarize(results)
     curve = axes[0][0]
@@ -357,8 +228,8 @@ def _plot(path: Path, results: list[TrialResult], settings: PasskeySettings) -> 
         if points:
             curve.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=variant)
     curve.set_xscale("log", base=2)
-    labels = [f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in settings.lengths]
-    curve.set_xticks(settings.lengths, labels)
+    labels = [f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in lengths]
+    curve.set_xticks(lengths, labels)
     curve.minorticks_off()
     curve.set_ylim(-0.05, 1.05)
     curve.set_xlabel("prompt length (tokens)")
@@ -367,10 +238,10 @@ def _plot(path: Path, results: list[TrialResult], settings: PasskeySettings) -> 
     curve.legend(fontsize=8)
     curve.set_title("passkey accuracy")
     for ax, variant in zip(axes[0][1:], variants, strict=True):
-        grid = depth_grid(results, variant, settings.lengths)
+        grid = depth_grid(results, variant, lengths)
         data = [[float("nan") if v is None else v for v in row] for row in grid]
         image = ax.imshow(data, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto", origin="lower")
-        ax.set_xticks(range(len(settings.lengths)), labels)
+        ax.set_xticks(range(len(lengths)), labels)
         ax.set_yticks(range(DEPTH_BINS), [f"{(b + 0.5) / DEPTH_BINS:.1f}" for b in range(DEPTH_BINS)])
         ax.set_xlabel("length")
         ax.set_ylabel("depth of the key")

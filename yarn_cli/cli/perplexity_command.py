@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from yarn_cli.backend import Backend
+from yarn_cli.cli.backends import COMPARE_SERVERS, local_backend, refuse_local_only, served_backend
 from yarn_cli.cli.options import (
     FlashAttnOption,
     GpuLayersOption,
@@ -17,15 +18,12 @@ from yarn_cli.cli.options import (
     ServerTimeoutOption,
     ThreadsOption,
 )
-from yarn_cli.cli.render import WorkProgress, check_run_outputs, err, out, save_figure, say, warn
-from yarn_cli.cli.served import gguf_tokenizer, open_servers, served_endpoints, served_gguf
+from yarn_cli.cli.render import WorkProgress, check_run_outputs, err, out, save_figure, warn
 from yarn_cli.errors import InputError
 from yarn_cli.evals.lengths import default_lengths, parse_lengths
-from yarn_cli.evals.perplexity import PerplexityResult, PerplexitySettings, read_text, run_perplexity
-from yarn_cli.evals.perplexity_report import build_record, write_csv
-from yarn_cli.evals.records import write_json
-from yarn_cli.model import open_model
-from yarn_cli.rope.variants import parse_variants
+from yarn_cli.evals.perplexity import PerplexityResult, PerplexitySettings, read_text
+from yarn_cli.evals.perplexity_run import run_perplexity
+from yarn_cli.llama.loader import LoadOptions
 from yarn_cli.serving import DEFAULT_READ_TIMEOUT
 
 EPILOG = """\
@@ -92,117 +90,45 @@ def perplexity_command(
     of each chunk); one pass over the longest context gives every shorter one. With --server, the model
     is the one a server runs, scored from the log-probabilities it returns.
     """
+    backend: Backend
     if servers:
-        local_only = {"--compare": compare != "as-is", "--stride": stride is not None, "--no-nesting": no_nesting,
-                      "-ngl": gpu_layers is not None, "-t": threads is not None, "-fa": flash_attn}  # fmt: skip
-        served = served_gguf(local_only, model, tokenizer)
-        _served(servers, server_model, served, text, contexts, chunks, timeout, json_path, csv_path, plot)
-        return
-    opened = open_model(model)
-    wanted = parse_lengths(contexts, "--contexts") if contexts else default_lengths(opened.context_length or 8192)
-    variants = parse_variants(compare, opened.rope)
-    settings = PerplexitySettings(
-        contexts=wanted,
-        variants=[v.name for v in variants],
-        chunks=chunks,
-        stride=stride,
-        nested=not no_nesting,
-        n_gpu_layers=gpu_layers,
-        n_threads=threads,
-        flash_attn=flash_attn,
-    )
-    settings.check()
+        refuse_local_only(
+            {"--compare": compare != "as-is", "--stride": stride is not None, "--no-nesting": no_nesting,
+             "-ngl": gpu_layers is not None, "-t": threads is not None, "-fa": flash_attn},
+            COMPARE_SERVERS,
+        )  # fmt: skip
+        backend = served_backend(servers, server_model, timeout, model, tokenizer)
+    else:
+        options = LoadOptions(n_gpu_layers=gpu_layers, n_threads=threads, flash_attn=flash_attn)
+        backend = local_backend(model, compare, options)
+    if contexts:
+        wanted = parse_lengths(contexts, "--contexts")
+    elif backend.context_length is not None:
+        wanted = default_lengths(backend.context_length)
+    else:
+        raise InputError("give --contexts (or the served GGUF with --tokenizer, whose context sets the default)")
+    settings = PerplexitySettings(contexts=wanted, chunks=chunks, stride=stride, nested=not no_nesting)
+    settings.check(backend.scores_first_token)
     source = read_text(text)
-    check_run_outputs(json_path, csv_path, plot, inputs=[model, text])
-
-    with WorkProgress("tokens") as progress:
+    check_run_outputs(json_path, csv_path, plot, inputs=[model, tokenizer, text])
+    with backend, WorkProgress("tokens") as progress:
         try:
             run = run_perplexity(
-                opened,
+                backend,
                 source,
                 settings,
-                variants,
+                json_path=json_path,
+                csv_path=csv_path,
                 on_start=progress.begin,
                 on_tokens=progress.advance,
             )
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
-    if json_path:
-        write_json(json_path, build_record(opened, settings, text, source, run))
-    if csv_path:
-        write_csv(csv_path, run)
-    if plot is not None:  # every file is written before the table, the last thing a run does
-        _plot(plot, run.results, settings.variants, opened.original_context, opened.path.name)
-    out.print(_table(run.results, settings.contexts, settings.variants, opened.original_context))
-    err.print(
-        f"{settings.protocol} protocol, {settings.chunks} chunk(s); {run.evaluated_tokens:,} tokens evaluated "
-        f"in {run.seconds:.1f} s ({run.evaluated_tokens / max(run.seconds, 1e-9):,.0f} tokens/s)"
-    )
-
-
-def _served(
-    values: list[str],
-    server_model: str | None,
-    tokenizer: Path | None,
-    text: Path,
-    contexts: str | None,
-    chunks: int,
-    timeout: float,
-    json_path: Path | None,
-    csv_path: Path | None,
-    plot: Path | None,
-) -> None:
-    # httpx and the served-run code are imported here: a local run does not need them
-    from yarn_cli.evals.perplexity_served import (
-        ServerTokens,
-        check_served_settings,
-        run_perplexity_served,
-        served_perplexity_record,
-    )
-    from yarn_cli.evals.records import software
-    from yarn_cli.evals.records import write_csv as write_rows
-
-    endpoints = served_endpoints(values, timeout)
-    gguf = open_model(tokenizer) if tokenizer is not None else None
-    if contexts:
-        wanted = parse_lengths(contexts, "--contexts")
-    elif gguf is not None:
-        wanted = default_lengths(gguf.context_length or 8192)
-    else:
-        raise InputError("give --contexts (or the served GGUF with --tokenizer, whose context sets the default)")
-    check_served_settings(wanted, chunks)
-    source_text = read_text(text)
-    check_run_outputs(json_path, csv_path, plot, inputs=[tokenizer, text])
-    with contextlib.ExitStack() as stack:
-        servers = open_servers(stack, endpoints, server_model, timeout)
-        if gguf is not None:
-            from yarn_cli.llama.evaluation import vocabulary  # llama.cpp only when a run starts
-
-            tokens: Any = stack.enter_context(vocabulary(gguf))
-            tokenizer_info: dict[str, Any] | str = gguf_tokenizer(gguf)
-        else:
-            tokens = ServerTokens(servers[0][1])
-            tokenizer_info = f"server {servers[0][1].url}"
-        with WorkProgress("tokens") as progress:
-            try:
-                run = run_perplexity_served(
-                    servers, source_text, wanted, chunks, tokens, on_start=progress.begin, on_tokens=progress.advance
-                )
-            except KeyboardInterrupt:
-                raise typer.Exit(130) from None
-        labels = [label for label, _ in servers]
-        if json_path:
-            text_info = {"path": str(text), "characters": len(source_text)}
-            write_json(
-                json_path,
-                served_perplexity_record(servers, tokenizer_info, wanted, chunks, text_info, run, software()),
-            )
-    if csv_path:
-        write_rows(csv_path, ["variant", "context", "ppl", "tokens", "nll"], (r.to_dict() for r in run.results))
     missing = {label: "cut" for label in run.truncated} | {label: "inf/NaN" for label in run.unscored}
-    if plot is not None and run.results:
-        _plot(plot, run.results, [x for x in labels if x not in missing], None, "served models")
-    out.print(_table(run.results, wanted, labels, gguf.original_context if gguf else None, missing))
+    if plot is not None and run.results:  # every file is written before the table, the last thing a run does
+        scored = [c for c in backend.columns if c not in missing]
+        _plot(plot, run.results, scored, backend.native_context, backend.name)
+    out.print(_table(run.results, settings.contexts, backend.columns, backend.native_context, missing))
     for label, what in run.truncated.items():
         warn(
             f"{label} cut the prompt ({what}): not scored. Raise the server's context (Ollama: num_ctx or "
@@ -210,14 +136,14 @@ def _served(
         )
     for label, why in run.unscored.items():
         warn(f"{label} not scored: {why}")
-    fewer = any(r.tokens < chunks * (r.context - 1) for r in run.results)
+    fewer = any(r.tokens < settings.chunks * (r.context - 1) for r in run.results)
     note = "; the server gives a window's first text token no score, so it counts one token fewer" if fewer else ""
-    say(
-        f"over {len(servers)} server(s), {chunks} chunk(s); {run.evaluated_tokens:,} prompt tokens in "
-        f"{run.seconds:.1f} s{note}"
+    err.print(
+        f"{settings.protocol} protocol, {settings.chunks} chunk(s); {run.evaluated_tokens:,} tokens evaluated "
+        f"in {run.seconds:.1f} s ({run.evaluated_tokens / max(run.seconds, 1e-9):,.0f} tokens/s){note}"
     )
     if plot is not None and not run.results:
-        warn(f"no server was scored, so {plot} was not drawn")
+        warn(f"nothing was scored, so {plot} was not drawn")
 
 
 def _table(

@@ -1,9 +1,9 @@
 """Passkey retrieval, as the YaRN paper's code runs it (jquesnelle/yarn, ``eval/passkey.py``).
 
 A key is hidden at some depth inside filler text; the model is asked for it and
-answers greedily. Lengths are counted in the model's own tokens. Trials are run in
-order of the filler before the key, so that consecutive prompts share that prefix
-and llama.cpp's KV cache is reused for it.
+answers greedily. Lengths are counted in the model's own tokens. This module is the
+protocol (prompts, seeded trials, scoring, summaries); ``passkey_run`` runs it on a
+backend, ``passkey_report`` keeps its record.
 """
 
 from __future__ import annotations
@@ -11,13 +11,11 @@ from __future__ import annotations
 import math
 import random
 import re
-import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any
 
 from yarn_cli.errors import InputError
-from yarn_cli.model import Model
 
 TASK = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
@@ -236,10 +234,13 @@ def score(output: str, key: int) -> tuple[int | None, bool]:
     return answer, answer == key
 
 
-# ---------------------------------------------------------------------------------------------
-# Running trials in llama.cpp
-
 SCHEMA_VERSION = 1
+CALIBRATION_CHARS = 4000
+
+
+def calibration_prompts() -> tuple[str, str]:
+    """Two prompts that differ only in their filler, to estimate a server's tokens per character with."""
+    return build_prompt(0, 0, KEY_MAX), build_prompt(CALIBRATION_CHARS, 0, KEY_MAX)
 
 
 @dataclass(frozen=True)
@@ -248,11 +249,6 @@ class PasskeySettings:
     trials: int = 10
     depths: list[float] | None = None
     seed: int = 0
-    variants: list[str] = field(default_factory=lambda: ["as-is"])
-    reuse: bool = True
-    n_gpu_layers: int | None = None
-    n_threads: int | None = None
-    flash_attn: bool = False
 
     def identity(self) -> dict[str, Any]:
         """What must match for a saved run's trials to be reused (lengths and variants may grow)."""
@@ -264,70 +260,6 @@ TrialKey = tuple[str, int, int]  # variant, length, index
 
 def trial_key(r: TrialResult) -> TrialKey:
     return (r.variant, r.length, r.index)
-
-
-def run_passkey(
-    model: Model,
-    settings: PasskeySettings,
-    *,
-    done: dict[TrialKey, TrialResult] | None = None,
-    on_start: Callable[[int], None] | None = None,
-    on_trial: Callable[[TrialResult], None] | None = None,
-) -> list[TrialResult]:
-    """Run every trial not in ``done``; KeyboardInterrupt stops after the trial in progress."""
-    # llama.cpp is imported here, when a run starts: every command imports this module.
-    from yarn_cli.llama.evaluation import greedy_completion, vocabulary
-    from yarn_cli.llama.loader import LoadOptions, load_model
-    from yarn_cli.llama.memory import check_kv_memory
-    from yarn_cli.rope.variants import parse_variants
-
-    variants = parse_variants(",".join(settings.variants), model.rope)
-    longest = max(settings.lengths) + ANSWER_TOKENS + 8
-    check_kv_memory(model, longest, "test shorter lengths", settings.n_gpu_layers)
-    with vocabulary(model) as vocab:
-        builder = PromptBuilder(lambda text: vocab.tokenize(text, add_bos=True))
-        for length in settings.lengths:
-            builder.check_length(length)
-        specs = plan_trials(settings.lengths, settings.trials, settings.depths, settings.seed)
-        prompts = {(s.length, s.index): builder.build(s) for s in specs}
-    done = dict(done or {})
-    results: list[TrialResult] = []
-    todo_total = sum(1 for v in variants for s in specs if (v.name, s.length, s.index) not in done)
-    if on_start:
-        on_start(todo_total)
-    for variant in variants:
-        # A scaling fixed for the run shares one context across lengths, so the KV cache is reused
-        # between all prompts; dynamic-yarn's scaling depends on the length, so it needs one each.
-        groups = [[n] for n in settings.lengths] if variant.method == "dynamic-yarn" else [settings.lengths]
-        for group in groups:
-            todo = [
-                (s, prompts[(s.length, s.index)])
-                for s in specs
-                if s.length in group and (variant.name, s.length, s.index) not in done
-            ]
-            if not todo:
-                continue
-            longest_here = max(s.length for s, _ in todo)
-            options = LoadOptions(
-                n_ctx=longest_here + ANSWER_TOKENS + 8,
-                scaling=variant.runtime(longest_here, model.rope),
-                n_gpu_layers=settings.n_gpu_layers,
-                n_threads=settings.n_threads,
-                flash_attn=settings.flash_attn,
-            )
-            llm, _ = load_model(model, options)
-            try:
-                ordered = reuse_order(todo) if settings.reuse else todo
-                for spec, prompt in ordered:
-                    start = time.perf_counter()
-                    output, evaluated = greedy_completion(llm, prompt.tokens, ANSWER_TOKENS, reuse=settings.reuse)
-                    result = trial_result(variant.name, spec, prompt, output, time.perf_counter() - start, evaluated)
-                    results.append(result)
-                    if on_trial:
-                        on_trial(result)
-            finally:
-                llm.close()
-    return results
 
 
 def trial_result(

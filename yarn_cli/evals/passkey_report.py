@@ -12,6 +12,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from yarn_cli.backend import Backend
 from yarn_cli.errors import InputError
 from yarn_cli.evals.passkey import (
     SCHEMA_VERSION,
@@ -22,40 +23,39 @@ from yarn_cli.evals.passkey import (
     summarize,
     trial_key,
 )
-from yarn_cli.evals.records import model_record, software
+from yarn_cli.evals.records import software
 from yarn_cli.evals.records import write_csv as write_rows
-from yarn_cli.model import Model
 
 DEPTH_BINS = 5
-Source = Model | dict[str, Any]  # a model file run locally, or a served run's ``served_record``
 
 
-def build_record(source: Source, settings: PasskeySettings, results: list[TrialResult]) -> dict[str, Any]:
-    ordered = sorted(results, key=lambda r: (settings.variants.index(r.variant) if r.variant in settings.variants
-                                             else 99, r.length, r.index))  # fmt: skip
+def build_record(backend: Backend, settings: PasskeySettings, results: Sequence[TrialResult]) -> dict[str, Any]:
+    columns = backend.columns
+    ordered = sorted(results, key=lambda r: (columns.index(r.variant) if r.variant in columns else 99, r.length,
+                                             r.index))  # fmt: skip
     summaries = summarize(ordered)
     return {
         "schema": SCHEMA_VERSION,
-        "model": model_record(source) if isinstance(source, Model) else source,
+        "model": backend.record(),
         "settings": {
             "lengths": settings.lengths,
             "trials": settings.trials,
             "depths": settings.depths if settings.depths is not None else "random",
             "seed": settings.seed,
-            "variants": settings.variants,
-            "reuse": settings.reuse,
+            "variants": columns,
+            "reuse": backend.reuses_prefix,
             "protocol": settings.identity(),
         },
         "software": software(),
         "trials": [r.to_dict() for r in ordered],
         "summary": [vars(s) for s in summaries],
-        "passkey_context": {v: passkey_context(summaries, v) for v in settings.variants},
+        "passkey_context": {v: passkey_context(summaries, v) for v in columns},
         "evaluated_tokens": sum(r.evaluated_tokens for r in ordered),
         "truncated_trials": sum(r.truncated for r in ordered),
     }
 
 
-def load_previous(path: Path, source: Source, settings: PasskeySettings) -> dict[TrialKey, TrialResult]:
+def load_previous(path: Path, backend: Backend, settings: PasskeySettings) -> dict[TrialKey, TrialResult]:
     """Trials of an earlier run of the same model (or servers) and settings, to be kept instead of run again."""
     if not path.exists():
         return {}
@@ -66,26 +66,13 @@ def load_previous(path: Path, source: Source, settings: PasskeySettings) -> dict
             raise ValueError(f"its model is {saved_model!r}")
         protocol = record["settings"].get("protocol")
         trials = [TrialResult.from_dict(t) for t in record["trials"]]
+        different = backend.mismatch(saved_model)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}; choose another --json file") from exc
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise InputError(f"{path} exists but is not a passkey run ({exc}); choose another --json file") from exc
-    if isinstance(source, Model):
-        if saved_model.get("header_sha256") != source.header.fingerprint():
-            raise InputError(
-                f"{path} holds a run of another model, or of this file before it was converted (their headers "
-                "differ); choose another --json file to keep it"
-            )
-    else:
-        saved = {s["label"]: (s["url"], s["model"]) for s in saved_model.get("servers") or []}
-        for server in source["servers"]:
-            if server["label"] in saved and saved[server["label"]] != (server["url"], server["model"]):
-                raise InputError(
-                    f"{path} holds a run where {server['label']!r} was {saved[server['label']][0]} "
-                    f"({saved[server['label']][1]}); choose another --json file, or label this server differently"
-                )
-        if _tokenizer_id(saved_model.get("tokenizer")) != _tokenizer_id(source.get("tokenizer")):
-            raise InputError(f"{path} holds a run whose prompts were sized by another tokenizer; choose another --json")
+    if different:
+        raise InputError(f"{path} holds a run {different}")
     if protocol != settings.identity():
         raise InputError(
             f"{path} holds a run with other --seed, --depths or answer length ({protocol}); choose another "
@@ -96,16 +83,11 @@ def load_previous(path: Path, source: Source, settings: PasskeySettings) -> dict
         trial_key(t): t
         for t in trials
         # a truncated trial is run again: the user was told to give the server a larger context
-        if t.length in wanted and t.variant in settings.variants and t.index < settings.trials and not t.truncated
+        if t.length in wanted and t.variant in backend.columns and t.index < settings.trials and not t.truncated
     }
 
 
-def _tokenizer_id(tokenizer: object) -> object:
-    """What identifies the tokens prompts were sized in: a GGUF's header, wherever the file lies, or the server."""
-    return tokenizer.get("header_sha256") if isinstance(tokenizer, dict) else tokenizer
-
-
-def write_csv(path: Path, results: list[TrialResult]) -> None:
+def write_csv(path: Path, results: Sequence[TrialResult]) -> None:
     write_rows(path, [f.name for f in fields(TrialResult)], (r.to_dict() for r in results))
 
 

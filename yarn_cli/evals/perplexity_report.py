@@ -5,36 +5,35 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from yarn_cli.evals.perplexity import SCHEMA_VERSION, PerplexityRun, PerplexitySettings
-from yarn_cli.evals.records import model_record, software
+from yarn_cli.backend import Backend
+from yarn_cli.evals.perplexity import SCHEMA_VERSION, PerplexityRun, PerplexitySettings, Text
+from yarn_cli.evals.records import software
 from yarn_cli.evals.records import write_csv as write_rows
-from yarn_cli.model import Model
 
 CSV_COLUMNS = ["variant", "context", "ppl", "tokens", "nll"]
 
 
-def build_record(
-    model: Model, settings: PerplexitySettings, text: Path, source: str, run: PerplexityRun
-) -> dict[str, Any]:
-    return {
+def build_record(backend: Backend, settings: PerplexitySettings, text: Text, run: PerplexityRun) -> dict[str, Any]:
+    record: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
-        "model": model_record(model),
+        "model": backend.record(),
         "settings": {
             "contexts": settings.contexts,
-            "variants": settings.variants,
+            "variants": backend.columns,
             "chunks": settings.chunks,
             "stride": settings.stride,
             "protocol": settings.protocol,
             "bos": run.bos,
-            "text": {"path": str(text), "characters": len(source), "tokens": run.text_tokens},
+            "text": {"path": str(text.path), "characters": len(text.content), "tokens": run.text_tokens},
         },
         "software": software(),
         "results": [r.to_dict() for r in run.results],
-        "evaluated_tokens": run.evaluated_tokens,
-        "seconds": round(run.seconds, 3),
-        "decode_seconds": round(run.decode_seconds, 3),
-        "scoring_seconds": round(run.scoring_seconds, 3),
     }
+    if backend.may_truncate:  # which columns were left out, and why
+        record |= {"truncated": run.truncated, "unscored": run.unscored}
+    record |= {"evaluated_tokens": run.evaluated_tokens, "seconds": round(run.seconds, 3)}
+    record |= {f"{name}_seconds": round(seconds, 3) for name, seconds in run.timings.items()}
+    return record
 
 
 def write_csv(path: Path, run: PerplexityRun) -> None:

@@ -1,4 +1,4 @@
-"""What every evaluation record carries (model, software versions) and how it reaches disk.
+"""What every evaluation record carries (software versions) and how it reaches disk.
 
 Records are written to a temporary name and renamed, so an interrupted write never
 leaves a half-written file where a finished one was.
@@ -15,7 +15,6 @@ from typing import Any
 
 from yarn_cli import __version__
 from yarn_cli.files.staging import write_atomically
-from yarn_cli.model import Model
 
 
 def software() -> dict[str, str]:
@@ -28,24 +27,6 @@ def software() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[package] = "?"
     return versions
-
-
-def model_record(model: Model) -> dict[str, Any]:
-    """The model a run was made with; ``header_sha256`` tells it apart from any other file or state."""
-    rope = model.rope
-    return {
-        "path": str(model.path),
-        "size": model.header.file_size,
-        "architecture": model.architecture,
-        "header_sha256": model.header.fingerprint(),
-        "context_length": model.context_length,
-        "original_context": model.original_context,
-        "rope": {
-            "freq_base": rope.current.freq_base,
-            "scaling": rope.describe_scaling(),
-            "converted_by_yarn_cli": rope.converted,
-        },
-    }
 
 
 def write_json(path: Path, record: dict[str, Any]) -> None:

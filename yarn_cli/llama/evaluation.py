@@ -15,47 +15,64 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
+from yarn_cli.backend import Tokenizer
 from yarn_cli.errors import EvaluationError, ModelLoadError
 from yarn_cli.llama.loader import captured_log, load_error
 from yarn_cli.llama.scoring import LogitScorer
 from yarn_cli.model import Model
 
 
-class Vocabulary:
-    """The model's tokenizer alone (no weights loaded), for sizing prompts and reading texts."""
+class Vocabulary(Tokenizer):
+    """The model's tokenizer alone (no weights loaded), for sizing prompts and cutting texts.
 
-    def __init__(self, vocab_only: llama_cpp.Llama) -> None:
-        self._llm = vocab_only
-        model_vocab = llama_cpp.llama_model_get_vocab(vocab_only.model)
-        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(model_vocab))
-        self.bos_token = int(llama_cpp.llama_vocab_bos(model_vocab))
+    llama.cpp loads it when it is first used; ``close`` frees it.
+    """
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self._llm: llama_cpp.Llama | None = None
+
+    def _loaded(self) -> llama_cpp.Llama:
+        if self._llm is None:
+            with captured_log(echo=False) as lines:
+                try:
+                    self._llm = llama_cpp.Llama(model_path=str(self.model.path), vocab_only=True, verbose=False)
+                except (ValueError, RuntimeError, OSError) as exc:
+                    raise ModelLoadError(load_error(self.model.path, lines, exc)) from exc
+        return self._llm
+
+    @property
+    def add_bos(self) -> bool:
+        return bool(llama_cpp.llama_vocab_get_add_bos(llama_cpp.llama_model_get_vocab(self._loaded().model)))
+
+    @property
+    def bos_token(self) -> int:
+        return int(llama_cpp.llama_vocab_bos(llama_cpp.llama_model_get_vocab(self._loaded().model)))
 
     def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
-        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
+        return self._loaded().tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
 
-    # the token source a served perplexity run cuts its windows with
-    @property
-    def bos(self) -> bool:
-        return self.add_bos
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self._loaded().detokenize(list(tokens)).decode("utf-8", errors="replace")
 
-    def tokens(self, text: str) -> list[int]:
-        return self.tokenize(text, add_bos=False)
+    def describe(self) -> dict[str, Any]:
+        """The served GGUF whose tokens sized a run: its header, wherever the file lies."""
+        return {"header_sha256": self.model.header.fingerprint(), "path": str(self.model.path)}
 
-    def text(self, tokens: list[int]) -> str:
-        return self._llm.detokenize(tokens).decode("utf-8", errors="replace")
+    def close(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
 
 
 @contextlib.contextmanager
 def vocabulary(model: Model) -> Iterator[Vocabulary]:
-    with captured_log(echo=False) as lines:
-        try:
-            vocab_only = llama_cpp.Llama(model_path=str(model.path), vocab_only=True, verbose=False)
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ModelLoadError(load_error(model.path, lines, exc)) from exc
+    vocab = Vocabulary(model)
+    vocab._loaded()  # a file llama.cpp cannot read fails here, where it is opened
     try:
-        yield Vocabulary(vocab_only)
+        yield vocab
     finally:
-        vocab_only.close()
+        vocab.close()
 
 
 def greedy_completion(llm: llama_cpp.Llama, tokens: Sequence[int], max_tokens: int, *, reuse: bool) -> tuple[str, int]:

@@ -43,6 +43,7 @@ class LoadOptions:
     flash_attn: bool = False
     seed: int | None = None
     verbose: bool = False
+    memory_checked: bool = False  # the caller checked that n_ctx fits (an evaluation, once for its longest)
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,7 @@ def _backend(lines: list[str]) -> str:
 def load_model(model: Model, options: LoadOptions) -> tuple[llama_cpp.Llama, Effective]:
     """Load an opened model with ``options``; every failure becomes one clear YarnCliError."""
     n_gpu_layers = resolve_gpu_layers(options.n_gpu_layers)
-    n_ctx, note = choose_context(model, options.n_ctx, n_gpu_layers)
+    n_ctx, note = choose_context(model, options.n_ctx, n_gpu_layers, checked=options.memory_checked)
     if options.scaling is not None and options.scaling.scales and not model.rope.uses_rope:
         raise UnsupportedModelError(
             f"{model.architecture} models use {model.rope.no_rope_reason}, not RoPE: a RoPE scaling has no effect"

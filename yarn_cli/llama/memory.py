@@ -55,13 +55,19 @@ def check_kv_memory(model: Model, n_tokens: int, advice: str, n_gpu_layers: int 
         )
 
 
-def choose_context(model: Model, requested: int | None, n_gpu_layers: int = 0) -> tuple[int, str | None]:
-    """The context to create: what was asked, else the model's, capped so the KV cache fits where it lives."""
+def choose_context(
+    model: Model, requested: int | None, n_gpu_layers: int = 0, *, checked: bool = False
+) -> tuple[int, str | None]:
+    """The context to create: what was asked, else the model's, capped so the KV cache fits where it lives.
+
+    ``checked``: the caller has made sure a requested context fits (an evaluation, for its longest prompt).
+    """
     if requested is not None:
         if not 0 < requested <= MAX_CONTEXT:
             raise InputError(f"-c/--ctx-size must be between 1 and {MAX_CONTEXT:,} tokens, got {requested:,}")
-        # asked for: refused here in one line rather than by a failed allocation inside llama.cpp
-        check_kv_memory(model, requested, "choose a smaller -c", n_gpu_layers)
+        if not checked:
+            # asked for: refused here in one line rather than by a failed allocation inside llama.cpp
+            check_kv_memory(model, requested, "choose a smaller -c", n_gpu_layers)
         return requested, None
     native = model.context_length or 4096
     per_token = model.shape.kv_cache_bytes(1)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from yarn_cli.errors import InputError, ServerError
+from yarn_cli.errors import ContextExceededError, InputError, ServerError
 from yarn_cli.serving import DEFAULT_READ_TIMEOUT
 
 API_KEY_VARIABLES = ("YARN_CLI_API_KEY", "OPENAI_API_KEY")
@@ -61,10 +61,6 @@ class ServerStatusError(ServerError):
 
 class NonFiniteScoresError(ServerError):
     """The server could not send a log-probability: -inf or NaN, which JSON cannot carry (vLLM answers 400)."""
-
-
-class ContextExceededError(ServerError):
-    """The server refused a prompt longer than its context."""
 
 
 class MissingEndpointError(ServerError):

@@ -1,0 +1,173 @@
+"""What an evaluation needs from a model, whoever runs it: the seam between ``evals/`` and the runtimes.
+
+An evaluation (passkey, perplexity, and those to come) is written once against ``Backend``. Two
+implement it: llama.cpp in this process (``yarn_cli.llama.backend``) and models served over an
+OpenAI-compatible API (``yarn_cli.serving.backend``). The evaluation never knows which it has.
+
+A backend has one or more *columns*, the labels a run's tables and records show side by side: the
+scaling variants of one local model (``as-is``, ``yarn:2``...), or the servers of a served run. It
+tokenizes in the model's own tokens (lengths are counted in them), and opens a ``Session`` per column
+and scaling, in which prompts are completed greedily and windows scored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+
+class Tokenizer(ABC):
+    """A model's own tokens: what prompts are sized in and windows cut in."""
+
+    @property
+    @abstractmethod
+    def add_bos(self) -> bool:
+        """Whether the model starts every prompt with its BOS token."""
+
+    @property
+    @abstractmethod
+    def bos_token(self) -> int:
+        """The BOS token's id, to put in front of a window."""
+
+    @abstractmethod
+    def tokenize(self, text: str, *, add_bos: bool) -> list[int]:
+        """``text`` in the model's tokens; with ``add_bos``, as a prompt the model would be given."""
+
+    @abstractmethod
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any] | str:
+        """What a run's record says of whose tokens sized it."""
+
+    def close(self) -> None:
+        """Free what the tokenizer holds (a vocabulary loaded in llama.cpp)."""
+        return None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A greedy answer to a prompt, and what the backend says it took to give it."""
+
+    text: str
+    evaluated_tokens: int  # prompt and answer tokens evaluated for it (a reused prefix not counted again)
+    reported_prompt_tokens: int | None = None  # what a server said it evaluated (usage.prompt_tokens)
+    truncated: bool = False  # the model saw fewer tokens than were sent: not the model's failure
+
+
+class Scores(ABC):
+    """Per-token log-likelihoods of a window: position ``i`` scores window token ``i + 1`` given those before."""
+
+    evaluated_tokens: int  # tokens the backend evaluated for the window
+
+    @abstractmethod
+    def total(self, start: int, stop: int) -> tuple[float, int]:
+        """The negative log-likelihood summed over the scored positions in ``[start, stop)``, and their count."""
+
+
+class PromptCut(Exception):
+    """The backend saw less of a window than was sent (a server that truncates): the column is not scored."""
+
+    def __init__(self, detail: str, evaluated_tokens: int) -> None:
+        super().__init__(detail)
+        self.evaluated_tokens = evaluated_tokens
+
+
+class ScoresUnavailable(Exception):
+    """The backend could not give a window's log-likelihoods (a -inf or NaN): the column is not scored."""
+
+
+class Session(ABC):
+    """One column's model, loaded (or reached) with the scaling for a set of lengths."""
+
+    @abstractmethod
+    def complete(self, text: str, tokens: Sequence[int], max_tokens: int) -> Completion:
+        """The greedy continuation of a prompt given both as text and as the model's tokens."""
+
+    @abstractmethod
+    def score(self, tokens: Sequence[int], on_tokens: Callable[[int], None] | None = None) -> Scores:
+        """Log-likelihoods of ``tokens`` (a BOS first where the model wants one), from a fresh context.
+
+        Raises ``PromptCut`` or ``ScoresUnavailable`` when the column cannot be scored.
+        """
+
+
+class Backend(ABC):
+    """A model as an evaluation sees it: its tokens, its columns, and sessions to run them in."""
+
+    parallel: int = 1  # prompts in flight at once; 1: in order, in the calling thread
+    reuses_prefix: bool = False  # consecutive prompts keep their shared prefix evaluated
+    scores_first_token: bool = True  # False: a window's first token gets no log-likelihood (a server's echo)
+    may_truncate: bool = False  # the model may see less than was sent (a server): records say where it did
+
+    @property
+    @abstractmethod
+    def columns(self) -> list[str]:
+        """The labels of what is compared, in order: variants of one model, or servers."""
+
+    @property
+    @abstractmethod
+    def tokenizer(self) -> Tokenizer: ...
+
+    @property
+    @abstractmethod
+    def context_length(self) -> int | None:
+        """The context default sweeps go up to: the model's, as its file states it; None where unknown."""
+
+    @property
+    @abstractmethod
+    def native_context(self) -> int | None:
+        """The context the model was trained with, before any scaling; None where unknown."""
+
+    @property
+    @abstractmethod
+    def name(self) -> str:
+        """What plots call the model: the file's name, or what is served."""
+
+    def check_fits(self, n_tokens: int, advice: str) -> None:
+        """Refuse, before any work, a run whose longest prompt cannot fit in memory (``advice``: what to do)."""
+        return None
+
+    def check_scores(self) -> None:
+        """Refuse, before any work, a backend whose log-likelihoods cannot be trusted."""
+        return None
+
+    def dynamic(self, column: str) -> bool:
+        """Whether the column's scaling depends on the length (``dynamic-yarn``)."""
+        return False
+
+    def scale_key(self, column: str, length: int) -> Hashable:
+        """Lengths with equal keys run under the same scaling, so one session serves them all."""
+        return None
+
+    @abstractmethod
+    def session(self, column: str, n_ctx: int, length: int) -> contextlib.AbstractContextManager[Session]:
+        """The column's model for prompts of up to ``n_ctx`` tokens, with its scaling for ``length``."""
+
+    @abstractmethod
+    def record(self) -> dict[str, Any]:
+        """What a run's record says of the model: the file and its header, or the servers and tokenizer."""
+
+    @abstractmethod
+    def mismatch(self, saved: dict[str, Any]) -> str | None:
+        """Why a saved record's model is not this one (the end of "FILE holds a run ..."), None if it is."""
+
+    def timings(self) -> dict[str, float]:
+        """Where a scoring run's time went, where the backend measures it (seconds by name)."""
+        return {}
+
+    def notes(self) -> list[str]:
+        """What the user should know about how the backend was set up (shown before a run)."""
+        return []
+
+    def close(self) -> None:
+        self.tokenizer.close()
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

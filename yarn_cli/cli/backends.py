@@ -1,0 +1,63 @@
+"""The backend an evaluation command runs on: the model here with its variants, or served models.
+
+What every such command checks first lives here too: the options that apply only to a model run
+here, refused over ``--server`` in one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from yarn_cli.errors import InputError
+from yarn_cli.llama.backend import DEFAULT_CONTEXT, LlamaBackend
+from yarn_cli.llama.evaluation import Vocabulary
+from yarn_cli.llama.loader import LoadOptions
+from yarn_cli.model import open_model
+from yarn_cli.rope.variants import parse_variants
+from yarn_cli.serving.backend import ServedBackend
+from yarn_cli.serving.endpoints import parse_endpoints
+
+COMPARE_SERVERS = "compare servers by giving --server LABEL=URL more than once"
+
+
+def refuse_local_only(given: dict[str, bool], advice: str) -> None:
+    """One line naming the options given that apply to a model run here, not to one a server runs."""
+    used = [name for name, present in given.items() if present]
+    if used:
+        raise InputError(f"{', '.join(used)} applies to a model run here, not to --server; {advice}")
+
+
+def local_backend(model: str | None, compare: str, options: LoadOptions, *, reuse: bool = True) -> LlamaBackend:
+    """MODEL under each variant of ``--compare``."""
+    opened = open_model(model)
+    return LlamaBackend(opened, parse_variants(compare, opened.rope), options, reuse=reuse)
+
+
+def served_backend(
+    servers: Sequence[str],
+    server_model: str | None,
+    timeout: float,
+    model: str | None,
+    tokenizer: Path | None,
+    *,
+    estimate_from: tuple[str, str] | None = None,
+    parallel: int = 1,
+) -> ServedBackend:
+    """The ``--server [LABEL=]URL`` values, sized in the served GGUF's tokens when one is given (as MODEL or
+    --tokenizer); nothing is asked of a server yet."""
+    endpoints = parse_endpoints(servers)
+    if model is not None and tokenizer is not None:
+        raise InputError("give the served GGUF once: as MODEL or as --tokenizer")
+    path = tokenizer or (Path(model) if model is not None else None)
+    gguf = open_model(path) if path is not None else None
+    return ServedBackend(
+        endpoints,
+        server_model,
+        timeout=timeout,
+        tokenizer=Vocabulary(gguf) if gguf is not None else None,
+        context_length=(gguf.context_length or DEFAULT_CONTEXT) if gguf is not None else None,
+        native_context=gguf.original_context if gguf is not None else None,
+        estimate_from=estimate_from,
+        parallel=parallel,
+    )

@@ -1,0 +1,175 @@
+"""Running the passkey trials on a backend, with the run's record kept up to date after every trial.
+
+The same seeded trials run under every column (a local model's variants, or servers). Where the
+backend keeps a shared prefix evaluated, trials run in order of the filler before the key, so
+consecutive prompts share it; a backend that takes several prompts at once gets up to its
+``parallel`` in flight, and the answers do not depend on it. An earlier ``--json`` record of the same
+model and settings is resumed: its trials are kept, not run again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from yarn_cli.backend import Backend, Session
+from yarn_cli.errors import ContextExceededError
+from yarn_cli.evals.passkey import (
+    ANSWER_TOKENS,
+    PasskeySettings,
+    Prompt,
+    PromptBuilder,
+    TrialKey,
+    TrialResult,
+    TrialSpec,
+    plan_trials,
+    reuse_order,
+    trial_result,
+)
+from yarn_cli.evals.passkey_report import build_record, load_previous, write_csv
+from yarn_cli.evals.records import write_json
+
+# Room in a context beyond its longest prompt: the answer, and a margin.
+CONTEXT_MARGIN = ANSWER_TOKENS + 8
+
+
+@dataclass
+class PasskeyRun:
+    results: list[TrialResult]  # every trial, those resumed from the record included
+    resumed: int
+    interrupted: bool  # Ctrl-C stopped it; the finished trials are kept
+
+
+def run_passkey(
+    backend: Backend,
+    settings: PasskeySettings,
+    *,
+    json_path: Path | None = None,
+    csv_path: Path | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    on_trial: Callable[[TrialResult, Sequence[TrialResult]], None] | None = None,
+) -> PasskeyRun:
+    """Run every trial the record at ``json_path`` lacks, rewriting it after each; then the CSV.
+
+    ``on_start(to_run, resumed)``, ``on_trial(result, every result so far)``. Ctrl-C ends the run
+    after the trials in progress, which are kept; a failure leaves the record with every finished trial.
+    """
+    done = load_previous(json_path, backend, settings) if json_path else {}
+    results = list(done.values())
+
+    def keep(result: TrialResult) -> None:
+        results.append(result)
+        if json_path:
+            write_json(json_path, build_record(backend, settings, results))
+        if on_trial:
+            on_trial(result, results)
+
+    interrupted = False
+    try:
+        run_trials(backend, settings, done, lambda total: on_start(total, len(done)) if on_start else None, keep)
+    except KeyboardInterrupt:
+        interrupted = True
+    if json_path:
+        write_json(json_path, build_record(backend, settings, results))
+    if csv_path:
+        write_csv(csv_path, results)
+    return PasskeyRun(results, len(done), interrupted)
+
+
+def run_trials(
+    backend: Backend,
+    settings: PasskeySettings,
+    done: dict[TrialKey, TrialResult],
+    begin: Callable[[int], None],
+    keep: Callable[[TrialResult], None],
+) -> None:
+    """Every trial not in ``done``, column by column; each result goes to ``keep`` as it finishes."""
+    backend.check_fits(max(settings.lengths) + CONTEXT_MARGIN, "test shorter lengths")
+    builder = PromptBuilder(lambda text: backend.tokenizer.tokenize(text, add_bos=True))
+    for length in settings.lengths:
+        builder.check_length(length)
+    specs = plan_trials(settings.lengths, settings.trials, settings.depths, settings.seed)
+    prompts = {(s.length, s.index): builder.build(s) for s in specs}
+    begin(sum(1 for c in backend.columns for s in specs if (c, s.length, s.index) not in done))
+    for column in backend.columns:
+        # A scaling fixed for the run shares one session across lengths, so a local KV cache is reused
+        # between all prompts; dynamic-yarn's scaling depends on the length, so it needs one each.
+        groups = [[n] for n in settings.lengths] if backend.dynamic(column) else [settings.lengths]
+        for group in groups:
+            todo = [
+                (s, prompts[(s.length, s.index)])
+                for s in specs
+                if s.length in group and (column, s.length, s.index) not in done
+            ]
+            if not todo:
+                continue
+            longest = max(s.length for s, _ in todo)
+            with backend.session(column, longest + CONTEXT_MARGIN, longest) as session:
+                ordered = reuse_order(todo) if backend.reuses_prefix else todo
+                answer_all(session, column, ordered, backend.parallel, keep)
+
+
+def answer_all(
+    session: Session,
+    column: str,
+    todo: list[tuple[TrialSpec, Prompt]],
+    parallel: int,
+    keep: Callable[[TrialResult], None],
+) -> None:
+    """The trials in order, or with up to ``parallel`` in flight; Ctrl-C or a failure keeps what finished."""
+    if parallel == 1:
+        for spec, prompt in todo:
+            keep(answer(session, column, spec, prompt))
+        return
+
+    def collect(finished: set[Future[TrialResult]]) -> BaseException | None:
+        """Keep every trial that finished well; the first failure, if any, to raise after."""
+        failure = None
+        for future in finished:
+            error = future.exception() if not future.cancelled() else None
+            if future.cancelled() or (error is not None and failure is None):
+                failure = failure or error
+                continue
+            if error is None:
+                keep(future.result())
+        return failure
+
+    pending: set[Future[TrialResult]] = set()
+    queue = iter(todo)
+    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="passkey")
+    try:
+        while True:
+            while len(pending) < parallel and (item := next(queue, None)) is not None:
+                pending.add(pool.submit(answer, session, column, *item))
+            if not pending:
+                break
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            failure = collect(finished)
+            if failure is not None:
+                raise failure  # a failure ends the run; the finished trials are kept
+    except BaseException:
+        # Keep what else has finished, and do not wait for the requests in flight: closing the
+        # backend ends them.
+        collect({f for f in pending if f.done()})
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def answer(session: Session, column: str, spec: TrialSpec, prompt: Prompt) -> TrialResult:
+    start = time.perf_counter()
+    try:
+        completion = session.complete(prompt.text, prompt.tokens, ANSWER_TOKENS)
+    except ContextExceededError as exc:
+        raise ContextExceededError(
+            f"{exc}. The prompt was {len(prompt.tokens):,} tokens ({spec.length:,} asked): start the server with a "
+            "larger context (llama-server -c N, Ollama's num_ctx, vLLM's --max-model-len) or test shorter --lengths; "
+            "llama-server gives no more than the model's trained context whatever -c says, so a longer one needs a "
+            "file extended by yarn-cli convert (for vLLM: the --hf-overrides yarn-cli inspect shows for it)"
+        ) from exc
+    seconds = time.perf_counter() - start
+    result = trial_result(column, spec, prompt, completion.text, seconds, completion.evaluated_tokens)
+    return replace(result, server_prompt_tokens=completion.reported_prompt_tokens, truncated=completion.truncated)

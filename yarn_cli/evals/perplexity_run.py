@@ -1,0 +1,146 @@
+"""Running a perplexity plan on a backend: every window scored once, under every column, then the record.
+
+Consecutive passes of one column and scaling share a session (one model load in llama.cpp). A
+column whose backend cut a window (a server with a shorter context than it says) or could not give
+its log-likelihoods (a -inf or NaN) is reported and left out of the results; the others go on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from yarn_cli.backend import Backend, PromptCut, Scores, ScoresUnavailable
+from yarn_cli.errors import ContextExceededError, EvaluationError, InputError
+from yarn_cli.evals.perplexity import (
+    Pass,
+    PerplexityResult,
+    PerplexityRun,
+    PerplexitySettings,
+    Text,
+    plan_passes,
+    stream_span,
+)
+from yarn_cli.evals.perplexity_report import build_record, write_csv
+from yarn_cli.evals.records import write_json
+
+
+def run_perplexity(
+    backend: Backend,
+    text: Text,
+    settings: PerplexitySettings,
+    *,
+    json_path: Path | None = None,
+    csv_path: Path | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_tokens: Callable[[int, str], None] | None = None,
+) -> PerplexityRun:
+    """Score ``text`` at every context under every column and write the record; KeyboardInterrupt propagates.
+
+    ``on_start(tokens to evaluate)``, ``on_tokens(tokens just evaluated, what is being scored)``.
+    """
+    settings.check(backend.scores_first_token)
+    backend.check_fits(max(settings.contexts), "score shorter contexts")
+    backend.check_scores()
+    tokenizer = backend.tokenizer
+    bos = tokenizer.add_bos
+    bos_token = [tokenizer.bos_token] if bos else []
+    stream = tokenizer.tokenize(text.content, add_bos=False)
+    span = stream_span(settings, bos)
+    if len(stream) < span:
+        raise InputError(
+            f"the text has {len(stream):,} tokens but {settings.chunks} chunk(s) of {max(settings.contexts):,} "
+            f"need {span:,}: give a longer text, fewer --chunks or shorter --contexts"
+        )
+    passes = plan_passes(settings, backend, bos)
+    if on_start:
+        on_start(sum(p.length for p in passes))
+    sums: dict[tuple[str, int], float] = {}
+    counts: dict[tuple[str, int], int] = {}
+    truncated: dict[str, str] = {}
+    unscored: dict[str, str] = {}
+    evaluated = 0
+    started = time.perf_counter()
+    for group in _sessions(passes):
+        column = group[0].column
+        if column in truncated or column in unscored:
+            continue
+        with backend.session(column, max(p.length for p in group), group[0].scale_length) as session:
+            for p in group:
+                window = bos_token + stream[p.offset : p.offset + p.length - int(bos)]
+                report = (lambda n, label=f"{column} @ {p.length:,}": on_tokens(n, label)) if on_tokens else None
+                try:
+                    scores = session.score(window, report)
+                except PromptCut as cut:
+                    evaluated += cut.evaluated_tokens
+                    truncated[column] = str(cut)
+                    break
+                except ScoresUnavailable as exc:
+                    unscored[column] = str(exc)
+                    break
+                except ContextExceededError as exc:
+                    raise ContextExceededError(
+                        f"{exc}; score shorter --contexts, or raise the server's context (llama-server -c, "
+                        "llama-cpp-python --n_ctx, vLLM --max-model-len; llama-server gives no more than the model's "
+                        "trained context, so a longer one needs a file extended by yarn-cli convert)"
+                    ) from exc
+                evaluated += scores.evaluated_tokens
+                _add(sums, counts, column, p, scores)
+    run = PerplexityRun(
+        results=_results(backend, settings, sums, counts, truncated, unscored),
+        evaluated_tokens=evaluated,
+        seconds=time.perf_counter() - started,
+        timings=backend.timings(),
+        text_tokens=len(stream),
+        bos=bos,
+        truncated=truncated,
+        unscored=unscored,
+    )
+    if json_path:
+        write_json(json_path, build_record(backend, settings, text, run))
+    if csv_path:
+        write_csv(csv_path, run)
+    return run
+
+
+def _sessions(passes: list[Pass]) -> list[list[Pass]]:
+    """Consecutive passes with the same column and scaling: each group shares one session."""
+    groups: list[list[Pass]] = []
+    for p in passes:
+        if groups and (groups[-1][0].column, groups[-1][0].scale_length) == (p.column, p.scale_length):
+            groups[-1].append(p)
+        else:
+            groups.append([p])
+    return groups
+
+
+def _add(sums: dict[tuple[str, int], float], counts: dict[tuple[str, int], int], column: str, p: Pass,
+         scores: Scores) -> None:  # fmt: skip
+    for t in p.targets:
+        total, n = scores.total(t.start, t.stop)
+        key = (column, t.context)
+        sums[key] = sums.get(key, 0.0) + total
+        counts[key] = counts.get(key, 0) + n
+
+
+def _results(
+    backend: Backend,
+    settings: PerplexitySettings,
+    sums: dict[tuple[str, int], float],
+    counts: dict[tuple[str, int], int],
+    truncated: dict[str, str],
+    unscored: dict[str, str],
+) -> list[PerplexityResult]:
+    results = []
+    for column in backend.columns:
+        if column in truncated or column in unscored:
+            continue
+        for c in sorted(settings.contexts):
+            key = (column, c)
+            if not counts.get(key):
+                raise EvaluationError(f"{column} echoed no log-probability for the first {c:,} tokens of a window")
+            mean = sums[key] / counts[key]
+            results.append(PerplexityResult(column, c, math.exp(mean), counts[key], mean))
+    return results
