@@ -118,6 +118,16 @@ def test_the_layers_test_sees_lazy_imports(tmp_path: Path) -> None:
     assert target_part("yarn_cli.cli") == "cli" and target_part("yarn_cli.__version__") == "version"
 
 
+def test_no_two_modules_share_a_name() -> None:
+    """A traceback or an import names a module by its file name; two ``dynamic.py`` could not be told apart."""
+    seen: dict[str, list[str]] = {}
+    for module in sorted((ROOT / "yarn_cli").rglob("*.py")):
+        if module.name not in ("__init__.py", "__main__.py"):
+            seen.setdefault(module.name, []).append(str(module.relative_to(ROOT)))
+    shared = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not shared, f"modules of yarn_cli/ that share a name: {shared}"
+
+
 @pytest.mark.parametrize("args", [["check", "."], ["format", "--check", "."]])
 def test_ruff_clean(args: list[str]) -> None:
     ruff = shutil.which("ruff", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")

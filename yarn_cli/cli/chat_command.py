@@ -167,7 +167,7 @@ def chat_command(
     if server is not None:
         _served_chat(server, server_model, sampling, system, prompt if one_shot else None, json_output, not no_stream)
         return
-    from yarn_cli.llama.dynamic import DynamicYarn
+    from yarn_cli.llama.dynamic_yarn import DynamicYarn
     from yarn_cli.llama.loader import LoadOptions, load_model
     from yarn_cli.llama.session import ChatSession
 
