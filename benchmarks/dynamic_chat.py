@@ -34,7 +34,7 @@ import yarn_cli.llama  # noqa: F401  # isort: skip  (llama.cpp's libraries befor
 from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.evals.lengths import parse_lengths
 from yarn_cli.evals.passkey import GARBAGE, TASK, filler, info_line, parse_answer
-from yarn_cli.llama.dynamic import DynamicYarn
+from yarn_cli.llama.dynamic_yarn import DynamicYarn
 from yarn_cli.llama.evaluation import vocabulary
 from yarn_cli.llama.loader import LoadOptions, load_model
 from yarn_cli.llama.session import ChatSession

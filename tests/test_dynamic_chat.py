@@ -14,12 +14,12 @@ import llama_cpp
 import pytest
 
 from yarn_cli.conversion import ConvertRequest, convert_file
-from yarn_cli.llama.dynamic import DynamicYarn
+from yarn_cli.llama.dynamic_yarn import DynamicYarn
 from yarn_cli.llama.loader import LoadOptions, load_model
 from yarn_cli.llama.session import MIN_REPLY_ROOM, ChatSession
 from yarn_cli.model import open_model
-from yarn_cli.rope.dynamic import LADDER, dynamic_factor
 from yarn_cli.rope.scaling import Method
+from yarn_cli.rope.yarn_ladder import LADDER, dynamic_factor
 from yarn_cli.sampling import Sampling
 
 N_CTX = 1024

@@ -37,6 +37,7 @@ LAYERS: dict[str, set[str]] = {
     "rope": {"errors", "gguf"},
     "default_model": {"errors"},
     "model": {"errors", "gguf", "rope", "default_model"},
+    "chat_scaling": {"errors", "rope", "model"},
     "sampling": {"errors"},
     "backend": {"errors"},
     "conversation": {"errors", "files"},
@@ -59,6 +60,7 @@ LAYERS: dict[str, set[str]] = {
         "version",
         "sampling",
         "conversation",
+        "chat_scaling",
     },
     "__main__": {"cli"},
     "version": set(),
@@ -118,6 +120,16 @@ def test_the_layers_test_sees_lazy_imports(tmp_path: Path) -> None:
     sample.write_text("def f():\n    import llama_cpp\n    from yarn_cli.cli import app\n")
     assert imports_of(sample) == {"llama_cpp", "yarn_cli.cli"}
     assert target_part("yarn_cli.cli") == "cli" and target_part("yarn_cli.__version__") == "version"
+
+
+def test_no_two_modules_share_a_name() -> None:
+    """A traceback or an import names a module by its file name; two ``dynamic.py`` could not be told apart."""
+    seen: dict[str, list[str]] = {}
+    for module in sorted((ROOT / "yarn_cli").rglob("*.py")):
+        if module.name not in ("__init__.py", "__main__.py"):
+            seen.setdefault(module.name, []).append(str(module.relative_to(ROOT)))
+    shared = {name: paths for name, paths in seen.items() if len(paths) > 1}
+    assert not shared, f"modules of yarn_cli/ that share a name: {shared}"
 
 
 @pytest.mark.parametrize("args", [["check", "."], ["format", "--check", "."]])

@@ -1,23 +1,25 @@
-"""``yarn-cli chat``: talk to a GGUF model, with the scaling from the file or set at run time."""
+"""``yarn-cli chat``: talk to a GGUF model, with the scaling from the file or set at run time.
+
+The options, the model loaded with the scaling ``chat_scaling.choose_scaling`` decides, and a
+one-shot reply; the REPL is ``chat_repl``'s.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Callable
-from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 from rich.markup import escape
 
+from yarn_cli.chat_scaling import YARN_MODES, YarnMode, choose_scaling
+from yarn_cli.cli.chat_repl import repl, show_reply_notes, write
 from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ServerModelOption, ThreadsOption
-from yarn_cli.cli.render import err, print_json, show_error, warn
-from yarn_cli.errors import InputError, YarnCliError
+from yarn_cli.cli.render import err, print_json, warn
+from yarn_cli.errors import InputError
 from yarn_cli.model import open_model
-from yarn_cli.rope.architectures import flags_match_file
-from yarn_cli.rope.scaling import Method, ScalingOverride
+from yarn_cli.rope.scaling import ScalingOverride
 from yarn_cli.sampling import (
     DEFAULT_MIN_P,
     DEFAULT_REPEAT_PENALTY,
@@ -28,12 +30,8 @@ from yarn_cli.sampling import (
     Sampling,
 )
 
-if TYPE_CHECKING:  # llama.cpp is loaded by the chat command itself, not by every command
-    from yarn_cli.conversation import TurnStats
-    from yarn_cli.llama.session import ChatSession
-    from yarn_cli.serving.chat import ServerChatSession
-
-    Session = ChatSession | ServerChatSession
+if TYPE_CHECKING:  # a name for annotations only (see chat_repl); the sessions' modules load when a chat starts
+    from yarn_cli.cli.chat_repl import Session
 
 EPILOG = """\
 Examples:
@@ -52,17 +50,6 @@ Examples:
 
   yarn-cli chat --server http://127.0.0.1:8080/v1   # a model llama-server, Ollama, vLLM... serves
 """
-
-REPL_HELP = """\
-/help           this help
-/exit           leave (Ctrl-D too)
-/clear          forget the conversation (the system prompt stays)
-/regen          answer the last message again
-/system TEXT    set the system prompt
-/stats          figures of the last reply and the conversation
-/save FILE      save the conversation as JSON
-/load FILE      load a conversation saved with /save
-End a line with \\ to continue on the next line; Ctrl-C stops a reply and keeps the session."""
 
 
 def chat_command(
@@ -133,7 +120,7 @@ def chat_command(
 
     The first line (on stderr) shows the context, scaling and backend that llama.cpp really set up.
     """
-    if yarn not in ("off", "auto", "dynamic"):
+    if yarn not in YARN_MODES:
         raise InputError(f"--yarn must be auto, dynamic or off, got {yarn!r}")
     if server is not None:
         local_only = {
@@ -167,29 +154,16 @@ def chat_command(
     if server is not None:
         _served_chat(server, server_model, sampling, system, prompt if one_shot else None, json_output, not no_stream)
         return
-    from yarn_cli.llama.dynamic import DynamicYarn
+    from yarn_cli.llama.dynamic_yarn import DynamicYarn
     from yarn_cli.llama.loader import LoadOptions, load_model
     from yarn_cli.llama.session import ChatSession
 
     assert opened is not None
     override = ScalingOverride(rope_scaling, rope_scale, yarn_orig_ctx, rope_freq_base)
-    scaling = override.to_runtime()
-    if yarn == "dynamic" and scaling is not None:
-        raise InputError("--yarn dynamic chooses the scaling itself; drop --rope-scaling/--rope-scale/--rope-freq-base")
-    auto_note = None
-    if scaling is not None and scaling.scales and not flags_match_file(opened.architecture):
-        auto_note = (
-            f"{opened.architecture}: llama.cpp applies --rope-scaling/--rope-scale to the global layers only; the "
-            "sliding-window layers keep the file's scaling (a file converted by yarn-cli scales them all)"
-        )
-    if yarn == "auto" and scaling is None and ctx_size is not None:
-        factor = opened.rope.auto_factor(ctx_size)
-        if factor is not None:
-            scaling = opened.rope.runtime(Method.YARN, factor)
-            auto_note = f"--yarn auto: YaRN x{factor:g} (original context {opened.original_context}) for -c {ctx_size}"
+    chosen = choose_scaling(opened, override, yarn=cast(YarnMode, yarn), n_ctx=ctx_size)  # checked above
     options = LoadOptions(
         n_ctx=ctx_size,
-        scaling=scaling,
+        scaling=chosen.scaling,
         n_gpu_layers=gpu_layers,
         n_threads=threads,
         n_batch=batch_size,
@@ -201,7 +175,7 @@ def chat_command(
     llm, effective = dynamic.load(None) if dynamic is not None else load_model(opened, options)
     session: ChatSession | None = None
     try:
-        for note in (auto_note, *effective.notes):
+        for note in (chosen.note, *effective.notes):
             if note:
                 err.print(note, style="yellow", markup=False, soft_wrap=True)
         if not json_output:
@@ -257,19 +231,14 @@ def _converse(
     if prompt is not None:
         _one_shot(session, prompt, settings, json_output=json_output, stream=stream)
     else:
-        _repl(session, stream=stream)
-
-
-def _write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
+        repl(session, stream=stream)
 
 
 def _one_shot(
     session: Session, prompt: str, settings: Callable[[], dict[str, Any]], *, json_output: bool, stream: bool
 ) -> None:
     live = stream and not json_output
-    reply, stats = session.reply(prompt, _write if live else None)
+    reply, stats = session.reply(prompt, write if live else None)
     if stats.dropped_turns:
         warn(f"dropped {stats.dropped_turns} earlier turn(s) to fit the context")
     if json_output:
@@ -293,177 +262,8 @@ def _one_shot(
         )
         return
     if not live:
-        _write(reply)
-    _write("\n")
-    scaled = _scale_note(stats)
-    if scaled:
-        err.print(f"[dim]({escape(scaled)})[/]", soft_wrap=True)
-    note = _stop_note(session, stats)
-    if note:
-        err.print(f"[dim]({note})[/]")
+        write(reply)
+    write("\n")
+    show_reply_notes(session, stats)
     if stats.stopped == "interrupted":
         raise typer.Exit(130)
-
-
-def _stop_note(session: Session, stats: TurnStats) -> str | None:
-    """Why a reply ended early, and how to get more, when it did not end by itself."""
-    if stats.stopped == "loop":
-        return "stopped: the reply kept repeating itself; -n N lets it run to N tokens"
-    if stats.stopped == "length" and session.sampling.stop_loops:
-        if session.sampling.max_tokens < 0:
-            return "stopped: the context is full"
-        limit = session.sampling.max_tokens
-        return f"stopped at the one-shot limit of {limit} tokens; -n N allows more, -n -1 no limit"
-    if stats.stopped == "interrupted":
-        return "stopped"
-    return None
-
-
-def _scale_note(stats: TurnStats) -> str | None:
-    if not stats.rescaled:
-        return None
-    was = "the model as it came" if stats.rescaled_from is None else f"YaRN x{stats.rescaled_from:g}"
-    return (
-        f"--yarn dynamic: YaRN x{stats.scale:g} from this reply (was {was}); model loaded again in "
-        f"{stats.rescale_seconds:.2f} s, {stats.prompt_evaluated} tokens evaluated at the new scale"
-    )
-
-
-def scale_history(history: list[TurnStats]) -> str:
-    """--yarn dynamic: which replies ran at which scale, e.g. "1-3 as the model came; 4-5 YaRN x1.25"."""
-    spans: list[list[Any]] = []  # [first, last, scale, seconds to rescale]
-    for number, stats in enumerate(history, start=1):
-        if spans and spans[-1][2] == stats.scale and not stats.rescaled:
-            spans[-1][1] = number
-        else:
-            spans.append([number, number, stats.scale, stats.rescale_seconds if stats.rescaled else None])
-    parts = []
-    for first, last, scale, seconds in spans:
-        replies = str(first) if first == last else f"{first}-{last}"
-        what = "as the model came" if scale is None else f"YaRN x{scale:g}"
-        cost = f" (rescaled in {seconds:.2f} s)" if seconds is not None else ""
-        parts.append(f"{replies} {what}{cost}")
-    return "; ".join(parts)
-
-
-def _stats_line(stats: TurnStats) -> str:
-    prompt = f"prompt {stats.prompt_tps:.1f} tok/s" if stats.prompt_evaluated > 1 else "prompt cached"
-    if not stats.prompt_counted:
-        prompt = f"first token after {stats.first_token_ms / 1000:.2f} s"
-    context = f"{stats.context_used}/{stats.n_ctx}" if stats.n_ctx else f"{stats.context_used} tokens"
-    scale = f", YaRN x{stats.scale:g}" if stats.scale else ""
-    return f"{prompt}, generation {stats.generation_tps:.1f} tok/s, context {context}{scale}"
-
-
-def _read_message() -> str | None:
-    """One message from the terminal; a trailing backslash continues it on the next line."""
-    lines: list[str] = []
-    prompt = "> "
-    while True:
-        try:
-            line = input(prompt)
-        except EOFError:
-            return None if not lines else "\n".join(lines)
-        if line.endswith("\\"):
-            lines.append(line[:-1])
-            prompt = ". "
-            continue
-        lines.append(line)
-        return "\n".join(lines)
-
-
-def _repl(session: Session, *, stream: bool) -> None:
-    with contextlib.suppress(ImportError):
-        import readline  # noqa: F401  (line editing and history for input())
-    err.print("[dim]Type /help for commands, /exit or Ctrl-D to leave.[/]")
-    history: list[TurnStats] = []  # the replies since the conversation began or was cleared
-    while True:
-        try:
-            text = _read_message()
-        except KeyboardInterrupt:
-            err.print("\n[dim](Ctrl-D or /exit to leave)[/]")
-            continue
-        if text is None:
-            err.print()
-            return
-        if not text.strip():
-            continue
-        if text.startswith("/"):
-            command, _, arg = text.strip().partition(" ")
-            try:
-                if _command(session, command, arg.strip(), history, stream):
-                    return
-            except YarnCliError as exc:
-                show_error(str(exc))
-            continue
-        stats = _turn(session, partial(session.reply, text), stream)
-        if stats is not None:
-            history.append(stats)
-
-
-def _turn(session: Session, run: Any, stream: bool) -> TurnStats | None:
-    try:
-        reply, stats = run(_write if stream else None)
-    except YarnCliError as exc:
-        show_error(str(exc))
-        return None
-    if not stream:
-        _write(reply)
-    _write("\n")
-    if stats.dropped_turns:
-        warn(f"dropped the {stats.dropped_turns} oldest turn(s) to fit the context of {stats.n_ctx} tokens")
-    scaled = _scale_note(stats)
-    if scaled:
-        err.print(f"[dim]({escape(scaled)})[/]", soft_wrap=True)
-    note = _stop_note(session, stats)
-    if note:
-        err.print(f"[dim]({note})[/]")
-    err.print(f"[dim]{_stats_line(stats)}[/]")
-    return stats
-
-
-def _command(session: Session, command: str, arg: str, history: list[TurnStats], stream: bool) -> bool:
-    """Run a /command; True means leave."""
-    if command in ("/exit", "/quit", "/bye"):
-        return True
-    if command == "/help":
-        err.print(REPL_HELP, markup=False)
-    elif command == "/clear":
-        session.clear()
-        history.clear()
-        err.print("[dim]Conversation cleared.[/]")
-    elif command == "/regen":
-        stats = _turn(session, session.regenerate, stream)
-        if stats is not None:
-            history[-1:] = [stats]  # the regenerated reply replaces the last one
-    elif command == "/system":
-        session.conversation.system = arg or None
-        err.print(f"[dim]System prompt {'set' if arg else 'removed'}.[/]")
-    elif command == "/stats":
-        turns = len(session.conversation.turns)
-        tokens, _ = session.prompt_tokens(session.conversation.messages())
-        room = f" of {session.n_ctx}" if session.n_ctx else ""
-        err.print(f"{turns} messages, {len(tokens)} tokens{room} in the context")
-        if history:
-            last = history[-1]
-            err.print(
-                f"last reply: {last.completion_tokens} tokens, {_stats_line(last)}, "
-                f"first token after {last.first_token_ms:.0f} ms"
-            )
-        if getattr(session, "dynamic", None) is not None and history:
-            err.print(f"scale per reply: {scale_history(history)}")
-    elif command in ("/save", "/load"):
-        if not arg:
-            raise InputError(f"{command} needs a file name")
-        if command == "/save":
-            session.conversation.save(Path(arg))
-            err.print(f"[dim]Saved {len(session.conversation.turns)} messages to {escape(arg)}.[/]")
-        else:
-            from yarn_cli.conversation import Conversation
-
-            session.conversation = Conversation.load(Path(arg))
-            history.clear()  # its replies were another session's
-            err.print(f"[dim]Loaded {len(session.conversation.turns)} messages from {escape(arg)}.[/]")
-    else:
-        raise InputError(f"unknown command {command}; /help lists them")
-    return False

@@ -18,7 +18,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from yarn_cli.conversation import LOOP_MAX_PERIOD, LOOP_REPEATS, Conversation, TurnStats, TurnTaking, ends_in_loop
 from yarn_cli.errors import EvaluationError, InputError
-from yarn_cli.llama.dynamic import DynamicYarn, Rescale
+from yarn_cli.llama.dynamic_yarn import DynamicYarn, Rescale
 from yarn_cli.sampling import Sampling
 
 # Room kept free for the reply when older turns must be dropped to fit a new one.

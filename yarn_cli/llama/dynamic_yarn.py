@@ -1,7 +1,7 @@
 """``chat --yarn dynamic``: a session that starts with the model as it came and rescales as it grows.
 
 When the next turn would not fit the current window (the native context times the current factor),
-the model is loaded again with the smallest YaRN factor from ``rope.dynamic.LADDER`` that holds it
+the model is loaded again with the smallest YaRN factor from ``rope.yarn_ladder.LADDER`` that holds it
 (llama.cpp fixes the scaling when a context is created; the old one is freed first, so memory does
 not double), and the conversation is evaluated again. The factor only grows, until ``reset``.
 """
@@ -16,8 +16,8 @@ import llama_cpp
 from yarn_cli.errors import UnsupportedModelError
 from yarn_cli.llama.loader import Effective, LoadOptions, load_model
 from yarn_cli.model import Model
-from yarn_cli.rope.dynamic import dynamic_factor
 from yarn_cli.rope.scaling import Method
+from yarn_cli.rope.yarn_ladder import dynamic_factor
 
 
 @dataclass
