@@ -40,7 +40,7 @@ LAYERS: dict[str, set[str]] = {
     "sampling": {"errors"},
     "conversation": {"errors", "files"},
     "llama": {"errors", "rope", "model", "sampling", "conversation"},
-    "conversion": {"errors", "files", "gguf", "rope", "model", "version"},
+    "conversion": {"errors", "files", "gguf", "rope", "default_model", "model", "version"},
     "serving": {"errors", "files", "sampling", "conversation"},
     "evals": {"errors", "files", "rope", "model", "llama", "serving", "version"},
     "cli": {
