@@ -86,7 +86,11 @@ def convert_command(
     ] = False,
     force: Annotated[
         bool,
-        typer.Option("--force", help="Overwrite an existing OUTPUT; replace a scaling the model was trained with."),
+        typer.Option(
+            "--force",
+            help="Overwrite an existing OUTPUT; replace a scaling the model was trained with; change INPUT in place "
+            "(or --recover it) even while a running process maps it or holds it open.",
+        ),
     ] = False,
     allow_shorter_context: Annotated[
         bool,
@@ -113,7 +117,7 @@ def convert_command(
     Records what the file had, so --method none restores it exactly. Tensor data is copied unchanged.
     """
     if recover:
-        _recover(input, json_output)
+        _recover(input, json_output, force)
         return
     request = ConvertRequest(
         method=method,
@@ -135,6 +139,7 @@ def convert_command(
             in_place=in_place,
             overwrite=force,
             modelfile=modelfile,
+            in_use_ok=force,
             progress=update,
             dry_run=dry_run,
         )
@@ -150,7 +155,7 @@ def convert_command(
         return
     if result.recovered:
         say(_recovered_line(result.input, result.recovered))
-    for message in plan.warnings:
+    for message in result.warnings:
         warn(message)
     if result.fallback:
         warn(result.fallback)
@@ -192,9 +197,11 @@ def _recovered_line(path: Path, outcome: str) -> str:
     return f"{path}: an interrupted in-place change was found and undone; the original is back."
 
 
-def _recover(input: str, json_output: bool) -> None:
-    recovery = recover_file(input)
+def _recover(input: str, json_output: bool, force: bool) -> None:
+    recovery = recover_file(input, in_use_ok=force)
     path, outcome = recovery.path, recovery.outcome
+    for note in recovery.notes:  # on stderr, --json or not
+        warn(note)
     if json_output:
         print_json({"input": str(path), "recovered": outcome})
     elif outcome is None:
@@ -263,7 +270,7 @@ def _result_dict(result: ConvertResult, dry_run: bool) -> dict[str, Any]:
             }
             for c in plan.changes
         ],
-        "warnings": plan.warnings,
+        "warnings": result.warnings,
         "verified": bool(result.outputs),  # every written file is read back before it counts
         "seconds": round(result.seconds, 4),
         "runtime_equivalent": None if runtime is None else runtime.as_kwargs(),

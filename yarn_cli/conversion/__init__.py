@@ -2,9 +2,10 @@
 model's files and its Ollama Modelfile), and write them all together.
 
 One concept per module: ``plan`` (the keys, pure), ``outputs`` (names and checks), ``modelfile``,
-``writing`` (lock, recover, write).
+``in_use`` (no in-place change under a running process), ``writing`` (lock, recover, write).
 """
 
+from yarn_cli.conversion.in_use import InUseError
 from yarn_cli.conversion.modelfile import Modelfile
 from yarn_cli.conversion.outputs import output_paths
 from yarn_cli.conversion.plan import ConversionPlan, ConvertRequest, KeyChange, plan_conversion
@@ -14,6 +15,7 @@ __all__ = [
     "ConversionPlan",
     "ConvertRequest",
     "ConvertResult",
+    "InUseError",
     "KeyChange",
     "Modelfile",
     "Recovery",

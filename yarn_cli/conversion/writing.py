@@ -7,9 +7,10 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from yarn_cli.conversion.in_use import check_not_in_use
 from yarn_cli.conversion.modelfile import Modelfile
 from yarn_cli.conversion.outputs import Outputs, check_modelfile_wanted, default_folder, name_outputs
 from yarn_cli.conversion.plan import ConversionPlan, ConvertRequest, plan_conversion
@@ -22,6 +23,9 @@ from yarn_cli.gguf.header import GGUFHeader
 from yarn_cli.gguf.inplace import has_record, in_place_target, locked, recover
 from yarn_cli.gguf.rewrite import patch_in_place, write_patched
 from yarn_cli.model import Model, open_model
+
+IN_PLACE = "changing it in place"
+RECOVERY = "finishing or undoing its interrupted in-place change"
 
 
 @dataclass(frozen=True)
@@ -44,12 +48,18 @@ class ConvertResult:
     recovered: str | None = None  # what an interrupted earlier in-place change became
     fallback: str | None = None  # why an in-place change went through a copy
     modelfile: Modelfile | None = None  # the Modelfile written (on a dry run: the one that would be)
+    notes: list[str] = field(default_factory=list)  # what could not be checked before an in-place change
+
+    @property
+    def warnings(self) -> list[str]:
+        return [*self.plan.warnings, *self.notes]
 
 
 @dataclass(frozen=True)
 class Recovery:
     path: Path
     outcome: str | None  # "completed", "restored", or None: there was nothing to recover
+    notes: list[str] = field(default_factory=list)
 
 
 def convert_file(
@@ -61,6 +71,7 @@ def convert_file(
     overwrite: bool = False,
     output_dir: Path | None = None,
     modelfile: bool = False,
+    in_use_ok: bool = False,
     progress: Callable[[int, int], None] | None = None,
     dry_run: bool = False,
 ) -> ConvertResult:
@@ -69,7 +80,8 @@ def convert_file(
     ``path`` may be ``default``, the embedded model, whose default outputs go to the current folder
     (``output_dir`` elsewhere). The input is held against other processes' in-place changes
     throughout: exclusively when this one changes it (``in_place``, or finishing an interrupted
-    change first), shared when it only reads it. A dry run changes nothing, not even an
+    change first), shared when it only reads it; and it is not changed in place while another
+    process maps it or holds it open, unless ``in_use_ok``. A dry run changes nothing, not even an
     interrupted change's file. ``progress(done, total)`` reports bytes.
     """
     start = time.perf_counter()
@@ -79,7 +91,11 @@ def convert_file(
     check_modelfile_wanted(request.method, modelfile)
     source = in_place_target(source) if in_place else source
     pending = has_record(source) and not dry_run
-    with locked(source, exclusive=(in_place and not dry_run) or pending):
+    with locked(source, exclusive=(in_place and not dry_run) or pending) as lock_fd:
+        notes = []
+        if (in_place or pending) and not in_use_ok:
+            note = check_not_in_use(source, lock_fd, IN_PLACE if in_place else RECOVERY, new_file_instead=in_place)
+            notes = [] if note is None else [note]
         recovered = None if dry_run else recover(source)  # an earlier in-place change cut short: finish or undo it
         model = open_model(source)
         plan = plan_conversion(model, request)
@@ -92,7 +108,7 @@ def convert_file(
             overwrite=overwrite,
             dry_run=dry_run,
         )
-        result = ConvertResult(plan, model.path, [], in_place, 0.0, recovered, modelfile=outputs.modelfile)
+        result = ConvertResult(plan, model.path, [], in_place, 0.0, recovered, modelfile=outputs.modelfile, notes=notes)
         if dry_run:
             return _timed(result, start)
         return _timed(_write(model, plan, outputs, in_place, progress, result), start)
@@ -102,14 +118,20 @@ def _timed(result: ConvertResult, start: float) -> ConvertResult:
     return dataclasses.replace(result, seconds=time.perf_counter() - start)
 
 
-def recover_file(path: str | os.PathLike[str]) -> Recovery:
-    """``convert --recover``: finish or undo an interrupted in-place change, holding the file meanwhile."""
+def recover_file(path: str | os.PathLike[str], *, in_use_ok: bool = False) -> Recovery:
+    """``convert --recover``: finish or undo an interrupted in-place change, holding the file meanwhile.
+
+    Refused, like the change itself, while another process maps the file, unless ``in_use_ok``.
+    """
     source = resolve_model(path)
     if not source.exists():
         raise InputError(f"{source} does not exist; --recover takes the model whose in-place change was cut short")
     target = in_place_target(source)
-    with locked(target, exclusive=True):
-        return Recovery(source, recover(target))
+    with locked(target, exclusive=True) as lock_fd:
+        note = None
+        if has_record(target) and not in_use_ok:
+            note = check_not_in_use(target, lock_fd, RECOVERY, new_file_instead=False)
+        return Recovery(source, recover(target), [] if note is None else [note])
 
 
 def _write(
