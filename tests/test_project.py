@@ -42,7 +42,7 @@ LAYERS: dict[str, set[str]] = {
     "backend": {"errors"},
     "conversation": {"errors", "files"},
     "llama": {"errors", "rope", "model", "sampling", "conversation", "backend"},
-    "conversion": {"errors", "files", "gguf", "rope", "model", "version"},
+    "conversion": {"errors", "files", "gguf", "rope", "default_model", "model", "version"},
     "serving": {"errors", "files", "sampling", "conversation", "backend"},
     "evals": {"errors", "files", "backend", "version"},
     "cli": {

@@ -10,22 +10,10 @@ from rich.table import Table
 from rich.text import Text
 
 from yarn_cli.cli.render import byte_progress, err, mib, out, print_json, say, show_value, warn
-from yarn_cli.conversion import (
-    ConversionPlan,
-    ConvertRequest,
-    ConvertResult,
-    convert_file,
-    output_paths,
-    plan_conversion,
-    recover_file,
-)
-from yarn_cli.default_model import DEFAULT_NAME, resolve_model
-from yarn_cli.errors import InputError
-from yarn_cli.gguf.inplace import in_place_target, record_name
-from yarn_cli.model import open_model
+from yarn_cli.conversion import ConversionPlan, ConvertRequest, ConvertResult, convert_file, recover_file
+from yarn_cli.gguf.inplace import record_name
 from yarn_cli.rope.keys import RECORD_KEY
 from yarn_cli.rope.scaling import Method
-from yarn_cli.serving.modelfile import check_modelfile, write_modelfile
 
 EPILOG = """\
 Examples:
@@ -98,7 +86,11 @@ def convert_command(
     ] = False,
     force: Annotated[
         bool,
-        typer.Option("--force", help="Overwrite an existing OUTPUT; replace a scaling the model was trained with."),
+        typer.Option(
+            "--force",
+            help="Overwrite an existing OUTPUT; replace a scaling the model was trained with; change INPUT in place "
+            "(or --recover it) even while a running process maps it or holds it open.",
+        ),
     ] = False,
     allow_shorter_context: Annotated[
         bool,
@@ -125,7 +117,7 @@ def convert_command(
     Records what the file had, so --method none restores it exactly. Tensor data is copied unchanged.
     """
     if recover:
-        _recover(input, json_output)
+        _recover(input, json_output, force)
         return
     request = ConvertRequest(
         method=method,
@@ -139,30 +131,20 @@ def convert_command(
         force=force,
         allow_shorter_context=allow_shorter_context,
     )
-    source = resolve_model(input)
-    output_dir = Path.cwd() if input == DEFAULT_NAME else None  # the embedded model lives inside site-packages
-    if modelfile:
-        if method == Method.NONE:
-            raise InputError("--modelfile is for a scaled model; the original needs no num_ctx of its own")
-        planned = plan_conversion(open_model(source), request)
-        target = in_place_target(source)
-        inputs, outputs = ([target], [target]) if in_place else output_paths(planned, output, output_dir)
-        check_modelfile(outputs[0], [*inputs, *outputs], overwrite=force, dry_run=dry_run)
     with byte_progress("Writing", enabled=not (quiet or json_output or dry_run)) as update:
         result = convert_file(
-            source,
+            input,
             request,
             output=output,
-            output_dir=output_dir,
             in_place=in_place,
             overwrite=force,
+            modelfile=modelfile,
+            in_use_ok=force,
             progress=update,
             dry_run=dry_run,
         )
     plan = result.plan
-    written_modelfile = None
-    if modelfile and not dry_run:
-        written_modelfile = write_modelfile(result.outputs[0].path, plan.context_length)
+    written_modelfile = None if dry_run or result.modelfile is None else result.modelfile.path
     if json_output:
         print_json(
             {
@@ -173,12 +155,16 @@ def convert_command(
         return
     if result.recovered:
         say(_recovered_line(result.input, result.recovered))
-    for message in plan.warnings:
+    for message in result.warnings:
         warn(message)
     if result.fallback:
         warn(result.fallback)
     if dry_run:
         out.print(_changes_table(plan))
+        if result.modelfile is not None:
+            out.print(
+                f"Ollama: {result.modelfile.path} (num_ctx {result.modelfile.num_ctx}) would be written.", markup=False
+            )
         out.print(f"Dry run: {_summary(plan)}; nothing written.", markup=False)
         return
     if not quiet:
@@ -211,11 +197,11 @@ def _recovered_line(path: Path, outcome: str) -> str:
     return f"{path}: an interrupted in-place change was found and undone; the original is back."
 
 
-def _recover(input: str, json_output: bool) -> None:
-    path = resolve_model(input)
-    if not path.exists():
-        raise InputError(f"{path} does not exist; --recover takes the model whose in-place change was cut short")
-    outcome = recover_file(path)
+def _recover(input: str, json_output: bool, force: bool) -> None:
+    recovery = recover_file(input, in_use_ok=force)
+    path, outcome = recovery.path, recovery.outcome
+    for note in recovery.notes:  # on stderr, --json or not
+        warn(note)
     if json_output:
         print_json({"input": str(path), "recovered": outcome})
     elif outcome is None:
@@ -284,7 +270,7 @@ def _result_dict(result: ConvertResult, dry_run: bool) -> dict[str, Any]:
             }
             for c in plan.changes
         ],
-        "warnings": plan.warnings,
+        "warnings": result.warnings,
         "verified": bool(result.outputs),  # every written file is read back before it counts
         "seconds": round(result.seconds, 4),
         "runtime_equivalent": None if runtime is None else runtime.as_kwargs(),

@@ -99,6 +99,11 @@ class Staging:
         finally:
             os.close(fd)
 
+    def write(self, path: Path, data: bytes, *, mode: int | None = None) -> None:
+        """Stage all of ``data`` for ``path`` (permissions ``mode``, else as the umask allows)."""
+        with self.output(path, mode=default_mode() if mode is None else mode) as (fd, _):
+            write_all(fd, data, 0)
+
     def link(self, path: Path, source: Path) -> bool:
         """Stage ``path`` as another name of ``source`` (a hard link: no data copied); False where it cannot be."""
         with contextlib.suppress(OSError):
@@ -115,7 +120,8 @@ class Staging:
 
     def commit(self) -> None:
         """Rename every output into place, with Ctrl-C and SIGTERM held back until all are there."""
-        crash_point(OUTPUTS_STAGED)
+        if self._staged:  # a staging that holds nothing (an in-place change without a Modelfile) has no such moment
+            crash_point(OUTPUTS_STAGED)
         blocked = {signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])}
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked) if hasattr(signal, "pthread_sigmask") else None
         try:
@@ -190,8 +196,8 @@ def atomic_output(path: Path, *, mode: int) -> Iterator[tuple[int, Path]]:
 
 def write_atomically(path: Path, data: bytes, *, mode: int | None = None) -> None:
     """All of ``data`` at ``path``, or nothing: the one way yarn-cli writes a small file."""
-    with atomic_output(path, mode=default_mode() if mode is None else mode) as (fd, _):
-        write_all(fd, data, 0)
+    with staging() as stage:
+        stage.write(path, data, mode=mode)
 
 
 def link_or_copy(src: Path, dst: Path, stage: Staging, progress: Progress | None = None) -> str:

@@ -241,15 +241,15 @@ class BusyError(YarnCliError):
 
 
 @contextlib.contextmanager
-def locked(path: Path, *, exclusive: bool) -> Iterator[None]:
+def locked(path: Path, *, exclusive: bool) -> Iterator[int | None]:
     """Hold ``path`` against other processes' in-place changes: exclusively to change it, shared to read it.
 
     A second ``convert --in-place`` (or ``--recover``) of the same file refuses at once instead of
     interleaving its writes with the first. Advisory locks (flock): where the system has none, or
-    the file does not exist, nothing is held.
+    the file does not exist, nothing is held. Yields the descriptor that holds the lock (None then).
     """
     if fcntl is None or not path.is_file():
-        yield
+        yield None
         return
     with path.open("rb") as fh:
         try:
@@ -258,7 +258,7 @@ def locked(path: Path, *, exclusive: bool) -> Iterator[None]:
             raise BusyError(
                 f"{path} is being changed in place by another yarn-cli right now; try again when it has finished"
             ) from None
-        yield
+        yield fh.fileno()
 
 
 def pending_change(path: str | os.PathLike[str]) -> YarnCliError | None:

@@ -1,30 +1,47 @@
-"""An Ollama Modelfile for a converted GGUF, so that ``ollama create`` gives the longer context.
+"""An Ollama Modelfile for a converted GGUF (``convert --modelfile``), so that ``ollama create`` offers the
+longer context.
 
-Ollama runs llama.cpp, which reads the scaling from the file, but it clamps ``num_ctx`` to the
-file's ``context_length`` and defaults to a context chosen from the GPU's memory (4k below
-24 GiB): without ``PARAMETER num_ctx`` an extended model still gets the short default.
+Ollama clamps ``num_ctx`` to the file's ``context_length`` and defaults to a context chosen from the
+GPU's memory (4k below 24 GiB): without ``PARAMETER num_ctx`` an extended model still gets the short
+default. Whether the scaling itself is applied depends on the engine Ollama runs the architecture
+with: llama.cpp reads ``rope.scaling.*`` from the file, Ollama's own engine (gemma3 among the
+architectures it runs) does not.
+
+The Modelfile is one more output of the conversion: checked with the others before anything is
+written, and staged with the model, so that both appear together or neither does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from yarn_cli.errors import OutputError
 from yarn_cli.files.checks import check_name_fits, check_writable, same_file
-from yarn_cli.files.staging import write_atomically
 
 SUFFIX = ".Modelfile"
+
+
+@dataclass(frozen=True)
+class Modelfile:
+    """The Modelfile for the model written to ``model``: ``FROM`` it, with ``num_ctx`` its new context."""
+
+    model: Path
+    num_ctx: int
+
+    @property
+    def path(self) -> Path:
+        return modelfile_path(self.model)
+
+    def text(self) -> str:
+        return f"# ollama create NAME -f {self.path.name}\nFROM ./{self.model.name}\nPARAMETER num_ctx {self.num_ctx}\n"
 
 
 def modelfile_path(gguf: Path) -> Path:
     """``model.yarn-2x.gguf`` -> ``model.yarn-2x.Modelfile``, beside it."""
     stem = gguf.name[: -len(".gguf")] if gguf.name.endswith(".gguf") else gguf.name
     return gguf.with_name(stem + SUFFIX)
-
-
-def modelfile_text(gguf: Path, num_ctx: int) -> str:
-    return f"# ollama create NAME -f {modelfile_path(gguf).name}\nFROM ./{gguf.name}\nPARAMETER num_ctx {num_ctx}\n"
 
 
 def check_modelfile(gguf: Path, models: Sequence[Path], *, overwrite: bool, dry_run: bool = False) -> Path:
@@ -53,11 +70,4 @@ def check_modelfile(gguf: Path, models: Sequence[Path], *, overwrite: bool, dry_
         raise OutputError(f"{path} exists; use --force to replace it")
     if not dry_run:
         check_writable(path, "--modelfile")
-    return path
-
-
-def write_modelfile(gguf: Path, num_ctx: int) -> Path:
-    """The Modelfile beside ``gguf``, replacing any: ``check_modelfile`` said before the model was written."""
-    path = modelfile_path(gguf)
-    write_atomically(path, modelfile_text(gguf, num_ctx).encode("utf-8"))
     return path

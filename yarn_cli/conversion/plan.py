@@ -1,4 +1,5 @@
-"""The conversion use case: plan a RoPE-scaling change to a GGUF model, and write it.
+"""The plan of a conversion: every key it writes, and what they mean. Pure: it reads nothing but the
+opened model, and writes nothing.
 
 A conversion never compounds: the state the file had before yarn-cli first
 touched it is recorded as JSON under ``yarn_cli.original`` (see ``rope.state``),
@@ -9,24 +10,13 @@ exactly (the header, and so the whole file, becomes byte-identical to the origin
 from __future__ import annotations
 
 import math
-import os
-import re
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from yarn_cli import __version__
-from yarn_cli.errors import InputError, OutputError, UnsupportedModelError
-from yarn_cli.files.checks import check_free_space, check_name_fits, check_not_special, check_replaceable, same_file
-from yarn_cli.files.copying import Unsupported
-from yarn_cli.files.staging import link_or_copy, staging
+from yarn_cli.errors import InputError, UnsupportedModelError
 from yarn_cli.gguf.header import GGUFHeader, edited_keys, unpadded_header
-from yarn_cli.gguf.inplace import has_record, in_place_target, locked, recover
-from yarn_cli.gguf.rewrite import patch_in_place, write_patched
-from yarn_cli.gguf.splits import parse_split_name, split_name, split_paths, split_prefix_for
 from yarn_cli.gguf.values import Value, boolean, f32, float32, string
-from yarn_cli.model import Model, open_model
+from yarn_cli.model import Model
 from yarn_cli.rope.architectures import BETA_ARCHS, window_note
 from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW
 from yarn_cli.rope.huggingface import HfScaling, hf_scaling
@@ -357,194 +347,3 @@ def _option_warnings(rope: RopeState, request: ConvertRequest) -> list[str]:
                 "frequencies, so dimensions the divisors already stretched count as shorter than they are"
             )
     return warnings
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing
-
-
-@dataclass(frozen=True)
-class WrittenFile:
-    path: Path
-    # The first file: "insert-range", "collapse-range" or "overwrite" (in place, only the header
-    # written), "reflink" (data blocks shared with the input) or "copy"; later splits:
-    # "hardlink" or "copy".
-    action: str
-    bytes_copied: int
-
-
-@dataclass(frozen=True)
-class ConvertResult:
-    plan: ConversionPlan
-    input: Path
-    outputs: list[WrittenFile]  # none for a dry run
-    in_place: bool
-    seconds: float
-    recovered: str | None = None  # what an interrupted earlier in-place change became
-    fallback: str | None = None  # why an in-place change went through a copy
-
-
-def method_suffix(method: Method, factor: float | None) -> str:
-    if method == Method.NONE or factor is None:
-        return "orig"
-    return f"{method.value}-{factor:g}x"
-
-
-def _strip_suffix(stem: str) -> str:
-    """Drop an earlier conversion's suffix, so model.yarn-4x.gguf undone is model.orig.gguf."""
-    return re.sub(r"\.(?:(?:yarn|linear|ntk)-[0-9.e+]+x|orig)$", "", stem)
-
-
-def output_paths(
-    plan: ConversionPlan, output: Path | None, output_dir: Path | None = None
-) -> tuple[list[Path], list[Path]]:
-    """(input paths, output paths), one per split; default outputs go beside the input or in ``output_dir``."""
-    split = plan.model.split
-    path = plan.model.path
-    suffix = method_suffix(plan.method, plan.factor)
-    directory = output_dir if output_dir is not None else path.parent
-    if split is None:
-        if output is None:
-            stem = path.name[: -len(".gguf")] if path.name.endswith(".gguf") else path.name
-            output = directory / f"{_strip_suffix(stem)}.{suffix}.gguf"
-        return [path], [output]
-    parsed = parse_split_name(path)
-    if split.number != 1 or parsed is None or parsed[1] != 1:
-        raise InputError(
-            f"{path} is split {split.number} of {split.count}; pass the first split "
-            f"(its name ends in -00001-of-{split.count:05d}.gguf)"
-        )
-    prefix, _, count = parsed
-    inputs = split_paths(path.parent, prefix, count)
-    for p in inputs[1:]:
-        if not p.is_file():
-            raise InputError(f"split {p.name} of {path.name} is missing; all {count} splits must sit together")
-    if output is None:
-        out_dir, out_prefix = directory, f"{_strip_suffix(prefix)}.{suffix}"
-    else:
-        out_dir, out_prefix = split_prefix_for(output, count)
-    return inputs, [out_dir / split_name(out_prefix, i, count) for i in range(1, count + 1)]
-
-
-def check_outputs(inputs: list[Path], outputs: list[Path], *, force: bool) -> None:
-    for i, (src, dst) in enumerate(zip(inputs, outputs, strict=True)):
-        if not dst.parent.is_dir():
-            raise OutputError(f"the output folder {dst.parent} does not exist; create it first")
-        check_name_fits(dst, "the output name")
-        # a later split may already be a hard link to its input, from an earlier conversion
-        same = same_file(src, dst) if i == 0 else src.resolve() == dst.resolve()
-        if same:
-            raise OutputError(f"the output {dst} is the input file; use --in-place to replace the input")
-        if dst.is_dir():
-            raise OutputError(f"the output {dst} is a folder; choose another name")
-        check_not_special(dst, "the output")
-        if dst.exists() and not force:
-            raise OutputError(f"{dst} already exists; use --force to overwrite it")
-        check_replaceable(dst, "the output")
-
-
-def convert_file(
-    path: str | os.PathLike[str],
-    request: ConvertRequest,
-    *,
-    output: str | os.PathLike[str] | None = None,
-    in_place: bool = False,
-    overwrite: bool = False,
-    output_dir: Path | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    dry_run: bool = False,
-) -> ConvertResult:
-    """Convert a GGUF model (all splits of it); ``progress(done, total)`` reports bytes.
-
-    The input is held against other processes' in-place changes throughout: exclusively when
-    this one changes it (``in_place``, or finishing an interrupted change first), shared when it
-    only reads it. A dry run changes nothing, not even an interrupted change's file.
-    """
-    start = time.perf_counter()
-    path = in_place_target(path) if in_place else Path(path)
-    changes_input = (in_place or has_record(path)) and not dry_run
-    with locked(path, exclusive=changes_input):
-        # an earlier in-place change cut short: finish or undo it first
-        recovered = None if dry_run else recover(path)
-        return _convert(
-            open_model(path), request, start, recovered, output, in_place, overwrite, output_dir, progress, dry_run
-        )
-
-
-def recover_file(path: str | os.PathLike[str]) -> str | None:
-    """``convert --recover``: finish or undo an interrupted in-place change, holding the file meanwhile.
-
-    Returns "completed", "restored" or None (nothing to recover).
-    """
-    path = in_place_target(path)
-    with locked(path, exclusive=True):
-        return recover(path)
-
-
-def _convert(
-    model: Model,
-    request: ConvertRequest,
-    start: float,
-    recovered: str | None,
-    output: str | os.PathLike[str] | None,
-    in_place: bool,
-    overwrite: bool,
-    output_dir: Path | None,
-    progress: Callable[[int, int], None] | None,
-    dry_run: bool,
-) -> ConvertResult:
-    header = model.header
-    plan = plan_conversion(model, request)
-    if in_place and output is not None:
-        raise InputError("give an OUTPUT or --in-place, not both")
-    if in_place:
-        inputs, outputs = [header.path], [header.path]
-    else:
-        inputs, outputs = output_paths(plan, Path(output) if output is not None else None, output_dir)
-        check_outputs(inputs, outputs, force=overwrite)
-    if dry_run:
-        return ConvertResult(plan, header.path, [], in_place, time.perf_counter() - start, recovered)
-    fallback = None
-    if in_place:
-        try:
-            action, written_bytes = patch_in_place(header, plan.edits, plan.key_order, progress)
-            seconds = time.perf_counter() - start
-            return ConvertResult(
-                plan, header.path, [WrittenFile(header.path, action, written_bytes)], True, seconds, recovered
-            )
-        except Unsupported as exc:
-            names = header.path.stat().st_nlink
-            if names > 1:  # the copy renamed over this name would leave the others with the old file
-                raise OutputError(
-                    f"{header.path} has {names} names (hard links) and here the change can only be made through a "
-                    f"copy ({exc.strerror}), which the other names would not see; convert it to an OUTPUT instead"
-                ) from None
-            fallback = f"the data cannot be moved in place here ({exc.strerror}); the file was rewritten through a copy"
-
-    total = header.file_size + sum(p.stat().st_size for p in inputs[1:])
-    same_device = all(p.parent.stat().st_dev == inputs[0].parent.stat().st_dev for p in outputs)
-    needed = header.file_size if same_device else total
-    check_free_space(outputs[0].parent, needed)
-
-    done = 0
-
-    def advance(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress:
-            progress(done, total)
-
-    written: list[WrittenFile] = []
-    with staging() as stage:  # every split in place together, or none of them
-        action, copied = write_patched(
-            header, plan.edits, outputs[0], stage, key_order=plan.key_order, progress=advance
-        )
-        written.append(WrittenFile(outputs[0], action, copied))
-        for src, dst in zip(inputs[1:], outputs[1:], strict=True):
-            split_size = src.stat().st_size
-            action = link_or_copy(src, dst, stage, advance)
-            if action == "hardlink":
-                advance(split_size)
-            written.append(WrittenFile(dst, action, split_size if action == "copy" else 0))
-    seconds = time.perf_counter() - start
-    return ConvertResult(plan, header.path, written, in_place, seconds, recovered, fallback)

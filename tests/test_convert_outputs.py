@@ -1,0 +1,169 @@
+"""``convert`` owns every output it writes: the model's files and its Ollama Modelfile are named and checked
+together, written through one staging, and appear together or not at all; the header is read once."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ggufs import write_tiny_llama
+from helpers import error_line, interrupt_on_call
+from test_convert import sha256
+from typer.testing import CliRunner
+
+import yarn_cli.gguf.header
+from yarn_cli.cli.app import app
+from yarn_cli.conversion import ConvertRequest, convert_file
+from yarn_cli.default_model import default_model_path
+from yarn_cli.files.faults import CRASH_ENV, CRASH_EXIT, OUTPUTS_STAGED
+
+MODELFILE = ["# ollama create NAME -f tiny.yarn-2x.Modelfile", "FROM ./tiny.yarn-2x.gguf", "PARAMETER num_ctx 512"]
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# --- together or not at all -------------------------------------------------------------------
+
+
+def test_a_crash_before_the_renames_leaves_neither_the_model_nor_its_modelfile(run_cli, tiny_model: Path) -> None:
+    folder = tiny_model.parent
+    crashed = run_cli("convert", tiny_model, "--factor", "2", "--modelfile", env={CRASH_ENV: OUTPUTS_STAGED})
+    assert crashed.returncode == CRASH_EXIT, crashed.stderr
+    assert [n for n in names(folder) if not n.endswith(".partial")] == ["tiny.gguf"]
+    assert len(list(folder.glob("*.partial"))) == 2  # both written in full, neither renamed into place
+
+    again = run_cli("convert", tiny_model, "--factor", "2", "--modelfile")
+    assert again.returncode == 0, again.stderr
+    assert names(folder) == ["tiny.gguf", "tiny.yarn-2x.Modelfile", "tiny.yarn-2x.gguf"]  # the leftovers removed
+    assert (folder / "tiny.yarn-2x.Modelfile").read_text().splitlines() == MODELFILE
+
+
+def test_ctrl_c_while_the_model_is_written_leaves_no_modelfile(tiny_model: Path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        convert_file(tiny_model, ConvertRequest(factor=2.0), modelfile=True, progress=interrupt_on_call(1))
+    assert names(tiny_model.parent) == ["tiny.gguf"]
+
+
+@pytest.fixture
+def tmpfs_dir() -> Iterator[Path]:
+    if not Path("/dev/shm").is_dir():
+        pytest.skip("no /dev/shm on this machine")
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as name:
+        yield Path(name)
+
+
+def test_an_in_place_change_that_fails_leaves_no_modelfile(run_cli, tmpfs_dir: Path) -> None:
+    model = write_tiny_llama(tmpfs_dir / "tiny.gguf")
+    (tmpfs_dir / "other.gguf").hardlink_to(model)
+    before = sha256(model)
+    result = run_cli("convert", model, "--in-place", "--factor", "2", "--modelfile")
+    assert result.returncode == 1
+    assert "has 2 names (hard links)" in error_line(result)
+    assert sha256(model) == before
+    assert names(tmpfs_dir) == ["other.gguf", "tiny.gguf"]
+
+
+def test_an_in_place_change_writes_its_modelfile_beside_the_file(run_cli, tiny_model: Path) -> None:
+    result = run_cli("convert", tiny_model, "--in-place", "--factor", "2", "--modelfile", "--json")
+    assert result.returncode == 0, result.stderr
+    modelfile = tiny_model.with_name("tiny.Modelfile")
+    assert json.loads(result.stdout)["modelfile"] == str(modelfile)
+    assert modelfile.read_text().splitlines()[1:] == ["FROM ./tiny.gguf", "PARAMETER num_ctx 512"]
+
+
+def test_the_library_writes_the_modelfile_as_an_output(tiny_model: Path) -> None:
+    result = convert_file(tiny_model, ConvertRequest(factor=2.0), modelfile=True)
+    assert result.modelfile is not None
+    assert result.modelfile.path == tiny_model.with_name("tiny.yarn-2x.Modelfile")
+    assert result.modelfile.num_ctx == 512
+    assert result.modelfile.path.read_text().splitlines() == MODELFILE
+
+
+# --- a dry run says what it would write -------------------------------------------------------
+
+
+def test_a_dry_run_names_the_modelfile_it_would_write(run_cli, tiny_model: Path) -> None:
+    result = run_cli("convert", tiny_model, "--factor", "2", "--modelfile", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-2:] == [
+        f"Ollama: {tiny_model.with_name('tiny.yarn-2x.Modelfile')} (num_ctx 512) would be written.",
+        "Dry run: yarn x2: context_length 256 -> 512; nothing written.",
+    ]
+    as_json = run_cli("convert", tiny_model, "--factor", "2", "--modelfile", "--dry-run", "--json")
+    assert json.loads(as_json.stdout)["modelfile"] is None  # the Modelfile written: none
+    assert names(tiny_model.parent) == ["tiny.gguf"]
+
+
+# --- the embedded model ------------------------------------------------------------------------
+
+
+def test_the_library_writes_the_embedded_models_outputs_in_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    before = sha256(default_model_path())
+    result = convert_file("default", ConvertRequest(factor=2.0), modelfile=True, dry_run=True)
+    stem = default_model_path().name[: -len(".gguf")]
+    assert result.modelfile is not None and result.modelfile.path == tmp_path / f"{stem}.yarn-2x.Modelfile"
+    written = convert_file("default", ConvertRequest(factor=2.0), modelfile=True)
+    assert [w.path for w in written.outputs] == [tmp_path / f"{stem}.yarn-2x.gguf"]
+    assert names(tmp_path) == [f"{stem}.yarn-2x.Modelfile", f"{stem}.yarn-2x.gguf"]
+    assert sha256(default_model_path()) == before
+
+
+# --- one read of the header -------------------------------------------------------------------
+
+
+@pytest.fixture
+def header_reads(monkeypatch: pytest.MonkeyPatch) -> Counter[Path]:
+    """How often yarn-cli's own ``read_header`` reads each file, wherever it was imported."""
+    reads: Counter[Path] = Counter()
+    original = yarn_cli.gguf.header.read_header
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> Any:
+        reads[Path(path).absolute()] += 1
+        return original(path, *args, **kwargs)
+
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("yarn_cli") and getattr(module, "read_header", None) is original:
+            monkeypatch.setattr(module, "read_header", counting)
+    return reads
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "written"])
+def test_convert_with_a_modelfile_reads_the_header_once(
+    tiny_model: Path, header_reads: Counter[Path], dry_run: bool
+) -> None:
+    out = tiny_model.with_name("out.gguf")
+    args = ["convert", str(tiny_model), str(out), "--factor", "2", "--modelfile", *(["--dry-run"] if dry_run else [])]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert header_reads.pop(tiny_model) == 1
+    # and the output, when written, is read back once to verify it, under its temporary name
+    assert [(p.parent, p.name.startswith(".out.gguf."), n) for p, n in header_reads.items()] == (
+        [] if dry_run else [(out.parent, True, 1)]
+    )
+
+
+def test_the_header_counter_sees_every_read(tiny_model: Path, header_reads: Counter[Path]) -> None:
+    """The counting above would pass vacuously if it missed a reader: ``inspect`` reads the header once too."""
+    result = CliRunner().invoke(app, ["inspect", str(tiny_model)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert header_reads == Counter({tiny_model: 1})
+
+
+def test_nothing_of_a_refused_modelfile_is_left(run_cli, tiny_model: Path) -> None:
+    shutil.copyfile(tiny_model, tiny_model.with_name("tiny.yarn-2x.Modelfile"))
+    result = run_cli("convert", tiny_model, "--factor", "2", "--modelfile")
+    modelfile = tiny_model.with_name("tiny.yarn-2x.Modelfile")
+    assert error_line(result) == f"Error: {modelfile} exists; use --force to replace it"
+    assert names(tiny_model.parent) == ["tiny.gguf", "tiny.yarn-2x.Modelfile"]

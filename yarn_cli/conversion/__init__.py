@@ -1,0 +1,27 @@
+"""The convert use case: plan a RoPE-scaling change to a GGUF model, name and check its outputs (the
+model's files and its Ollama Modelfile), and write them all together.
+
+One concept per module: ``plan`` (the keys, pure), ``outputs`` (names and checks), ``modelfile``,
+``in_use`` (no in-place change under a running process), ``writing`` (lock, recover, write).
+"""
+
+from yarn_cli.conversion.in_use import InUseError
+from yarn_cli.conversion.modelfile import Modelfile
+from yarn_cli.conversion.outputs import output_paths
+from yarn_cli.conversion.plan import ConversionPlan, ConvertRequest, KeyChange, plan_conversion
+from yarn_cli.conversion.writing import ConvertResult, Recovery, WrittenFile, convert_file, recover_file
+
+__all__ = [
+    "ConversionPlan",
+    "ConvertRequest",
+    "ConvertResult",
+    "InUseError",
+    "KeyChange",
+    "Modelfile",
+    "Recovery",
+    "WrittenFile",
+    "convert_file",
+    "output_paths",
+    "plan_conversion",
+    "recover_file",
+]
