@@ -172,7 +172,7 @@ def _rows(params: list[ParamHelp], width: int, indent: int) -> str:
         text = _wrap(param.help, width - column)
         if param.extras:
             if text[-1] and len(text[-1]) + 2 + len(param.extras) <= width - column:
-                text[-1] = f"{text[-1]}  {param.extras}".lstrip()
+                text[-1] = f"{text[-1]}  {param.extras}"
             else:
                 text.append(param.extras)
         if len(param.label) + 2 > column:  # a long name on a line of its own, its help below
@@ -248,7 +248,8 @@ def _required(param: ParamHelp) -> str:
 
 def _code(texts: Iterable[str | None]) -> str:
     """Code spans in a table cell: a pipe is escaped even there; nothing else is."""
-    return ", ".join(f"`{text.replace('|', chr(92) + '|')}`" for text in texts if text)
+    spans = [text.replace("|", "\\|") for text in texts if text]
+    return ", ".join(f"`{span}`" for span in spans)
 
 
 def _cell(text: str) -> str:
