@@ -197,8 +197,8 @@ def reference(app: typer.Typer, program: str = "yarn-cli") -> str:
     lines = [
         "# Command-line reference",
         "",
-        "<!-- Generated from the commands by `python docs/cli_reference.py`: edit the help texts in",
-        "yarn_cli/cli/, then run it again. tests/test_docs.py fails when this file is out of date. -->",
+        "Generated from the commands by `python docs/cli_reference.py`: edit the help texts in",
+        "`yarn_cli/cli/` and run it again (`tests/test_docs.py` fails while this page is out of date).",
         "",
         *_prose(group.help),
         _usage(group, root),
