@@ -15,7 +15,8 @@ import typer
 from yarn_cli.cli.app import app
 from yarn_cli.cli.helptext import VALUE_NAMES_BY_OPTION
 
-COMMANDS = ["", "inspect", "convert", "chat", "passkey", "perplexity"]
+_GROUP: Any = typer.main.get_command(app)
+COMMANDS = ["", *_GROUP.list_commands(_GROUP.context_class(_GROUP))]  # the root, then every command
 TYPE_TAGS = ["<bool>", "<str>", "<int>", "<float>", "<path>"]
 
 
