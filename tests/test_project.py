@@ -23,8 +23,10 @@ def readme_commands() -> list[str]:
 def test_ci_runs_exactly_the_readme_test_command() -> None:
     commands = readme_commands()
     assert len(commands) >= 2, "the README starts with the set-up command and the test command"
+    readme = commands[1].splitlines()  # one command, its lines continued with a backslash
     ci_lines = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line and not line.startswith("#")]
-    assert ci_lines[-1] == commands[1]
+    assert ci_lines[-len(readme) :] == readme, ".ci/run must end with the README's test command, line for line"
+    assert not ci_lines[-len(readme) - 1].endswith("\\"), ".ci/run's command must start where the README's does"
     assert "pytest" in commands[1] and "[test]" in commands[1]
 
 

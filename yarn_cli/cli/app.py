@@ -15,6 +15,7 @@ import typer
 
 from yarn_cli import __version__
 from yarn_cli.cli import chat_command, convert_command, inspect_command, passkey_command, perplexity_command
+from yarn_cli.cli.helptext import Command
 from yarn_cli.cli.render import err, show_error
 from yarn_cli.errors import YarnCliError
 
@@ -24,6 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # click's help layout, with each option's value (yarn_cli.cli.helptext)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -45,11 +47,11 @@ def _root(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
 
 
-app.command("inspect", epilog=inspect_command.EPILOG)(inspect_command.inspect_command)
-app.command("convert", epilog=convert_command.EPILOG)(convert_command.convert_command)
-app.command("chat", epilog=chat_command.EPILOG)(chat_command.chat_command)
-app.command("passkey", epilog=passkey_command.EPILOG)(passkey_command.passkey_command)
-app.command("perplexity", epilog=perplexity_command.EPILOG)(perplexity_command.perplexity_command)
+app.command("inspect", cls=Command, epilog=inspect_command.EPILOG)(inspect_command.inspect_command)
+app.command("convert", cls=Command, epilog=convert_command.EPILOG)(convert_command.convert_command)
+app.command("chat", cls=Command, epilog=chat_command.EPILOG)(chat_command.chat_command)
+app.command("passkey", cls=Command, epilog=passkey_command.EPILOG)(passkey_command.passkey_command)
+app.command("perplexity", cls=Command, epilog=perplexity_command.EPILOG)(perplexity_command.perplexity_command)
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -38,10 +38,7 @@ def inspect_command(
     ] = DEFAULT_BETA_SLOW,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
-    """Show a GGUF model's context, RoPE settings, scaling keys and KV-cache needs.
-
-    Example:  yarn-cli inspect model.gguf --factor 4
-    """
+    """Show a GGUF model's context, RoPE settings, scaling keys and KV-cache needs."""
     path = resolve_model(model)
     pending = pending_change(path)
     if pending is not None:

@@ -26,10 +26,14 @@ FlashAttnOption = Annotated[bool, typer.Option("--flash-attn", "-fa", help="Use 
 ServerModelOption = Annotated[
     str | None,
     typer.Option(
+        metavar="NAME",
         help="The model name the server expects (default: the first in /v1/models).",
         rich_help_panel="Served models",
     ),
 ]
 ServerTimeoutOption = Annotated[
-    float, typer.Option("--timeout", help="Seconds to wait for one answer.", rich_help_panel="Served models")
+    float,
+    typer.Option(
+        "--timeout", metavar="SECONDS", help="Seconds to wait for one answer.", rich_help_panel="Served models"
+    ),
 ]
