@@ -23,8 +23,8 @@ import time
 from yarn_cli.evals.lengths import parse_lengths
 from yarn_cli.evals.passkey import PasskeySettings, PromptBuilder, plan_trials, reuse_order
 from yarn_cli.evals.passkey_run import run_passkey
-from yarn_cli.llama.backend import LlamaBackend
 from yarn_cli.llama.evaluation import vocabulary
+from yarn_cli.llama.llama_backend import LlamaBackend
 from yarn_cli.model import open_model
 from yarn_cli.rope.variants import parse_variants
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from yarn_cli.evals.lengths import parse_lengths
 from yarn_cli.evals.perplexity import PerplexitySettings, read_text
 from yarn_cli.evals.perplexity_run import run_perplexity
-from yarn_cli.llama.backend import LlamaBackend
+from yarn_cli.llama.llama_backend import LlamaBackend
 from yarn_cli.llama.loader import LoadOptions
 from yarn_cli.model import open_model
 from yarn_cli.rope.variants import parse_variants

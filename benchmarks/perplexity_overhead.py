@@ -27,8 +27,8 @@ import numpy as np
 from yarn_cli.evals.lengths import parse_length, parse_lengths
 from yarn_cli.evals.perplexity import PerplexitySettings, read_text
 from yarn_cli.evals.perplexity_run import run_perplexity
-from yarn_cli.llama.backend import LlamaBackend
 from yarn_cli.llama.evaluation import EvaluationTime, negative_log_likelihoods, vocabulary
+from yarn_cli.llama.llama_backend import LlamaBackend
 from yarn_cli.llama.loader import LoadOptions, load_model
 from yarn_cli.llama.scoring import LogitScorer
 from yarn_cli.model import open_model

@@ -25,7 +25,7 @@ from yarn_cli.evals.passkey import (
     plan_trials,
 )
 from yarn_cli.evals.passkey_run import run_passkey
-from yarn_cli.llama.backend import LlamaBackend
+from yarn_cli.llama.llama_backend import LlamaBackend
 from yarn_cli.model import open_model
 from yarn_cli.rope.variants import parse_variants
 

@@ -17,7 +17,7 @@ from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.errors import InputError
 from yarn_cli.evals.perplexity import PerplexitySettings, Text, plan_passes
 from yarn_cli.evals.perplexity_run import run_perplexity
-from yarn_cli.llama.backend import LlamaBackend
+from yarn_cli.llama.llama_backend import LlamaBackend
 from yarn_cli.llama.loader import LoadOptions
 from yarn_cli.llama.scoring import LogitScorer
 from yarn_cli.model import Model, open_model

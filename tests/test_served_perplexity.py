@@ -27,8 +27,8 @@ from yarn_cli.gguf.values import boolean
 from yarn_cli.llama.evaluation import negative_log_likelihoods, vocabulary
 from yarn_cli.llama.loader import LoadOptions, load_model
 from yarn_cli.model import open_model
-from yarn_cli.serving.backend import text_scores
 from yarn_cli.serving.client import PromptScores, ServerClient
+from yarn_cli.serving.served_backend import text_scores
 
 TEXT = (Path(__file__).parent / "data" / "pride-and-prejudice-chapter-1.txt").read_text()
 

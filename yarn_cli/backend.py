@@ -1,8 +1,8 @@
 """What an evaluation needs from a model, whoever runs it: the seam between ``evals/`` and the runtimes.
 
 An evaluation (passkey, perplexity, and those to come) is written once against ``Backend``. Two
-implement it: llama.cpp in this process (``yarn_cli.llama.backend``) and models served over an
-OpenAI-compatible API (``yarn_cli.serving.backend``). The evaluation never knows which it has.
+implement it: llama.cpp in this process (``yarn_cli.llama.llama_backend``) and models served over an
+OpenAI-compatible API (``yarn_cli.serving.served_backend``). The evaluation never knows which it has.
 
 A backend has one or more *columns*, the labels a run's tables and records show side by side: the
 scaling variants of one local model (``as-is``, ``yarn:2``...), or the servers of a served run. It

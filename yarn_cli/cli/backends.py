@@ -1,31 +1,24 @@
 """The backend an evaluation command runs on: the model here with its variants, or served models.
 
-What every such command checks first lives here too: the options that apply only to a model run
-here, refused over ``--server`` in one line.
+The served backend (and httpx with it) is imported only when a served run starts: a local run
+needs neither.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from yarn_cli.errors import InputError
-from yarn_cli.llama.backend import DEFAULT_CONTEXT, LlamaBackend
 from yarn_cli.llama.evaluation import Vocabulary
+from yarn_cli.llama.llama_backend import DEFAULT_CONTEXT, LlamaBackend
 from yarn_cli.llama.loader import LoadOptions
 from yarn_cli.model import open_model
 from yarn_cli.rope.variants import parse_variants
-from yarn_cli.serving.backend import ServedBackend
-from yarn_cli.serving.endpoints import parse_endpoints
 
-COMPARE_SERVERS = "compare servers by giving --server LABEL=URL more than once"
-
-
-def refuse_local_only(given: dict[str, bool], advice: str) -> None:
-    """One line naming the options given that apply to a model run here, not to one a server runs."""
-    used = [name for name, present in given.items() if present]
-    if used:
-        raise InputError(f"{', '.join(used)} applies to a model run here, not to --server; {advice}")
+if TYPE_CHECKING:
+    from yarn_cli.serving.served_backend import ServedBackend
 
 
 def local_backend(model: str | None, compare: str, options: LoadOptions, *, reuse: bool = True) -> LlamaBackend:
@@ -46,6 +39,9 @@ def served_backend(
 ) -> ServedBackend:
     """The ``--server [LABEL=]URL`` values, sized in the served GGUF's tokens when one is given (as MODEL or
     --tokenizer); nothing is asked of a server yet."""
+    from yarn_cli.serving.endpoints import parse_endpoints
+    from yarn_cli.serving.served_backend import ServedBackend
+
     endpoints = parse_endpoints(servers)
     if model is not None and tokenizer is not None:
         raise InputError("give the served GGUF once: as MODEL or as --tokenizer")

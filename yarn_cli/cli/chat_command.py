@@ -15,7 +15,14 @@ from rich.markup import escape
 
 from yarn_cli.chat_scaling import YARN_MODES, YarnMode, choose_scaling
 from yarn_cli.cli.chat_repl import repl, show_reply_notes, write
-from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ServerModelOption, ThreadsOption
+from yarn_cli.cli.options import (
+    FlashAttnOption,
+    GpuLayersOption,
+    ModelArgument,
+    ServerModelOption,
+    ThreadsOption,
+    refuse_local_only,
+)
 from yarn_cli.cli.render import err, print_json, warn
 from yarn_cli.errors import InputError
 from yarn_cli.model import open_model
@@ -129,9 +136,7 @@ def chat_command(
             "--rope-freq-base": rope_freq_base is not None, "--yarn": yarn != "off", "-ngl": gpu_layers is not None,
             "-t": threads is not None, "-fa": flash_attn, "-b": batch_size is not None, "--verbose": verbose,
         }  # fmt: skip
-        used = [name for name, given in local_only.items() if given]
-        if used:
-            raise InputError(f"{', '.join(used)} applies to a model run here; the server runs its own (--server)")
+        refuse_local_only(local_only, "the server runs its own model, with its own settings")
     interactive = sys.stdin is not None and sys.stdin.isatty()
     one_shot = prompt is not None or not interactive
     sampling = Sampling(

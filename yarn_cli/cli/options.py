@@ -1,10 +1,13 @@
-"""Arguments and options several commands share, named as llama.cpp's tools name them."""
+"""Arguments and options several commands share, named as llama.cpp's tools name them, and the one
+refusal of the options that apply only to a model run here when a command is pointed at a server."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
+
+from yarn_cli.errors import InputError
 
 ModelArgument = Annotated[
     str | None,
@@ -37,3 +40,13 @@ ServerTimeoutOption = Annotated[
         "--timeout", metavar="SECONDS", help="Seconds to wait for one answer.", rich_help_panel="Served models"
     ),
 ]
+
+
+COMPARE_SERVERS = "compare servers by giving --server LABEL=URL more than once"
+
+
+def refuse_local_only(given: dict[str, bool], advice: str) -> None:
+    """One line naming the options given that apply to a model run here, not to one a server runs."""
+    used = [name for name, present in given.items() if present]
+    if used:
+        raise InputError(f"{', '.join(used)} applies to a model run here, not to --server; {advice}")

@@ -9,14 +9,16 @@ import typer
 from rich.table import Table
 
 from yarn_cli.backend import Backend
-from yarn_cli.cli.backends import COMPARE_SERVERS, local_backend, refuse_local_only, served_backend
+from yarn_cli.cli.backends import local_backend, served_backend
 from yarn_cli.cli.options import (
+    COMPARE_SERVERS,
     FlashAttnOption,
     GpuLayersOption,
     ModelArgument,
     ServerModelOption,
     ServerTimeoutOption,
     ThreadsOption,
+    refuse_local_only,
 )
 from yarn_cli.cli.render import WorkProgress, check_run_outputs, err, out, save_figure, warn
 from yarn_cli.errors import InputError
