@@ -1,7 +1,8 @@
-"""Assertions shared by the command-line tests."""
+"""Assertions and small helpers shared by the test files (tests/ is on sys.path: ``from helpers import ...``)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -10,6 +11,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file in a folder, with its content hash: what must not change."""
+    return {p.name: sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 def error_line(result: subprocess.CompletedProcess[str], *, status_lines: tuple[str, ...] = ()) -> str:

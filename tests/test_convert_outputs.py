@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 from ggufs import write_tiny_llama
-from helpers import error_line, interrupt_on_call
-from test_convert import sha256
+from helpers import error_line, interrupt_on_call, sha256
 from typer.testing import CliRunner
 
 import yarn_cli.gguf.header

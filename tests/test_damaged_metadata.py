@@ -9,7 +9,6 @@ A number that reads fine but is out of range (a NaN base, an infinite factor) is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 from gguf import GGUFValueType
 from ggufs import write_tiny_llama
-from helpers import error_line
+from helpers import error_line, sha256
 
 from yarn_cli.cli.render import print_json
 from yarn_cli.errors import UnsupportedModelError
@@ -35,10 +34,6 @@ S, F32, U32, I32, BOOL = (
 DAMAGED = "(the header may be damaged: download the file again, or re-create it with llama.cpp's convert script)"
 COUNT = f"it must be a whole number, 0 or more {DAMAGED}"
 NUMBER = f"it must be a number {DAMAGED}"
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def strict_json(text: str) -> object:

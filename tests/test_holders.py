@@ -18,9 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 from ggufs import write_tiny_llama
-from helpers import error_line
+from helpers import error_line, sha256
 from servers import LlamaServer
-from test_convert import sha256
 
 import yarn_cli.files.holders
 from yarn_cli.conversion import ConvertRequest, InUseError, convert_file

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ggufs import write_tiny_llama
-from helpers import error_line, interrupt_on_call
-from test_convert import sha256
-from test_llama_cpp import TINY_TOKENS, YARN, logits, trained
+from helpers import error_line, interrupt_on_call, sha256
+from logits import TINY_TOKENS, YARN, logits, trained
 
 from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.files.copying import Unsupported

@@ -7,7 +7,6 @@ input is unchanged (hash) and that no partial file is left behind.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from ggufs import write_tiny_llama
-from helpers import error_line, interrupt_on_call
+from helpers import error_line, interrupt_on_call, sha256, snapshot
 
 from yarn_cli.cli import app as cli_app
 from yarn_cli.conversion import ConvertRequest, convert_file
@@ -24,15 +23,6 @@ from yarn_cli.files.staging import remove_leftovers, staging, write_atomically
 from yarn_cli.gguf.inplace import locked, undo_path
 
 TEXT = Path(__file__).parent / "data" / "pride-and-prejudice-chapter-1.txt"
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """Every file in a folder, with its content hash: what must not change."""
-    return {p.name: sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 # --- values that used to escape as tracebacks ---------------------------------------------------

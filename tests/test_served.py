@@ -17,6 +17,7 @@ import httpx
 import pytest
 from helpers import error_line
 from servers import FakeServer, LlamaServer, forward, free_port, vllm_shapes
+from terminal import Terminal
 
 from yarn_cli.serving.client import ServerClient
 
@@ -237,8 +238,6 @@ def test_chat_one_shot_with_a_served_model(run_cli, server: LlamaServer) -> None
 
 
 def test_chat_repl_with_a_served_model(server: LlamaServer, tmp_path: Path) -> None:
-    from test_chat import Terminal
-
     term = Terminal("--server", server.url, "--temp", "0", "-n", "16", cwd=tmp_path)
     term.expect("> ")
     term.type(QUESTION + "\r")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ggufs import CONTEXT, FREQ_BASE, HEAD_DIM
-from test_llama_cpp import TINY_TOKENS, logits
+from logits import TINY_TOKENS, logits
 
 from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.model import open_model
