@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# a chapter of Pride and Prejudice: the text the perplexity runs score
+TEXT = Path(__file__).parent / "data" / "pride-and-prejudice-chapter-1.txt"
+
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -20,6 +23,10 @@ def sha256(path: Path) -> str:
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file in a folder, with its content hash: what must not change."""
     return {p.name: sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
 
 
 def error_line(result: subprocess.CompletedProcess[str], *, status_lines: tuple[str, ...] = ()) -> str:

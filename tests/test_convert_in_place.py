@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ggufs import write_tiny_llama
-from helpers import error_line, interrupt_on_call, sha256
+from helpers import error_line, interrupt_on_call, sha256, snapshot
 from logits import TINY_TOKENS, YARN, logits, trained
 
 from yarn_cli.conversion import ConvertRequest, convert_file
@@ -29,6 +29,7 @@ from yarn_cli.gguf.inplace import (
     RecoveryError,
     UndoRecord,
     check_not_pending,
+    locked,
     plan_shift,
     undo_path,
 )
@@ -356,3 +357,29 @@ def test_xfs_in_place_inserts_blocks(xfs: Path, tmp_path: Path) -> None:
     assert convert_file(model, ConvertRequest(method=Method.NONE), in_place=True).outputs[0].action == "collapse-range"
     assert sha256(model) == original
     model.unlink()
+
+
+# --- in-place changes: one at a time, never by a dry run ----------------------------------------
+
+
+def test_a_second_in_place_change_refuses_while_the_first_holds_the_file(run_cli, tiny_model: Path) -> None:
+    before = sha256(tiny_model)
+    with locked(tiny_model, exclusive=True):  # as a first `convert --in-place` does, throughout
+        second = run_cli("convert", tiny_model, "--in-place", "--factor", "2")
+        recovery = run_cli("convert", tiny_model, "--recover")
+        undo_path(tiny_model).write_bytes(b"")  # the first one's undo record, mid-change
+        reader = run_cli("chat", tiny_model, "-p", "hi")
+        shown = run_cli("inspect", tiny_model)
+    for result in (second, recovery, reader):
+        assert result.returncode == 1
+        assert "is being changed in place by another yarn-cli right now" in error_line(result)
+    assert shown.returncode == 0 and "Warning:" in shown.stderr and "being changed in place" in shown.stderr
+    assert sha256(tiny_model) == before
+
+
+def test_a_dry_run_never_recovers_or_writes(run_cli, tiny_model: Path) -> None:
+    undo_path(tiny_model).write_bytes(b"YARN-CLI-UNDO 1\n{}\n")  # an interrupted change's record
+    before = snapshot(tiny_model.parent)
+    result = run_cli("convert", tiny_model, "--factor", "2", "--dry-run")
+    assert result.returncode == 1 and "--recover" in error_line(result)
+    assert snapshot(tiny_model.parent) == before

@@ -8,7 +8,7 @@ from pathlib import Path
 import llama_cpp
 import pytest
 from ggufs import write_tiny_llama
-from helpers import assert_drawn_png, error_line
+from helpers import error_line
 
 from yarn_cli.errors import InputError
 from yarn_cli.evals.lengths import default_lengths, parse_length
@@ -167,28 +167,6 @@ def test_smollm2_finds_the_key_at_1k_and_2k(run_cli, tmp_path: Path) -> None:
     assert all(1024 * 0.99 <= t["prompt_tokens"] <= 1024 for t in record["trials"] if t["length"] == 1024)
     assert record["passkey_context"]["as-is"] == 2048
     assert record["evaluated_tokens"] == sum(t["evaluated_tokens"] for t in record["trials"])
-
-
-def test_resume_runs_only_the_missing_trials(run_cli, tiny_model: Path, tmp_path: Path) -> None:
-    record_path = tmp_path / "tiny.json"
-    first = run_cli("passkey", tiny_model, "--lengths", "600", "--trials", "2", "--json", record_path)
-    assert first.returncode == 0, first.stderr
-    before = json.loads(record_path.read_text())["trials"]
-    second = run_cli(
-        "passkey", tiny_model, "--lengths", "600", "--trials", "3", "--compare", "as-is,yarn:2",
-        "--json", record_path, "--csv", tmp_path / "t.csv", "--plot", tmp_path / "t.png",
-    )  # fmt: skip
-    assert second.returncode == 0, second.stderr
-    assert "Fatal Python error" not in second.stderr
-    assert_drawn_png(tmp_path / "t.png")
-    assert "Resuming" in second.stderr and "2 trials already done" in second.stderr
-    after = json.loads(record_path.read_text())["trials"]
-    assert len(after) == 6
-    assert [t for t in after if t["variant"] == "as-is" and t["index"] < 2] == before  # kept, not re-run
-    assert len((tmp_path / "t.csv").read_text().strip().splitlines()) == 7
-    other_seed = run_cli("passkey", tiny_model, "--lengths", "600", "--seed", "9", "--json", record_path)
-    assert other_seed.returncode == 1
-    assert "holds a run with other --seed, --depths or answer length" in error_line(other_seed)
 
 
 @pytest.mark.parametrize(

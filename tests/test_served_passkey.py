@@ -17,7 +17,6 @@ import httpx
 import pytest
 from helpers import error_line
 from servers import FakeServer, LlamaServer, forward, free_port, vllm_shapes
-from terminal import Terminal
 
 from yarn_cli.serving.client import ServerClient
 
@@ -198,58 +197,6 @@ def test_bad_server_arguments(run_cli, args: list[str], expected: str) -> None:
     result = run_cli("passkey", *args)
     assert result.returncode != 0
     assert expected in error_line(result)
-
-
-def test_convert_writes_an_ollama_modelfile_with_the_new_context(run_cli, tiny_model: Path) -> None:
-    result = run_cli("convert", tiny_model, "--factor", "4", "--modelfile")
-    assert result.returncode == 0, result.stderr
-    modelfile = tiny_model.with_name("tiny.yarn-4x.Modelfile")
-    assert modelfile.read_text().splitlines()[1:] == ["FROM ./tiny.yarn-4x.gguf", "PARAMETER num_ctx 1024"]
-    assert "ollama create NAME -f" in result.stderr
-    again = run_cli("convert", tiny_model, "--factor", "4", "--modelfile", "--force", "--json")
-    assert json.loads(again.stdout)["modelfile"] == str(modelfile)
-    before = sorted(p.name for p in tiny_model.parent.iterdir())
-    other = run_cli("convert", tiny_model, "--factor", "2", "--modelfile", "out.gguf")
-    assert other.returncode == 0  # a new output, a new Modelfile beside it
-    exists = run_cli("convert", tiny_model, "--factor", "4", "--modelfile")
-    assert exists.returncode == 1 and "tiny.yarn-4x.Modelfile exists; use --force" in error_line(exists)
-    undo = run_cli("convert", tiny_model.with_name("tiny.yarn-4x.gguf"), "--method", "none", "--modelfile")
-    assert undo.returncode == 1 and "--modelfile is for a scaled model" in error_line(undo)
-    assert sorted(p.name for p in tiny_model.parent.iterdir()) == sorted([*before, "out.gguf", "out.Modelfile"])
-
-
-QUESTION = "Complete the sentence: The capital of France is"
-
-
-def test_chat_one_shot_with_a_served_model(run_cli, server: LlamaServer) -> None:
-    result = run_cli("chat", "--server", server.url, "-p", QUESTION, "--temp", "0", "-n", "16", "--json")
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
-    assert "Paris" in data["reply"] and data["mode"] == "chat"
-    assert data["settings"]["server"] == server.url
-    assert data["prompt_tokens"] is None  # llama-cpp-python's server streams no usage: not reported, not 0
-    assert data["completion_tokens"] >= 1 and data["stopped"] in ("eos", "length")
-    streamed = run_cli("chat", "--server", server.url, "-p", QUESTION, "--temp", "0", "-n", "16")
-    assert streamed.returncode == 0 and streamed.stdout.strip() == data["reply"].strip()
-    assert f"server: {server.url}" in streamed.stderr
-    local_only = run_cli("chat", "--server", server.url, "-p", QUESTION, "-c", "4096", "--rope-scale", "2")
-    assert local_only.returncode == 1
-    assert "-c, --rope-scale applies to a model run here" in error_line(local_only)
-
-
-def test_chat_repl_with_a_served_model(server: LlamaServer, tmp_path: Path) -> None:
-    term = Terminal("--server", server.url, "--temp", "0", "-n", "16", cwd=tmp_path)
-    term.expect("> ")
-    term.type(QUESTION + "\r")
-    assert "Paris" in term.expect("tok/s")
-    term.expect("> ")
-    term.type("/regen\r")
-    assert "Paris" in term.expect("tok/s")
-    term.expect("> ")
-    term.type("/stats\r")
-    assert "2 messages" in term.expect("> ")
-    term.type("/exit\r")
-    assert term.wait() == 0
 
 
 def test_a_server_without_a_tokenizer_is_sized_by_its_own_counts(run_cli, server: LlamaServer, tmp_path: Path) -> None:
