@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -80,3 +80,16 @@ def installed_command() -> str:
     if found is None:
         pytest.skip("yarn-cli is not installed as a command here (run from a source tree)")
     return found
+
+
+def sweep(cases: Iterable[object], quick: int = 1) -> list[object]:
+    """A parametrize list whose first ``quick`` cases stay in the quick loop and the rest are marked slow.
+
+    For a sweep of command-line cases, each a ``python -m yarn_cli`` run: ``pytest -m "not slow"``
+    still runs the check, once, and the whole suite runs every case. A case of several argument
+    names is a tuple, as ``parametrize`` takes it.
+    """
+    return [
+        case if i < quick else pytest.param(*(case if isinstance(case, tuple) else (case,)), marks=pytest.mark.slow)
+        for i, case in enumerate(cases)
+    ]

@@ -105,6 +105,7 @@ def test_a_converted_file_starts_from_its_original_state(tiny_model: Path) -> No
     assert reply == static_reply(tiny_model, None, [{"role": "user", "content": "the"}])
 
 
+@pytest.mark.slow
 def test_one_shot_chooses_the_scale_from_the_prompt(run_cli, tiny_model: Path) -> None:
     args = ("chat", tiny_model, "--yarn", "dynamic", "-c", str(N_CTX), "--temp", "0", "-n", "1", "-t", "1", "--json")
     short = json.loads(run_cli(*args, "-p", "the").stdout)

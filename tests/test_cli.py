@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from ggufs import write_tiny_llama
-from helpers import error_line, files_in, installed_command
+from helpers import error_line, files_in, installed_command, sweep
 
 from yarn_cli import __version__
 
@@ -25,7 +25,7 @@ def test_module_version(run_cli) -> None:
     assert (result.returncode, result.stdout) == (0, f"yarn-cli {__version__}\n")
 
 
-@pytest.mark.parametrize("command", [[], ["inspect"], ["convert"]])
+@pytest.mark.parametrize("command", sweep([[], ["inspect"], ["convert"]]))
 def test_help_teaches_with_an_example(run_cli, command: list[str]) -> None:
     result = run_cli(*command, "--help")
     assert result.returncode == 0
@@ -57,12 +57,14 @@ def _broken_files(folder: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [
-        ("text", "is not a GGUF file (it starts with b'hell', not b'GGUF')"),
-        ("truncated", "the GGUF header is truncated or corrupt"),
-        ("version", "is GGUF version 1; only versions 2 and 3 are supported"),
-        ("short", "is truncated: tensor 'output.weight' ends at byte"),
-    ],
+    sweep(
+        [
+            ("text", "is not a GGUF file (it starts with b'hell', not b'GGUF')"),
+            ("truncated", "the GGUF header is truncated or corrupt"),
+            ("version", "is GGUF version 1; only versions 2 and 3 are supported"),
+            ("short", "is truncated: tensor 'output.weight' ends at byte"),
+        ]
+    ),
 )
 @pytest.mark.parametrize("command", ["inspect", "convert"])
 def test_broken_files(run_cli, tmp_path: Path, name: str, expected: str, command: str) -> None:

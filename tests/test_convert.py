@@ -378,6 +378,7 @@ def test_big_endian_file_converts_and_undoes(tmp_path: Path) -> None:
     assert sha256(convert(out, method=Method.NONE)) == sha256(big_endian)
 
 
+@pytest.mark.slow
 def test_tensor_data_keeps_its_offset_within_a_page(tiny_model: Path, smollm2: Path, tmp_path: Path) -> None:
     """The undo record is padded so the data moves by whole 4 KiB pages (fast in-kernel copies)."""
     for source in (tiny_model, smollm2):

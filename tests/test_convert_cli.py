@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from ggufs import write_sparse_gguf, write_tiny_llama
-from helpers import error_line, files_in
+from helpers import error_line, files_in, sweep
 
 
 def test_convert_prints_changes_and_summary(run_cli, tiny_model: Path) -> None:
@@ -51,6 +51,7 @@ def test_convert_json(run_cli, tiny_model: Path) -> None:
     assert {c["key"] for c in data["changes"]} >= {"llama.rope.scaling.type", "llama.context_length"}
 
 
+@pytest.mark.slow
 def test_convert_default_model_writes_to_the_current_folder(run_cli, tmp_path: Path) -> None:
     result = run_cli("convert", "default", "--factor", "2", "--quiet", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -67,6 +68,7 @@ def test_in_place_and_undo_from_the_command_line(run_cli, tiny_model: Path) -> N
     assert tiny_model.read_bytes() == original
 
 
+@pytest.mark.slow
 def test_a_converted_file_converted_again_says_both_contexts(run_cli, tiny_model: Path) -> None:
     assert run_cli("convert", tiny_model, "--in-place", "--factor", "4", "-q").returncode == 0
     result = run_cli("convert", tiny_model, "--in-place", "--factor", "2")  # lower, as asked: from the original
@@ -74,6 +76,7 @@ def test_a_converted_file_converted_again_says_both_contexts(run_cli, tiny_model
     assert "yarn x2: context_length 1024 -> 512 (x2 of the 256 it came with); written in place" in result.stderr
 
 
+@pytest.mark.slow
 def test_warnings_for_options_the_architecture_ignores(run_cli, tiny_model: Path) -> None:
     result = run_cli("convert", tiny_model, "--factor", "2", "--beta-fast", "16", "-q")
     assert result.returncode == 0
@@ -85,18 +88,20 @@ def test_warnings_for_options_the_architecture_ignores(run_cli, tiny_model: Path
 
 @pytest.mark.parametrize(
     ("args", "code", "expected"),
-    [
-        (["--factor", "1"], 1, "the scale factor must be a finite number above 1, got 1"),
-        (["--factor", "0.5"], 1, "above 1, got 0.5"),
-        (["--factor", "nan"], 1, "above 1, got nan"),
-        (["--factor", "inf"], 1, "above 1, got inf"),
-        (["--factor", "abc"], 2, "Invalid value for '--factor'"),
-        (["--context", "256"], 1, "--context 256 is not above the original context 256"),
-        (["--context", "-5"], 1, "--context -5 is not above the original context 256"),
-        ([], 1, "give the scale with --factor S or the target context with --context N"),
-        (["--method", "rope"], 2, "Invalid value for '--method'"),
-        (["--factor", "2", "--bogus"], 2, "No such option: --bogus"),
-    ],
+    sweep(
+        [
+            (["--factor", "1"], 1, "the scale factor must be a finite number above 1, got 1"),
+            (["--factor", "0.5"], 1, "above 1, got 0.5"),
+            (["--factor", "nan"], 1, "above 1, got nan"),
+            (["--factor", "inf"], 1, "above 1, got inf"),
+            (["--factor", "abc"], 2, "Invalid value for '--factor'"),
+            (["--context", "256"], 1, "--context 256 is not above the original context 256"),
+            (["--context", "-5"], 1, "--context -5 is not above the original context 256"),
+            ([], 1, "give the scale with --factor S or the target context with --context N"),
+            (["--method", "rope"], 2, "Invalid value for '--method'"),
+            (["--factor", "2", "--bogus"], 2, "No such option: --bogus"),
+        ]
+    ),
 )
 def test_bad_arguments(run_cli, tiny_model: Path, args: list[str], code: int, expected: str) -> None:
     result = run_cli("convert", tiny_model, *args)
@@ -111,18 +116,21 @@ def test_missing_input(run_cli, tmp_path: Path) -> None:
     assert error_line(result) == f"Error: {tmp_path / 'nope.gguf'} does not exist"
 
 
+@pytest.mark.slow
 def test_output_equal_to_input(run_cli, tiny_model: Path) -> None:
     result = run_cli("convert", tiny_model, tiny_model, "--factor", "2", "--force")
     assert result.returncode == 1
     assert "is the input file; use --in-place to replace the input" in error_line(result)
 
 
+@pytest.mark.slow
 def test_output_folder_missing(run_cli, tiny_model: Path) -> None:
     result = run_cli("convert", tiny_model, tiny_model.parent / "no" / "out.gguf", "--factor", "2")
     assert result.returncode == 1
     assert "does not exist; create it first" in error_line(result)
 
 
+@pytest.mark.slow
 def test_existing_output(run_cli, tiny_model: Path) -> None:
     assert run_cli("convert", tiny_model, "--factor", "2", "-q").returncode == 0
     result = run_cli("convert", tiny_model, "--factor", "2")
@@ -130,6 +138,7 @@ def test_existing_output(run_cli, tiny_model: Path) -> None:
     assert "tiny.yarn-2x.gguf already exists; use --force to overwrite it" in error_line(result)
 
 
+@pytest.mark.slow
 def test_architecture_without_rope(run_cli, tmp_path: Path) -> None:
     bloom = write_tiny_llama(tmp_path / "bloom.gguf", arch="bloom")
     result = run_cli("convert", bloom, "--factor", "2")

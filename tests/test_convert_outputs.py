@@ -61,6 +61,7 @@ def tmpfs_dir() -> Iterator[Path]:
         yield Path(name)
 
 
+@pytest.mark.slow
 def test_an_in_place_change_that_fails_leaves_no_modelfile(run_cli, tmpfs_dir: Path) -> None:
     model = write_tiny_llama(tmpfs_dir / "tiny.gguf")
     (tmpfs_dir / "other.gguf").hardlink_to(model)
@@ -72,6 +73,7 @@ def test_an_in_place_change_that_fails_leaves_no_modelfile(run_cli, tmpfs_dir: P
     assert names(tmpfs_dir) == ["other.gguf", "tiny.gguf"]
 
 
+@pytest.mark.slow
 def test_an_in_place_change_writes_its_modelfile_beside_the_file(run_cli, tiny_model: Path) -> None:
     result = run_cli("convert", tiny_model, "--in-place", "--factor", "2", "--modelfile", "--json")
     assert result.returncode == 0, result.stderr
@@ -91,6 +93,7 @@ def test_the_library_writes_the_modelfile_as_an_output(tiny_model: Path) -> None
 # --- a dry run says what it would write -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_dry_run_names_the_modelfile_it_would_write(run_cli, tiny_model: Path) -> None:
     result = run_cli("convert", tiny_model, "--factor", "2", "--modelfile", "--dry-run")
     assert result.returncode == 0, result.stderr
@@ -172,6 +175,7 @@ def test_nothing_of_a_refused_modelfile_is_left(run_cli, tiny_model: Path) -> No
 # --- --modelfile: checked before the model is written -------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_modelfile_that_cannot_be_written_is_found_before_the_model(run_cli, tiny_model: Path) -> None:
     folder = tiny_model.parent
     (folder / "o.Modelfile").mkdir()
@@ -209,6 +213,7 @@ def test_a_modelfile_is_never_written_over_the_input_model(run_cli, tiny_model: 
     assert snapshot(model.parent) == before
 
 
+@pytest.mark.slow
 def test_convert_writes_an_ollama_modelfile_with_the_new_context(run_cli, tiny_model: Path) -> None:
     result = run_cli("convert", tiny_model, "--factor", "4", "--modelfile")
     assert result.returncode == 0, result.stderr

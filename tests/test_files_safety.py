@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from ggufs import write_tiny_llama
-from helpers import TEXT, error_line, sha256, snapshot
+from helpers import TEXT, error_line, sha256, snapshot, sweep
 
 from yarn_cli.errors import OutputError
 from yarn_cli.files.staging import remove_leftovers, staging, write_atomically
@@ -28,12 +28,14 @@ def shortest_run(command: str, text: Path = TEXT) -> list[str]:
 
 @pytest.mark.parametrize(
     ("command", "option", "value", "message"),
-    [
-        ("passkey", "--json", "missing/run.json", "the folder missing does not exist"),
-        ("passkey", "--csv", ".", "is a folder; give a file name"),
-        ("perplexity", "--csv", "missing/run.csv", "the folder missing does not exist"),
-        ("perplexity", "--json", ".", "is a folder"),
-    ],
+    sweep(
+        [
+            ("passkey", "--json", "missing/run.json", "the folder missing does not exist"),
+            ("passkey", "--csv", ".", "is a folder; give a file name"),
+            ("perplexity", "--csv", "missing/run.csv", "the folder missing does not exist"),
+            ("perplexity", "--json", ".", "is a folder"),
+        ]
+    ),
 )
 def test_long_runs_check_their_outputs_before_the_first_trial(
     run_cli, tiny_model: Path, command: str, option: str, value: str, message: str
@@ -44,6 +46,7 @@ def test_long_runs_check_their_outputs_before_the_first_trial(
     assert message in error_line(result)  # one line: no progress line, no trial was run
 
 
+@pytest.mark.slow
 def test_a_folder_that_refuses_files_is_found_before_the_run(run_cli, tiny_model: Path) -> None:
     result = run_cli(
         "passkey", tiny_model, "--lengths", "400", "--trials", "1", "-t", "2", "--json", "/sys/run.json"
@@ -53,13 +56,15 @@ def test_a_folder_that_refuses_files_is_found_before_the_run(run_cli, tiny_model
 
 @pytest.mark.parametrize(
     ("command", "option", "target", "message"),
-    [
-        ("passkey", "--csv", "model", "--csv {path} is one of this run's inputs; choose another file name"),
-        ("passkey", "--plot", "link to the model", "--plot {path} is one of this run's inputs"),
-        ("perplexity", "--json", "text", "--json {path} is one of this run's inputs"),
-        ("perplexity", "--csv", "model", "--csv {path} is one of this run's inputs"),
-        ("perplexity", "--plot", "the --json file", "--json and --plot name the same file ({path})"),
-    ],
+    sweep(
+        [
+            ("passkey", "--csv", "model", "--csv {path} is one of this run's inputs; choose another file name"),
+            ("passkey", "--plot", "link to the model", "--plot {path} is one of this run's inputs"),
+            ("perplexity", "--json", "text", "--json {path} is one of this run's inputs"),
+            ("perplexity", "--csv", "model", "--csv {path} is one of this run's inputs"),
+            ("perplexity", "--plot", "the --json file", "--json and --plot name the same file ({path})"),
+        ]
+    ),
 )
 def test_no_output_replaces_an_input(
     run_cli, tiny_model: Path, tmp_path: Path, command: str, option: str, target: str, message: str
@@ -79,7 +84,7 @@ def test_no_output_replaces_an_input(
     assert not (tmp_path / "run.json").exists()
 
 
-@pytest.mark.parametrize("command", ["passkey", "perplexity"])
+@pytest.mark.parametrize("command", sweep(["passkey", "perplexity"]))
 def test_a_device_is_no_output_file(run_cli, tiny_model: Path, command: str) -> None:
     # /dev/full exists: a resume would read it forever, and the output renamed over it would replace the device
     extra = shortest_run(command)
@@ -105,6 +110,7 @@ def test_convert_never_replaces_a_pipe_even_with_force(run_cli, tiny_model: Path
 # --- names as long as the filesystem takes (255 bytes) ------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_model_whose_name_leaves_no_room_for_an_undo_record_is_still_usable(run_cli, tmp_path: Path) -> None:
     model = write_tiny_llama(tmp_path / ("c" * 250 + ".gguf"))  # 255 bytes: model.gguf.yarn-cli-undo is not a name
     before = sha256(model)
@@ -145,6 +151,7 @@ def test_a_default_output_name_too_long_for_the_filesystem_is_one_line(run_cli, 
     assert snapshot(tmp_path) == before
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("length", [237, 250, 255])
 def test_outputs_named_up_to_the_filesystem_limit_are_written(run_cli, tiny_model: Path, length: int) -> None:
     name = "a" * (length - len(".gguf")) + ".gguf"
@@ -161,6 +168,7 @@ def test_outputs_named_up_to_the_filesystem_limit_are_written(run_cli, tiny_mode
 # --- immutable files ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_immutable_output_is_refused_before_anything_is_written(run_cli, tiny_model: Path) -> None:
     folder = tiny_model.parent
     locked_files = [folder / "i.Modelfile", folder / "j.gguf"]

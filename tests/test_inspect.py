@@ -60,6 +60,7 @@ def test_inspect_json_and_yarn_view(run_cli, tiny_model: Path) -> None:
     assert yarn["pairs"][-1]["freq_ratio"] == pytest.approx(0.25)
 
 
+@pytest.mark.slow
 def test_inspect_a_converted_file(run_cli, tiny_model: Path) -> None:
     assert run_cli("convert", tiny_model, "--factor", "4", "-q").returncode == 0
     result = run_cli("inspect", tiny_model.with_name("tiny.yarn-4x.gguf"))

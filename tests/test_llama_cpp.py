@@ -75,6 +75,7 @@ def test_undone_file_behaves_like_the_original(tiny_model: Path) -> None:
     assert np.array_equal(logits(restored, TINY_TOKENS, 256), logits(tiny_model, TINY_TOKENS, 256))
 
 
+@pytest.mark.slow
 def test_smollm2_yarn_file_equals_runtime_yarn(smollm2: Path, tmp_path: Path) -> None:
     """The real model: SmolLM2-135M (context 8192) converted to YaRN x4 (32768)."""
     out = convert_file(smollm2, ConvertRequest(factor=4.0), output=tmp_path / "smol.yarn-4x.gguf").outputs[0].path

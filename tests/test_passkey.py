@@ -1,4 +1,7 @@
-"""Passkey retrieval: prompt sizes in the model's tokens, scoring, reuse, JSON and resume, the real model."""
+"""Passkey retrieval: prompt sizes in the model's tokens, scoring, reuse, the JSON record, the real model.
+
+Resuming a run from its record: tests/test_passkey_resume.py.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from pathlib import Path
 import llama_cpp
 import pytest
 from ggufs import write_tiny_llama
-from helpers import error_line
+from helpers import error_line, sweep
 
 from yarn_cli.errors import InputError
 from yarn_cli.evals.lengths import default_lengths, parse_length
@@ -140,6 +143,7 @@ def test_reuse_gives_the_same_answers_with_fewer_evaluated_tokens(tiny_model: Pa
     assert sum(r.evaluated_tokens for r in reused) < sum(r.evaluated_tokens for r in fresh)
 
 
+@pytest.mark.slow
 def test_smollm2_finds_the_key_at_1k_and_2k(run_cli, tmp_path: Path) -> None:
     record_path = tmp_path / "run.json"
     result = run_cli("passkey", "--lengths", "1k,2k", "--trials", "4", "--seed", "1", "--json", record_path)
@@ -171,16 +175,18 @@ def test_smollm2_finds_the_key_at_1k_and_2k(run_cli, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [
-        (["--lengths", "abc"], "cannot read 'abc' as a length"),
-        (["--lengths", "40"], "a length of 40 tokens is too short"),
-        (["--trials", "0"], "--trials must be at least 1"),
-        (["--compare", "yarn"], "cannot read the variant 'yarn'"),
-        (["--compare", "yarn:0.5"], "cannot read the variant 'yarn:0.5'"),
-        (["--compare", "as-is,dynamic"], "cannot read the variant 'dynamic'"),
-        (["--depths", "2"], "--depths must be numbers between 0 and 1"),
-        (["--lengths", "4000k"], "the KV cache for 4096018 tokens needs"),
-    ],
+    sweep(
+        [
+            (["--lengths", "abc"], "cannot read 'abc' as a length"),
+            (["--lengths", "40"], "a length of 40 tokens is too short"),
+            (["--trials", "0"], "--trials must be at least 1"),
+            (["--compare", "yarn"], "cannot read the variant 'yarn'"),
+            (["--compare", "yarn:0.5"], "cannot read the variant 'yarn:0.5'"),
+            (["--compare", "as-is,dynamic"], "cannot read the variant 'dynamic'"),
+            (["--depths", "2"], "--depths must be numbers between 0 and 1"),
+            (["--lengths", "4000k"], "the KV cache for 4096018 tokens needs"),
+        ]
+    ),
 )
 def test_bad_input(run_cli, args: list[str], expected: str) -> None:
     result = run_cli("passkey", *args)

@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from helpers import TEXT, assert_drawn_png, error_line
 
 from yarn_cli.conversion import ConvertRequest, convert_file
 
 
+@pytest.mark.slow
 def test_resume_runs_only_the_missing_trials(run_cli, tiny_model: Path, tmp_path: Path) -> None:
     record_path = tmp_path / "tiny.json"
     first = run_cli("passkey", tiny_model, "--lengths", "600", "--trials", "2", "--json", record_path)
@@ -40,6 +42,7 @@ def passkey(run_cli, model: Path, *extra: str):
     return run_cli("passkey", model, "--lengths", "400", "--trials", "1", "-t", "2", *extra)
 
 
+@pytest.mark.slow
 def test_a_resume_never_adopts_another_models_trials(run_cli, tiny_model: Path, tmp_path: Path) -> None:
     x2 = convert_file(tiny_model, ConvertRequest(factor=2.0)).outputs[0].path
     x4 = convert_file(tiny_model, ConvertRequest(factor=4.0)).outputs[0].path
@@ -59,6 +62,7 @@ def test_a_resume_never_adopts_another_models_trials(run_cli, tiny_model: Path, 
     assert resumed.returncode == 0 and "1 trials already done" in resumed.stderr
 
 
+@pytest.mark.slow
 def test_a_damaged_run_is_refused_before_any_trial(run_cli, tiny_model: Path, tmp_path: Path) -> None:
     assert passkey(run_cli, tiny_model, "--json", "run.json").returncode == 0
     record = tmp_path / "run.json"
@@ -79,6 +83,7 @@ def test_a_damaged_run_is_refused_before_any_trial(run_cli, tiny_model: Path, tm
     assert "is not a passkey run (its model is [1])" in error_line(passkey(run_cli, tiny_model, "--json", "run.json"))
 
 
+@pytest.mark.slow
 def test_a_file_converted_in_place_is_another_model_to_a_resume(run_cli, tiny_model: Path) -> None:
     assert passkey(run_cli, tiny_model, "--json", "run.json").returncode == 0
     assert run_cli("convert", tiny_model, "--in-place", "--factor", "2").returncode == 0

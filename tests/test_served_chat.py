@@ -15,6 +15,8 @@ from helpers import error_line
 from servers import LlamaServer
 from terminal import Terminal
 
+pytestmark = pytest.mark.slow  # each test talks to a real server
+
 
 @pytest.fixture(scope="module")
 def server(smollm2: Path) -> Iterator[LlamaServer]:

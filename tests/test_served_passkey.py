@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import error_line
+from helpers import error_line, sweep
 from servers import FakeServer, LlamaServer, forward, free_port, vllm_shapes
 
 from yarn_cli.serving.client import ServerClient
@@ -38,6 +38,7 @@ def answers(path: Path) -> list[tuple[int, int, str]]:
     return sorted((t["length"], t["index"], t["output"]) for t in trials(path))
 
 
+@pytest.mark.slow
 def test_a_served_model_gives_the_local_answers(run_cli, server: LlamaServer, tmp_path: Path) -> None:
     served = run_cli("passkey", "--server", server.url, "--lengths", "1k", "--trials", "2", "--json", "served.json")
     assert served.returncode == 0, served.stderr
@@ -51,6 +52,7 @@ def test_a_served_model_gives_the_local_answers(run_cli, server: LlamaServer, tm
     assert "127.0.0.1" in served.stdout and "passkey context" in served.stdout
 
 
+@pytest.mark.slow
 def test_parallel_requests_give_the_same_answers(run_cli, server: LlamaServer, tmp_path: Path, smollm2: Path) -> None:
     args = ("passkey", "--server", f"smol={server.url}", "--tokenizer", smollm2, "--lengths", "600", "--trials", "3")
     one = run_cli(*args, "--json", "one.json")
@@ -60,6 +62,7 @@ def test_parallel_requests_give_the_same_answers(run_cli, server: LlamaServer, t
     assert json.loads((tmp_path / "four.json").read_text())["model"]["tokenizer"]["path"] == str(smollm2)
 
 
+@pytest.mark.slow
 def test_a_server_that_refuses_a_long_prompt_names_its_context(run_cli, server: LlamaServer) -> None:
     result = run_cli("passkey", "--server", server.url, "--lengths", "3k", "--trials", "1")
     assert result.returncode == 1
@@ -68,6 +71,7 @@ def test_a_server_that_refuses_a_long_prompt_names_its_context(run_cli, server: 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_silently_truncating_server_is_reported_not_scored(
     run_cli, server: LlamaServer, tmp_path: Path, smollm2: Path
 ) -> None:
@@ -106,6 +110,7 @@ def test_a_silently_truncating_server_is_reported_not_scored(
     assert [t["truncated"] for t in rerun["trials"]] == [False, False] and rerun["truncated_trials"] == 0
 
 
+@pytest.mark.slow
 def test_a_server_that_stops_mid_run_keeps_the_finished_trials_and_resumes(
     run_cli, server: LlamaServer, tmp_path: Path, smollm2: Path
 ) -> None:
@@ -146,12 +151,14 @@ def threading_stop(fake: FakeServer) -> None:
 
 @pytest.mark.parametrize(
     ("handler", "expected"),
-    [
-        (lambda r, p, b: (500, {"error": {"message": "out of memory"}}), "answered HTTP 500: out of memory"),
-        (lambda r, p, b: (404, "<html>Not Found</html>"), "must be an OpenAI-compatible API"),
-        (lambda r, p, b: (200, "<html>a web page</html>"), "did not answer JSON"),
-        (lambda r, p, b: (401, {"error": "invalid api key"}), "set the API key in YARN_CLI_API_KEY"),
-    ],
+    sweep(
+        [
+            (lambda r, p, b: (500, {"error": {"message": "out of memory"}}), "answered HTTP 500: out of memory"),
+            (lambda r, p, b: (404, "<html>Not Found</html>"), "must be an OpenAI-compatible API"),
+            (lambda r, p, b: (200, "<html>a web page</html>"), "did not answer JSON"),
+            (lambda r, p, b: (401, {"error": "invalid api key"}), "set the API key in YARN_CLI_API_KEY"),
+        ]
+    ),
     ids=["500", "not-an-api-404", "not-json", "unauthorised"],
 )
 def test_a_failing_or_foreign_server_is_one_line(run_cli, handler: Any, expected: str) -> None:
@@ -161,6 +168,7 @@ def test_a_failing_or_foreign_server_is_one_line(run_cli, handler: Any, expected
     assert expected in error_line(result) and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_nothing_listening_and_a_slow_server(run_cli, server: LlamaServer, smollm2: Path) -> None:
     port = free_port()
     start = time.monotonic()
@@ -186,12 +194,17 @@ def test_nothing_listening_and_a_slow_server(run_cli, server: LlamaServer, smoll
 
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [
-        (["--server", "ftp://host/v1", "--lengths", "1k"], "is not an http(s) URL"),
-        (["--server", "http://a:1", "--server", "http://a:1", "--lengths", "1k"], "share the label"),
-        (["--server", "http://a:1", "--compare", "yarn:2", "--lengths", "1k"], "--compare applies to a model run here"),
-        (["--server", "http://127.0.0.1:9"], "give --lengths"),
-    ],
+    sweep(
+        [
+            (["--server", "ftp://host/v1", "--lengths", "1k"], "is not an http(s) URL"),
+            (["--server", "http://a:1", "--server", "http://a:1", "--lengths", "1k"], "share the label"),
+            (
+                ["--server", "http://a:1", "--compare", "yarn:2", "--lengths", "1k"],
+                "--compare applies to a model run here",
+            ),
+            (["--server", "http://127.0.0.1:9"], "give --lengths"),
+        ]
+    ),
 )
 def test_bad_server_arguments(run_cli, args: list[str], expected: str) -> None:
     result = run_cli("passkey", *args)
@@ -199,6 +212,7 @@ def test_bad_server_arguments(run_cli, args: list[str], expected: str) -> None:
     assert expected in error_line(result)
 
 
+@pytest.mark.slow
 def test_a_server_without_a_tokenizer_is_sized_by_its_own_counts(run_cli, server: LlamaServer, tmp_path: Path) -> None:
     """Ollama and LM Studio have no tokenize endpoint: sizes come from usage.prompt_tokens."""
 
@@ -217,6 +231,7 @@ def test_a_server_without_a_tokenizer_is_sized_by_its_own_counts(run_cli, server
         assert abs(trial["server_prompt_tokens"] - 1024) <= 0.03 * 1024 and not trial["truncated"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", ["refused", "ignored"])
 def test_vllm_tokenizer_endpoints_size_the_prompts(run_cli, server: LlamaServer, tmp_path: Path, content: str) -> None:
     """vLLM's request shape; "ignored": a server answering llama-server's shape with no tokens is not believed."""
@@ -231,6 +246,7 @@ def test_vllm_tokenizer_endpoints_size_the_prompts(run_cli, server: LlamaServer,
     assert all(t["server_prompt_tokens"] == t["prompt_tokens"] == 1024 for t in trials(tmp_path / "vllm.json"))
 
 
+@pytest.mark.slow
 def test_vllms_context_is_read_from_its_model_list(server: LlamaServer) -> None:
     """chat's first line shows it; llama-cpp-python's own list says nothing of the context."""
     with FakeServer(vllm_shapes(server.url, max_model_len=1536)) as fake, ServerClient(fake.url) as client:
@@ -239,6 +255,7 @@ def test_vllms_context_is_read_from_its_model_list(server: LlamaServer) -> None:
         assert client.context_size() is None
 
 
+@pytest.mark.slow
 def test_a_tokenizer_endpoint_that_fails_ends_the_run(run_cli, server: LlamaServer) -> None:
     """A 400 means "another server's request shape"; a 500 is the server's failure, not a missing tokenizer."""
     with FakeServer(vllm_shapes(server.url, fail_with=500)) as fake:
@@ -247,6 +264,7 @@ def test_a_tokenizer_endpoint_that_fails_ends_the_run(run_cli, server: LlamaServ
     assert "/tokenize answered HTTP 500: engine dead" in error_line(result)
 
 
+@pytest.mark.slow
 def test_a_tokenizer_that_does_not_count_the_text_is_one_line(run_cli, server: LlamaServer) -> None:
     """A tokenize endpoint that answers the same token whatever the text would make the filler grow forever."""
 
