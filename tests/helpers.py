@@ -1,15 +1,32 @@
-"""Assertions shared by the command-line tests."""
+"""Assertions and small helpers shared by the test files (tests/ is on sys.path: ``from helpers import ...``)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
+
+# a chapter of Pride and Prejudice: the text the perplexity runs score
+TEXT = Path(__file__).parent / "data" / "pride-and-prejudice-chapter-1.txt"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file in a folder, with its content hash: what must not change."""
+    return {p.name: sha256(p) for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
 
 
 def error_line(result: subprocess.CompletedProcess[str], *, status_lines: tuple[str, ...] = ()) -> str:
@@ -63,3 +80,16 @@ def installed_command() -> str:
     if found is None:
         pytest.skip("yarn-cli is not installed as a command here (run from a source tree)")
     return found
+
+
+def sweep(cases: Iterable[object], quick: int = 1) -> list[object]:
+    """A parametrize list whose first ``quick`` cases stay in the quick loop and the rest are marked slow.
+
+    For a sweep of command-line cases, each a ``python -m yarn_cli`` run: ``pytest -m "not slow"``
+    still runs the check, once, and the whole suite runs every case. A case of several argument
+    names is a tuple, as ``parametrize`` takes it.
+    """
+    return [
+        case if i < quick else pytest.param(*(case if isinstance(case, tuple) else (case,)), marks=pytest.mark.slow)
+        for i, case in enumerate(cases)
+    ]

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from archs import SLIDING_WINDOW, write_tiny
 from gguf import GGUFValueType
-from test_llama_cpp import load, logits
+from logits import load, logits
 
 from yarn_cli.conversion import ConvertRequest, convert_file, plan_conversion
 from yarn_cli.errors import InputError, UnsupportedModelError

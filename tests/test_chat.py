@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import pty
-import select
-import signal
 import sys
 import time
 from pathlib import Path
 
 import pytest
 from ggufs import write_tiny_llama
-from helpers import error_line, expected_backend
+from helpers import error_line, expected_backend, sweep
 from llama_cpp import Llama
+from terminal import Terminal
 
 from yarn_cli.conversation import Conversation, ends_in_loop
 from yarn_cli.conversion import ConvertRequest, convert_file
@@ -41,6 +38,7 @@ def test_one_shot_prints_only_the_reply(run_cli) -> None:
     assert f"llama.cpp: n_ctx 8192 (trained 8192), rope none, freq_base 100000, {expected_backend()} (" in result.stderr
 
 
+@pytest.mark.slow
 def test_prompt_from_a_pipe(run_cli, tmp_path: Path) -> None:
     import subprocess
 
@@ -76,7 +74,7 @@ def test_json_result(run_cli) -> None:
     assert data["mode"] == "chat"  # SmolLM2's file has a chat template
 
 
-@pytest.mark.parametrize("n_predict", [3, 10, None])
+@pytest.mark.parametrize("n_predict", sweep([3, 10, None]))
 def test_completion_tokens_are_the_replys_tokens(run_cli, smollm2: Path, n_predict: int | None) -> None:
     """Cut short by -n or ended by the model, the count is the reply's tokens (not llama.cpp's decodes)."""
     asked = ["-n", str(n_predict), "-p", "Tell me a story"] if n_predict else ["-p", QUESTION]
@@ -100,6 +98,7 @@ def smollm2_x2(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return convert_file(smollm2, ConvertRequest(factor=2.0), output=folder / "x2.gguf").outputs[0].path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "arithmetic",
     [["-t", "1"], ["-t", "2", "-b", "16"], ["-t", "1", "-fa"], ["-t", "2", "-b", "16", "-fa"]],
@@ -115,6 +114,7 @@ def test_the_readme_answer_holds_across_threads_batches_and_flash_attention(
     assert result.stdout == "The capital of France is Paris.\n"
 
 
+@pytest.mark.slow
 def test_a_one_shot_reply_without_n_stops(run_cli, tiny_model: Path) -> None:
     """A random-weight model never says end-of-turn: without -n its reply still ends, and says why."""
     result = run_cli("chat", tiny_model, "-p", "the", "--temp", "0", "-c", "1024", "-t", "2")
@@ -172,6 +172,7 @@ def test_loops_are_the_same_text_eight_times_at_the_end(text: str, loops: bool) 
     assert ends_in_loop(text) is loops
 
 
+@pytest.mark.slow
 def test_seed_makes_sampling_reproducible(run_cli) -> None:
     args = ("chat", "-p", "Write one sentence about the sea.", "--temp", "1.0", "--seed", "42", "-n", "24")
     first, second = run_cli(*args), run_cli(*args)
@@ -179,6 +180,7 @@ def test_seed_makes_sampling_reproducible(run_cli) -> None:
     assert first.stdout == second.stdout and first.stdout.strip()
 
 
+@pytest.mark.slow
 def test_converted_file_answers_like_runtime_yarn(run_cli, smollm2: Path, tmp_path: Path) -> None:
     converted = convert_file(smollm2, ConvertRequest(factor=4.0), output=tmp_path / "smol.yarn-4x.gguf")
     path = converted.outputs[0].path
@@ -195,6 +197,7 @@ def test_converted_file_answers_like_runtime_yarn(run_cli, smollm2: Path, tmp_pa
     assert (a["settings"]["n_ctx_train"], b["settings"]["n_ctx_train"]) == (32768, 8192)
 
 
+@pytest.mark.slow
 def test_yarn_auto_applies_yarn_beyond_the_native_context(run_cli) -> None:
     result = run_cli("chat", "-p", "Hi", "-n", "4", "-c", "16384", "--yarn", "auto", "--temp", "0")
     assert result.returncode == 0, result.stderr
@@ -202,6 +205,7 @@ def test_yarn_auto_applies_yarn_beyond_the_native_context(run_cli) -> None:
     assert "rope yarn x2 (original 8192)" in result.stderr
 
 
+@pytest.mark.slow
 def test_rope_scaling_none_turns_a_file_scaling_off(run_cli, smollm2: Path, tmp_path: Path) -> None:
     path = convert_file(smollm2, ConvertRequest(factor=2.0), output=tmp_path / "x2.gguf").outputs[0].path
     result = run_cli("chat", path, "-p", "Hi", "-n", "2", "-c", "512", "--rope-scaling", "none", "--json")
@@ -212,6 +216,7 @@ def test_rope_scaling_none_turns_a_file_scaling_off(run_cli, smollm2: Path, tmp_
 # --- limits ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_prompt_longer_than_the_context(run_cli) -> None:
     result = run_cli("chat", "-p", "word " * 400, "-c", "256")
     assert result.returncode == 1
@@ -220,6 +225,7 @@ def test_prompt_longer_than_the_context(run_cli) -> None:
     assert "yarn-cli convert" in line and "--rope-scale" in line
 
 
+@pytest.mark.slow
 def test_old_turns_dropped_to_fit_system_prompt_kept(smollm2: Path) -> None:
     llm, effective = load_model(open_model(smollm2), LoadOptions(n_ctx=512))
     assert effective.n_ctx == 512
@@ -262,23 +268,26 @@ def test_effective_settings_are_read_back(tiny_model: Path) -> None:
 
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [
-        (["--rope-scale", "0"], "--rope-scale must be a positive number, got 0"),
-        (["-c", "-5"], "-c/--ctx-size must be between 1 and 4,294,967,295 tokens, got -5"),
-        (["--rope-scaling", "dynamic"], "--rope-scaling must be one of none, linear, yarn"),
-        (["--temp", "-1"], "--temp must be 0 or more"),
-        (["--top-p", "2"], "--top-p must be between 0 and 1"),
-        (["-n", "0"], "-n/--max-tokens must be positive"),
-        (["--yarn", "sometimes"], "--yarn must be auto, dynamic or off"),
-        (["-t", "0"], "-t/--threads must be between 1 and 512 (llama.cpp's limit), got 0"),
-        (["-t", "100000"], "-t/--threads must be between 1 and 512 (llama.cpp's limit), got 100000"),
-        (["--rope-scale", "1e39"], "--rope-scale 1e+39 is more than a GGUF float32 can hold"),
-        (["--rope-freq-base", "1e39"], "--rope-freq-base 1e+39 is more than a GGUF float32 can hold"),
-        (["--temp", "nan"], "--temp must be 0 or more, got nan"),
-        (["--repeat-penalty", "nan"], "--repeat-penalty must be positive, got nan"),
-        (["-c", "4294967296"], "-c/--ctx-size must be between 1 and 4,294,967,295 tokens, got 4,294,967,296"),
-        (["-c", "4000000000"], "the KV cache for 4000000000 tokens needs"),
-    ],
+    sweep(
+        [
+            (["--rope-scale", "0"], "--rope-scale must be a positive number, got 0"),
+            (["-c", "-5"], "-c/--ctx-size must be between 1 and 4,294,967,295 tokens, got -5"),
+            (["--rope-scaling", "dynamic"], "--rope-scaling must be one of none, linear, yarn"),
+            (["--temp", "-1"], "--temp must be 0 or more"),
+            (["--top-p", "2"], "--top-p must be between 0 and 1"),
+            (["-n", "0"], "-n/--max-tokens must be positive"),
+            (["--yarn", "sometimes"], "--yarn must be auto, dynamic or off"),
+            (["-t", "0"], "-t/--threads must be between 1 and 512 (llama.cpp's limit), got 0"),
+            (["-t", "100000"], "-t/--threads must be between 1 and 512 (llama.cpp's limit), got 100000"),
+            (["--rope-scale", "1e39"], "--rope-scale 1e+39 is more than a GGUF float32 can hold"),
+            (["--rope-freq-base", "1e39"], "--rope-freq-base 1e+39 is more than a GGUF float32 can hold"),
+            (["--temp", "nan"], "--temp must be 0 or more, got nan"),
+            (["--repeat-penalty", "nan"], "--repeat-penalty must be positive, got nan"),
+            (["-c", "4294967296"], "-c/--ctx-size must be between 1 and 4,294,967,295 tokens, got 4,294,967,296"),
+            (["-c", "4000000000"], "the KV cache for 4000000000 tokens needs"),
+        ],
+        quick=2,
+    ),
 )
 def test_bad_flags(run_cli, args: list[str], expected: str) -> None:
     result = run_cli("chat", "-p", "hi", *args)
@@ -286,6 +295,7 @@ def test_bad_flags(run_cli, args: list[str], expected: str) -> None:
     assert expected in error_line(result, status_lines=LLAMA_STATUS)
 
 
+@pytest.mark.slow
 def test_bad_models(run_cli, tmp_path: Path) -> None:
     missing = run_cli("chat", tmp_path / "nope.gguf", "-p", "hi")
     assert error_line(missing, status_lines=LLAMA_STATUS) == f"Error: {tmp_path / 'nope.gguf'} does not exist"
@@ -302,51 +312,6 @@ def test_bad_models(run_cli, tmp_path: Path) -> None:
 
 
 # --- the REPL on a pseudo-terminal -------------------------------------------------------------
-
-
-class Terminal:
-    """Drive ``yarn-cli chat`` on a pseudo-terminal, as a person at a keyboard would."""
-
-    def __init__(self, *args: str, cwd: Path) -> None:
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child: become the CLI
-            os.chdir(cwd)
-            os.environ["NO_COLOR"] = "1"
-            os.execvp(sys.executable, [sys.executable, "-m", "yarn_cli", "chat", *args])
-        self.buffer = b""
-        self.pos = 0
-
-    def expect(self, marker: str, timeout: float = 120) -> str:
-        end = time.monotonic() + timeout
-        needle = marker.encode()
-        while time.monotonic() < end:
-            found = self.buffer.find(needle, self.pos)
-            if found >= 0:
-                seen = self.buffer[self.pos : found].decode(errors="replace")
-                self.pos = found + len(needle)
-                return seen
-            ready, _, _ = select.select([self.fd], [], [], 0.2)
-            if ready:
-                try:
-                    self.buffer += os.read(self.fd, 65536)
-                except OSError:
-                    break
-        raise AssertionError(f"never saw {marker!r}; screen so far:\n{self.buffer.decode(errors='replace')}")
-
-    def type(self, text: str) -> None:
-        os.write(self.fd, text.encode())
-
-    def wait(self) -> int:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                return os.waitstatus_to_exitcode(status)
-            if select.select([self.fd], [], [], 0.2)[0]:
-                with contextlib.suppress(OSError):
-                    self.buffer += os.read(self.fd, 65536)
-        os.kill(self.pid, signal.SIGKILL)
-        raise AssertionError("the REPL did not exit")
 
 
 def test_repl_session(tmp_path: Path) -> None:
@@ -385,6 +350,7 @@ def test_repl_session(tmp_path: Path) -> None:
     assert term.wait() == 0
 
 
+@pytest.mark.slow
 def test_repl_ctrl_c_stops_a_reply_and_keeps_the_session(tmp_path: Path) -> None:
     term = Terminal("--temp", "0", "-c", "2048", cwd=tmp_path)
     term.expect("> ")

@@ -93,6 +93,7 @@ def test_bad_flags_are_the_flags_own_error(tiny_model: Path) -> None:
         choose_scaling(model, ScalingOverride(rope_scale=0.0), yarn="dynamic", n_ctx=None)
 
 
+@pytest.mark.slow
 def test_the_chat_command_shows_the_note(run_cli, gemma2: Path) -> None:
     args = ("chat", gemma2, "-p", "the", "-n", "1", "-t", "1", "--temp", "0", "-c", "512")
     flagged = run_cli(*args, "--rope-scaling", "yarn", "--rope-scale", "2", "--yarn-orig-ctx", "256")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 from gguf import GGUFReader, GGUFValueType
 from ggufs import CONTEXT, FREQ_BASE, HEAD_DIM, write_tiny_llama
-from helpers import interrupt_on_call
+from helpers import interrupt_on_call, sha256
 
 from yarn_cli.conversion import ConvertRequest, convert_file, plan_conversion
 from yarn_cli.errors import InputError, OutputError, UnsupportedModelError
@@ -19,10 +18,6 @@ from yarn_cli.gguf.header import read_header
 from yarn_cli.model import open_model
 from yarn_cli.rope.keys import RECORD_KEY, VERSION_KEY
 from yarn_cli.rope.scaling import Method
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def fields(path: Path) -> dict[str, tuple[GGUFValueType, object]]:
@@ -383,6 +378,7 @@ def test_big_endian_file_converts_and_undoes(tmp_path: Path) -> None:
     assert sha256(convert(out, method=Method.NONE)) == sha256(big_endian)
 
 
+@pytest.mark.slow
 def test_tensor_data_keeps_its_offset_within_a_page(tiny_model: Path, smollm2: Path, tmp_path: Path) -> None:
     """The undo record is padded so the data moves by whole 4 KiB pages (fast in-kernel copies)."""
     for source in (tiny_model, smollm2):

@@ -4,6 +4,7 @@ together, written through one staging, and appear together or not at all; the he
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -14,8 +15,7 @@ from typing import Any
 
 import pytest
 from ggufs import write_tiny_llama
-from helpers import error_line, interrupt_on_call
-from test_convert import sha256
+from helpers import error_line, interrupt_on_call, sha256, snapshot
 from typer.testing import CliRunner
 
 import yarn_cli.gguf.header
@@ -61,6 +61,7 @@ def tmpfs_dir() -> Iterator[Path]:
         yield Path(name)
 
 
+@pytest.mark.slow
 def test_an_in_place_change_that_fails_leaves_no_modelfile(run_cli, tmpfs_dir: Path) -> None:
     model = write_tiny_llama(tmpfs_dir / "tiny.gguf")
     (tmpfs_dir / "other.gguf").hardlink_to(model)
@@ -72,6 +73,7 @@ def test_an_in_place_change_that_fails_leaves_no_modelfile(run_cli, tmpfs_dir: P
     assert names(tmpfs_dir) == ["other.gguf", "tiny.gguf"]
 
 
+@pytest.mark.slow
 def test_an_in_place_change_writes_its_modelfile_beside_the_file(run_cli, tiny_model: Path) -> None:
     result = run_cli("convert", tiny_model, "--in-place", "--factor", "2", "--modelfile", "--json")
     assert result.returncode == 0, result.stderr
@@ -91,6 +93,7 @@ def test_the_library_writes_the_modelfile_as_an_output(tiny_model: Path) -> None
 # --- a dry run says what it would write -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_dry_run_names_the_modelfile_it_would_write(run_cli, tiny_model: Path) -> None:
     result = run_cli("convert", tiny_model, "--factor", "2", "--modelfile", "--dry-run")
     assert result.returncode == 0, result.stderr
@@ -167,3 +170,63 @@ def test_nothing_of_a_refused_modelfile_is_left(run_cli, tiny_model: Path) -> No
     modelfile = tiny_model.with_name("tiny.yarn-2x.Modelfile")
     assert error_line(result) == f"Error: {modelfile} exists; use --force to replace it"
     assert names(tiny_model.parent) == ["tiny.gguf", "tiny.yarn-2x.Modelfile"]
+
+
+# --- --modelfile: checked before the model is written -------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_modelfile_that_cannot_be_written_is_found_before_the_model(run_cli, tiny_model: Path) -> None:
+    folder = tiny_model.parent
+    (folder / "o.Modelfile").mkdir()
+    os.symlink("/dev/null", folder / "n.Modelfile")
+    before = snapshot(folder)
+    cases = [
+        (["o.gguf"], "--modelfile would write o.Modelfile, which is a folder; move it, or give another OUTPUT"),
+        (
+            ["n.gguf"],
+            "--modelfile would write n.Modelfile, which is not a regular file (a device, pipe or socket); "
+            "give another OUTPUT",
+        ),
+        (
+            ["/sys/o.gguf"],
+            "--modelfile /sys/o.Modelfile: cannot write in /sys (Permission denied); choose another place",
+        ),
+    ]
+    for output, line in cases:
+        result = run_cli("convert", tiny_model, *output, "--factor", "2", "--modelfile", "--force")
+        assert result.returncode == 1
+        assert error_line(result) == f"Error: {line}"
+    assert snapshot(folder) == before
+    assert sorted(p.name for p in folder.iterdir()) == sorted([tiny_model.name, "o.Modelfile", "n.Modelfile"])
+
+
+def test_a_modelfile_is_never_written_over_the_input_model(run_cli, tiny_model: Path) -> None:
+    model = tiny_model.rename(tiny_model.with_name("x.Modelfile"))  # a model under an odd name
+    before = snapshot(model.parent)
+    result = run_cli("convert", model.name, "x.gguf", "--factor", "2", "--modelfile", "--force")
+    assert result.returncode == 1
+    assert error_line(result) == (
+        "Error: --modelfile would write x.Modelfile, which is the model x.Modelfile; give an OUTPUT whose "
+        "Modelfile name is free"
+    )
+    assert snapshot(model.parent) == before
+
+
+@pytest.mark.slow
+def test_convert_writes_an_ollama_modelfile_with_the_new_context(run_cli, tiny_model: Path) -> None:
+    result = run_cli("convert", tiny_model, "--factor", "4", "--modelfile")
+    assert result.returncode == 0, result.stderr
+    modelfile = tiny_model.with_name("tiny.yarn-4x.Modelfile")
+    assert modelfile.read_text().splitlines()[1:] == ["FROM ./tiny.yarn-4x.gguf", "PARAMETER num_ctx 1024"]
+    assert "ollama create NAME -f" in result.stderr
+    again = run_cli("convert", tiny_model, "--factor", "4", "--modelfile", "--force", "--json")
+    assert json.loads(again.stdout)["modelfile"] == str(modelfile)
+    before = sorted(p.name for p in tiny_model.parent.iterdir())
+    other = run_cli("convert", tiny_model, "--factor", "2", "--modelfile", "out.gguf")
+    assert other.returncode == 0  # a new output, a new Modelfile beside it
+    exists = run_cli("convert", tiny_model, "--factor", "4", "--modelfile")
+    assert exists.returncode == 1 and "tiny.yarn-4x.Modelfile exists; use --force" in error_line(exists)
+    undo = run_cli("convert", tiny_model.with_name("tiny.yarn-4x.gguf"), "--method", "none", "--modelfile")
+    assert undo.returncode == 1 and "--modelfile is for a scaled model" in error_line(undo)
+    assert sorted(p.name for p in tiny_model.parent.iterdir()) == sorted([*before, "out.gguf", "out.Modelfile"])

@@ -144,6 +144,7 @@ def smollm2_header(smollm2: Path) -> GGUFHeader:
     return read_header(smollm2)
 
 
+@pytest.mark.slow
 def test_read_header_smollm2(smollm2: Path, smollm2_header: GGUFHeader) -> None:
     header = smollm2_header
     assert header.version == 3
@@ -205,6 +206,7 @@ def test_build_header_identity_tiny(tiny_model: Path) -> None:
     assert built == tiny_model.read_bytes()[: header.data_offset]
 
 
+@pytest.mark.slow
 def test_build_header_identity_smollm2(smollm2: Path, smollm2_header: GGUFHeader) -> None:
     header = smollm2_header
     built = build_header(header, {})
@@ -213,6 +215,7 @@ def test_build_header_identity_smollm2(smollm2: Path, smollm2_header: GGUFHeader
         assert built == fh.read(header.data_offset)
 
 
+@pytest.mark.slow
 def test_build_header_restoring_values_is_identity(smollm2: Path, smollm2_header: GGUFHeader) -> None:
     header = smollm2_header
     edits = {
@@ -297,6 +300,7 @@ def test_build_header_delete_everything_but_architecture(tiny_model: Path, tmp_p
     assert read_header(out).architecture == "llama"
 
 
+@pytest.mark.slow
 def test_build_header_patched_smollm2_reads_back(smollm2: Path, smollm2_header: GGUFHeader, tmp_path: Path) -> None:
     header = smollm2_header
     edits = {

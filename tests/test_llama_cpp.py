@@ -13,41 +13,10 @@ import numpy as np
 import pytest
 from gguf import GGUFValueType
 from ggufs import CONTEXT, FREQ_BASE, HEAD_DIM, write_tiny_llama
+from logits import LINEAR, TINY_TOKENS, YARN, load, logits, trained
 
 from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.rope.scaling import Method
-
-YARN = llama_cpp.LLAMA_ROPE_SCALING_TYPE_YARN
-LINEAR = llama_cpp.LLAMA_ROPE_SCALING_TYPE_LINEAR
-
-
-def load(path: Path, n_ctx: int, **params: object) -> llama_cpp.Llama:
-    return llama_cpp.Llama(
-        model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, logits_all=True, n_threads=2, verbose=False, **params
-    )
-
-
-def logits(path: Path, tokens: list[int], n_ctx: int, **params: object) -> np.ndarray:
-    llm = load(path, n_ctx, **params)
-    try:
-        llm.eval(tokens)
-        return np.array(llm.scores[: len(tokens)], copy=True)
-    finally:
-        llm.close()
-
-
-def trained(path: Path) -> tuple[int, float]:
-    llm = load(path, 64)
-    try:
-        return (
-            llama_cpp.llama_model_n_ctx_train(llm.model),
-            llama_cpp.llama_model_rope_freq_scale_train(llm.model),
-        )
-    finally:
-        llm.close()
-
-
-TINY_TOKENS = list(range(3, 3 + 200))
 
 
 @pytest.mark.parametrize("factor", [2.0, 4.0, 16.0])
@@ -106,6 +75,7 @@ def test_undone_file_behaves_like_the_original(tiny_model: Path) -> None:
     assert np.array_equal(logits(restored, TINY_TOKENS, 256), logits(tiny_model, TINY_TOKENS, 256))
 
 
+@pytest.mark.slow
 def test_smollm2_yarn_file_equals_runtime_yarn(smollm2: Path, tmp_path: Path) -> None:
     """The real model: SmolLM2-135M (context 8192) converted to YaRN x4 (32768)."""
     out = convert_file(smollm2, ConvertRequest(factor=4.0), output=tmp_path / "smol.yarn-4x.gguf").outputs[0].path

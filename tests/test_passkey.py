@@ -1,4 +1,7 @@
-"""Passkey retrieval: prompt sizes in the model's tokens, scoring, reuse, JSON and resume, the real model."""
+"""Passkey retrieval: prompt sizes in the model's tokens, scoring, reuse, the JSON record, the real model.
+
+Resuming a run from its record: tests/test_passkey_resume.py.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from pathlib import Path
 import llama_cpp
 import pytest
 from ggufs import write_tiny_llama
-from helpers import assert_drawn_png, error_line
+from helpers import error_line, sweep
 
 from yarn_cli.errors import InputError
 from yarn_cli.evals.lengths import default_lengths, parse_length
@@ -140,6 +143,7 @@ def test_reuse_gives_the_same_answers_with_fewer_evaluated_tokens(tiny_model: Pa
     assert sum(r.evaluated_tokens for r in reused) < sum(r.evaluated_tokens for r in fresh)
 
 
+@pytest.mark.slow
 def test_smollm2_finds_the_key_at_1k_and_2k(run_cli, tmp_path: Path) -> None:
     record_path = tmp_path / "run.json"
     result = run_cli("passkey", "--lengths", "1k,2k", "--trials", "4", "--seed", "1", "--json", record_path)
@@ -169,40 +173,20 @@ def test_smollm2_finds_the_key_at_1k_and_2k(run_cli, tmp_path: Path) -> None:
     assert record["evaluated_tokens"] == sum(t["evaluated_tokens"] for t in record["trials"])
 
 
-def test_resume_runs_only_the_missing_trials(run_cli, tiny_model: Path, tmp_path: Path) -> None:
-    record_path = tmp_path / "tiny.json"
-    first = run_cli("passkey", tiny_model, "--lengths", "600", "--trials", "2", "--json", record_path)
-    assert first.returncode == 0, first.stderr
-    before = json.loads(record_path.read_text())["trials"]
-    second = run_cli(
-        "passkey", tiny_model, "--lengths", "600", "--trials", "3", "--compare", "as-is,yarn:2",
-        "--json", record_path, "--csv", tmp_path / "t.csv", "--plot", tmp_path / "t.png",
-    )  # fmt: skip
-    assert second.returncode == 0, second.stderr
-    assert "Fatal Python error" not in second.stderr
-    assert_drawn_png(tmp_path / "t.png")
-    assert "Resuming" in second.stderr and "2 trials already done" in second.stderr
-    after = json.loads(record_path.read_text())["trials"]
-    assert len(after) == 6
-    assert [t for t in after if t["variant"] == "as-is" and t["index"] < 2] == before  # kept, not re-run
-    assert len((tmp_path / "t.csv").read_text().strip().splitlines()) == 7
-    other_seed = run_cli("passkey", tiny_model, "--lengths", "600", "--seed", "9", "--json", record_path)
-    assert other_seed.returncode == 1
-    assert "holds a run with other --seed, --depths or answer length" in error_line(other_seed)
-
-
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [
-        (["--lengths", "abc"], "cannot read 'abc' as a length"),
-        (["--lengths", "40"], "a length of 40 tokens is too short"),
-        (["--trials", "0"], "--trials must be at least 1"),
-        (["--compare", "yarn"], "cannot read the variant 'yarn'"),
-        (["--compare", "yarn:0.5"], "cannot read the variant 'yarn:0.5'"),
-        (["--compare", "as-is,dynamic"], "cannot read the variant 'dynamic'"),
-        (["--depths", "2"], "--depths must be numbers between 0 and 1"),
-        (["--lengths", "4000k"], "the KV cache for 4096018 tokens needs"),
-    ],
+    sweep(
+        [
+            (["--lengths", "abc"], "cannot read 'abc' as a length"),
+            (["--lengths", "40"], "a length of 40 tokens is too short"),
+            (["--trials", "0"], "--trials must be at least 1"),
+            (["--compare", "yarn"], "cannot read the variant 'yarn'"),
+            (["--compare", "yarn:0.5"], "cannot read the variant 'yarn:0.5'"),
+            (["--compare", "as-is,dynamic"], "cannot read the variant 'dynamic'"),
+            (["--depths", "2"], "--depths must be numbers between 0 and 1"),
+            (["--lengths", "4000k"], "the KV cache for 4096018 tokens needs"),
+        ]
+    ),
 )
 def test_bad_input(run_cli, args: list[str], expected: str) -> None:
     result = run_cli("passkey", *args)

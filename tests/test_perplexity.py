@@ -9,7 +9,7 @@ import llama_cpp
 import numpy as np
 import pytest
 from ggufs import write_tiny_llama
-from helpers import assert_drawn_png, error_line
+from helpers import assert_drawn_png, error_line, sweep
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -63,6 +63,7 @@ def _tokens(path: Path) -> list[int]:
 # --- the figures ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_matches_an_independent_log_softmax_on_smollm2(smollm2: Path) -> None:
     contexts = [100, 300]
     ours = _run(smollm2, contexts)
@@ -117,6 +118,7 @@ def test_one_pass_nesting_equals_a_pass_per_context(tiny_model: Path) -> None:
     assert nested[("yarn:2", 512)] != pytest.approx(nested[("none", 512)], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_as_is_equals_none_on_an_unscaled_file(smollm2: Path) -> None:
     figures = _run(smollm2, [128, 256], "as-is,none,yarn:2")
     for c in (128, 256):
@@ -124,6 +126,7 @@ def test_as_is_equals_none_on_an_unscaled_file(smollm2: Path) -> None:
         assert figures[("yarn:2", c)] != pytest.approx(figures[("none", c)], rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "variant"), [(Method.YARN, "yarn:2"), (Method.LINEAR, "linear:2")])
 def test_a_converted_file_as_is_equals_the_runtime_variant(
     smollm2: Path, tmp_path: Path, method: Method, variant: str
@@ -136,6 +139,7 @@ def test_a_converted_file_as_is_equals_the_runtime_variant(
         assert baked[("as-is", c)] == pytest.approx(runtime[(variant, c)], rel=1e-9)
 
 
+@pytest.mark.slow
 def test_sliding_windows_match_an_independent_computation(smollm2: Path) -> None:
     context, stride, span = 128, 48, 300
     ours = _run(smollm2, [context, 300], stride=stride)  # K=1 chunk of the longest context: 300 tokens
@@ -240,17 +244,19 @@ def test_cli_table_json_and_csv(run_cli, tiny_model: Path, tmp_path: Path) -> No
 
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [
-        (["--contexts", "64", "--text", "empty.txt"], "empty"),
-        (["--contexts", "4k", "--text", "short.txt"], "need 4,095"),
-        (["--contexts", "4k", "--chunks", "0", "--text", "short.txt"], "--chunks"),
-        (["--contexts", "abc", "--text", "short.txt"], "cannot read 'abc'"),
-        (["--contexts", "64", "--compare", "yarn:0.5", "--text", "short.txt"], "cannot read the variant"),
-        (["--contexts", "64", "--stride", "64", "--text", "short.txt"], "--stride"),
-        (["--contexts", "64", "--text", "missing.txt"], "no such text file"),
-        (["--contexts", "64", "--text", "binary.txt"], "not UTF-8"),
-        (["--contexts", "64", "--text", "."], "is a directory"),
-    ],
+    sweep(
+        [
+            (["--contexts", "64", "--text", "empty.txt"], "empty"),
+            (["--contexts", "4k", "--text", "short.txt"], "need 4,095"),
+            (["--contexts", "4k", "--chunks", "0", "--text", "short.txt"], "--chunks"),
+            (["--contexts", "abc", "--text", "short.txt"], "cannot read 'abc'"),
+            (["--contexts", "64", "--compare", "yarn:0.5", "--text", "short.txt"], "cannot read the variant"),
+            (["--contexts", "64", "--stride", "64", "--text", "short.txt"], "--stride"),
+            (["--contexts", "64", "--text", "missing.txt"], "no such text file"),
+            (["--contexts", "64", "--text", "binary.txt"], "not UTF-8"),
+            (["--contexts", "64", "--text", "."], "is a directory"),
+        ]
+    ),
 )
 def test_bad_input_is_one_clear_line(run_cli, tiny_model: Path, tmp_path: Path, args: list[str], expected: str) -> None:
     (tmp_path / "empty.txt").write_text("  \n")

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import expected_backend, installed_command
+from helpers import expected_backend, installed_command, sweep
 
 from yarn_cli.errors import InputError
 from yarn_cli.files.faults import CRASH_ENV, CRASH_EXIT, OUTPUTS_STAGED
@@ -41,7 +41,7 @@ def first_index(libraries: list[str], *needles: str) -> int:
     return next(i for i, lib in enumerate(libraries) if any(n in Path(lib).name for n in needles))
 
 
-@pytest.mark.parametrize("how", ["module", "script"])
+@pytest.mark.parametrize("how", sweep(["module", "script"]))
 def test_llama_cpp_libraries_load_before_numpys(tiny_model: Path, tmp_path: Path, how: str) -> None:
     """Both ways of starting the command line, with a command that loads a model."""
     start = [sys.executable, "-m", "yarn_cli"] if how == "module" else [installed_command()]
@@ -149,6 +149,7 @@ def test_ctrl_c_while_starting_is_one_line(tmp_path: Path) -> None:
     assert stdout == ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
 def test_a_closed_terminal_or_a_kill_leaves_no_partial_output(smollm2: Path, tmp_path: Path, sig: int) -> None:
     model = tmp_path / "model.gguf"

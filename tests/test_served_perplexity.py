@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from helpers import assert_drawn_png, error_line
+from helpers import assert_drawn_png, error_line, sweep
 from servers import FakeServer, LlamaServer, forward, vllm_shapes
 
 from yarn_cli.gguf.header import build_header, read_header
@@ -60,6 +60,7 @@ def local_nll(model: Path, tokens: list[int]) -> np.ndarray:
         llm.close()
 
 
+@pytest.mark.slow
 def test_the_servers_log_likelihoods_are_the_local_ones(server: LlamaServer, smol_bos: Path) -> None:
     with vocabulary(open_model(smol_bos)) as vocab:
         assert vocab.add_bos
@@ -76,6 +77,7 @@ def test_the_servers_log_likelihoods_are_the_local_ones(server: LlamaServer, smo
     np.testing.assert_allclose(served, local[1:], rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_perplexity_over_a_server_equals_the_local_figure_less_the_first_token(
     run_cli, server: LlamaServer, smol_bos: Path, tmp_path: Path
 ) -> None:
@@ -111,6 +113,7 @@ def test_perplexity_over_a_server_equals_the_local_figure_less_the_first_token(
     assert [r["ppl"] for r in shaped["results"]] == pytest.approx([r["ppl"] for r in record["results"]], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_a_server_whose_echo_is_shifted_is_refused(run_cli, smollm2: Path, tmp_path: Path) -> None:
     """llama-cpp-python's server on a model without a BOS gives each token the next one's distribution."""
     (tmp_path / "book.txt").write_text(TEXT)
@@ -123,6 +126,7 @@ def test_a_server_whose_echo_is_shifted_is_refused(run_cli, smollm2: Path, tmp_p
     assert "do not line up with its own generation" in error_line(result)
 
 
+@pytest.mark.slow
 def test_a_server_without_prompt_log_probabilities_is_one_line(run_cli, smol_bos: Path, tmp_path: Path) -> None:
     (tmp_path / "book.txt").write_text(TEXT)
     plain = LlamaServer(smol_bos, n_ctx=1024, extra=("--logits_all", "false"))
@@ -134,6 +138,7 @@ def test_a_server_without_prompt_log_probabilities_is_one_line(run_cli, smol_bos
     assert "gives no log-probabilities of a prompt" in (line := error_line(result)) and "--logits_all false" in line
 
 
+@pytest.mark.slow
 def test_a_server_that_cuts_the_window_is_reported_not_scored(
     run_cli, server: LlamaServer, smol_bos: Path, tmp_path: Path
 ) -> None:
@@ -161,6 +166,7 @@ def test_a_server_that_cuts_the_window_is_reported_not_scored(
     assert {r["variant"] for r in record["results"]} == {"full"}
 
 
+@pytest.mark.slow
 def test_a_window_whose_scores_the_server_cannot_send_is_reported_not_scored(
     run_cli, server: LlamaServer, smol_bos: Path, tmp_path: Path
 ) -> None:
@@ -188,12 +194,14 @@ def test_a_window_whose_scores_the_server_cannot_send_is_reported_not_scored(
 
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [
-        (["--compare", "yarn:2"], "--compare applies to a model run here, not to --server"),
-        (["--stride", "64", "-ngl", "0"], "--stride, -ngl applies to a model run here"),
-        (["--timeout", "0"], "--timeout must be a positive number"),
-        (["--contexts", "2"], "at least 3 tokens over a server"),
-    ],
+    sweep(
+        [
+            (["--compare", "yarn:2"], "--compare applies to a model run here, not to --server"),
+            (["--stride", "64", "-ngl", "0"], "--stride, -ngl applies to a model run here"),
+            (["--timeout", "0"], "--timeout must be a positive number"),
+            (["--contexts", "2"], "at least 3 tokens over a server"),
+        ]
+    ),
 )
 def test_bad_served_arguments(run_cli, tmp_path: Path, args: list[str], expected: str) -> None:
     (tmp_path / "book.txt").write_text(TEXT)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ggufs import CONTEXT, FREQ_BASE, HEAD_DIM
-from test_llama_cpp import TINY_TOKENS, logits
+from logits import TINY_TOKENS, logits
 
 from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.model import open_model
@@ -96,6 +96,7 @@ def test_auto_yarn_only_stretches_an_unscaled_file(converted: dict[str, Path]) -
         assert open_model(converted[conversion]).rope.auto_factor(8 * CONTEXT) is None
 
 
+@pytest.mark.slow
 def test_yarn_on_a_converted_smollm2_keeps_the_trained_context(smollm2: Path, tmp_path: Path) -> None:
     """YaRN's ramp depends on L: on SmolLM2 (64 dims, base 1e5) L = 16384 moves it, so the raised context must not leak.
 

@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ggufs import write_tiny_llama
-from helpers import error_line, interrupt_on_call
-from test_convert import sha256
-from test_llama_cpp import TINY_TOKENS, YARN, logits, trained
+from helpers import error_line, interrupt_on_call, sha256, snapshot, sweep
+from logits import TINY_TOKENS, YARN, logits, trained
 
 from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.files.copying import Unsupported
@@ -30,6 +29,7 @@ from yarn_cli.gguf.inplace import (
     RecoveryError,
     UndoRecord,
     check_not_pending,
+    locked,
     plan_shift,
     undo_path,
 )
@@ -90,6 +90,7 @@ def test_in_place_moves_no_data_and_equals_the_copy(tiny_model: Path, tmp_path: 
     assert not undo_path(tiny_model).exists()
 
 
+@pytest.mark.slow
 def test_in_place_logits_equal_the_runtime_scaling(smollm2: Path, tmp_path: Path) -> None:
     model = tmp_path / "smol.gguf"
     shutil.copyfile(smollm2, model)
@@ -107,7 +108,7 @@ def test_in_place_logits_equal_the_runtime_scaling(smollm2: Path, tmp_path: Path
 
 
 @pytest.mark.parametrize("direction", ["scale", "undo"])
-@pytest.mark.parametrize("step", CRASH_STEPS)
+@pytest.mark.parametrize("step", sweep(CRASH_STEPS))
 def test_a_crash_at_any_step_recovers_to_one_of_the_two_files(
     run_cli, tiny_model: Path, tmp_path: Path, step: str, direction: str
 ) -> None:
@@ -160,12 +161,14 @@ def test_a_file_that_cannot_be_written_is_one_clear_line(run_cli, tiny_model: Pa
         subprocess.run(["chattr", "-i", str(tiny_model)], check=True)
 
 
+@pytest.mark.slow
 def test_recover_with_nothing_to_do(run_cli, tiny_model: Path) -> None:
     result = run_cli("convert", tiny_model, "--recover")
     assert result.returncode == 0
     assert "nothing to recover" in result.stderr
 
 
+@pytest.mark.slow
 def test_a_damaged_undo_record_changes_nothing(run_cli, tiny_model: Path) -> None:
     before = sha256(tiny_model)
     undo_path(tiny_model).write_bytes(b"YARN-CLI-UNDO 1\n{broken")
@@ -175,7 +178,7 @@ def test_a_damaged_undo_record_changes_nothing(run_cli, tiny_model: Path) -> Non
     assert sha256(tiny_model) == before and undo_path(tiny_model).exists()
 
 
-@pytest.mark.parametrize("command", ["chat", "passkey", "perplexity"])  # inspect warns instead
+@pytest.mark.parametrize("command", sweep(["chat", "passkey", "perplexity"]))  # inspect warns instead
 def test_other_commands_refuse_a_file_with_a_pending_change(run_cli, tiny_model: Path, command: str) -> None:
     undo_path(tiny_model).write_bytes(b"")
     extra = ["--text", tiny_model] if command == "perplexity" else []
@@ -237,6 +240,7 @@ def test_tmpfs_falls_back_to_an_atomic_copy_and_says_so(run_cli, tmpfs_dir: Path
     assert sorted(p.name for p in tmpfs_dir.iterdir()) == ["tiny.gguf"]
 
 
+@pytest.mark.slow
 def test_a_hard_linked_file_is_not_changed_through_a_copy(run_cli, tmpfs_dir: Path) -> None:
     model = write_tiny_llama(tmpfs_dir / "tiny.gguf")
     os.link(model, tmpfs_dir / "other-name.gguf")
@@ -248,6 +252,7 @@ def test_a_hard_linked_file_is_not_changed_through_a_copy(run_cli, tmpfs_dir: Pa
     assert sorted(p.name for p in tmpfs_dir.iterdir()) == ["other-name.gguf", "tiny.gguf"]
 
 
+@pytest.mark.slow
 def test_interrupted_in_place_copy_leaves_the_input_untouched(tmpfs_dir: Path) -> None:
     big = write_tiny_llama(tmpfs_dir / "big.gguf", pad_mib=192)
     before = sha256(big)
@@ -258,6 +263,7 @@ def test_interrupted_in_place_copy_leaves_the_input_untouched(tmpfs_dir: Path) -
     assert sha256(big) == before
 
 
+@pytest.mark.slow
 def test_in_place_through_a_link_on_tmpfs_changes_the_target_and_keeps_the_link(
     run_cli, tmpfs_dir: Path, tmp_path: Path
 ) -> None:
@@ -277,6 +283,7 @@ def test_in_place_through_a_link_on_tmpfs_changes_the_target_and_keeps_the_link(
     assert link.is_symlink() and sha256(target) == original
 
 
+@pytest.mark.slow
 def test_in_place_through_a_link_records_its_undo_beside_the_target(run_cli, tmp_path: Path) -> None:
     if not moves_blocks(tmp_path):
         pytest.skip(f"{fs_type(tmp_path)} cannot move blocks; in-place changes go through a copy there")
@@ -331,6 +338,7 @@ def free_bytes(path: Path) -> int:
     return st.f_bfree * st.f_frsize
 
 
+@pytest.mark.slow
 def test_reflink_shares_the_data_blocks(xfs: Path, tmp_path: Path) -> None:
     model = write_tiny_llama(xfs / "big.gguf", pad_mib=160)
     reference = converted_by_copy(model, tmp_path, factor=2.0)  # on ext4: a plain copy
@@ -347,6 +355,7 @@ def test_reflink_shares_the_data_blocks(xfs: Path, tmp_path: Path) -> None:
         p.unlink()
 
 
+@pytest.mark.slow
 def test_xfs_in_place_inserts_blocks(xfs: Path, tmp_path: Path) -> None:
     model = write_tiny_llama(xfs / "tiny.gguf")
     original = sha256(model)
@@ -357,3 +366,30 @@ def test_xfs_in_place_inserts_blocks(xfs: Path, tmp_path: Path) -> None:
     assert convert_file(model, ConvertRequest(method=Method.NONE), in_place=True).outputs[0].action == "collapse-range"
     assert sha256(model) == original
     model.unlink()
+
+
+# --- in-place changes: one at a time, never by a dry run ----------------------------------------
+
+
+@pytest.mark.slow
+def test_a_second_in_place_change_refuses_while_the_first_holds_the_file(run_cli, tiny_model: Path) -> None:
+    before = sha256(tiny_model)
+    with locked(tiny_model, exclusive=True):  # as a first `convert --in-place` does, throughout
+        second = run_cli("convert", tiny_model, "--in-place", "--factor", "2")
+        recovery = run_cli("convert", tiny_model, "--recover")
+        undo_path(tiny_model).write_bytes(b"")  # the first one's undo record, mid-change
+        reader = run_cli("chat", tiny_model, "-p", "hi")
+        shown = run_cli("inspect", tiny_model)
+    for result in (second, recovery, reader):
+        assert result.returncode == 1
+        assert "is being changed in place by another yarn-cli right now" in error_line(result)
+    assert shown.returncode == 0 and "Warning:" in shown.stderr and "being changed in place" in shown.stderr
+    assert sha256(tiny_model) == before
+
+
+def test_a_dry_run_never_recovers_or_writes(run_cli, tiny_model: Path) -> None:
+    undo_path(tiny_model).write_bytes(b"YARN-CLI-UNDO 1\n{}\n")  # an interrupted change's record
+    before = snapshot(tiny_model.parent)
+    result = run_cli("convert", tiny_model, "--factor", "2", "--dry-run")
+    assert result.returncode == 1 and "--recover" in error_line(result)
+    assert snapshot(tiny_model.parent) == before

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 import llama_cpp
 import pytest
 from ggufs import CONTEXT, write_tiny_llama
+from helpers import interrupt_on_call, sha256, snapshot
 
 from yarn_cli.conversion import ConvertRequest, convert_file
-from yarn_cli.errors import InputError
+from yarn_cli.errors import InputError, OutputError
 from yarn_cli.gguf.header import read_header
 from yarn_cli.rope.scaling import Method
 
@@ -21,10 +21,6 @@ def split_model(tmp_path: Path) -> Path:
     first = write_tiny_llama(tmp_path / "tiny.gguf", split_max_tensors=8)
     assert first.name == "tiny-00001-of-00003.gguf"
     return first
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def n_ctx_train(path: Path) -> int:
@@ -57,7 +53,7 @@ def test_split_output_named_by_user(split_model: Path, tmp_path: Path) -> None:
     assert [w.path.name for w in result.outputs] == [f"long-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
     undone = convert_file(result.outputs[0].path, ConvertRequest(method=Method.NONE))
     assert undone.outputs[0].path.name == "long.orig-00001-of-00003.gguf"
-    assert digest(undone.outputs[0].path) == digest(split_model)
+    assert sha256(undone.outputs[0].path) == sha256(split_model)
 
 
 def test_split_copied_when_links_are_impossible(split_model: Path, tmp_path: Path) -> None:
@@ -69,7 +65,7 @@ def test_split_copied_when_links_are_impossible(split_model: Path, tmp_path: Pat
         result = convert_file(split_model, ConvertRequest(factor=2.0), output=out)
         assert [w.action for w in result.outputs] == ["copy", "copy", "copy"]
         for i in (2, 3):
-            assert digest(result.outputs[i - 1].path) == digest(split_model.with_name(f"tiny-0000{i}-of-00003.gguf"))
+            assert sha256(result.outputs[i - 1].path) == sha256(split_model.with_name(f"tiny-0000{i}-of-00003.gguf"))
     finally:
         for p in other.glob(f"yarn-cli-test-{tmp_path.name}*"):
             p.unlink()
@@ -98,3 +94,24 @@ def test_converting_a_split_model_again_with_force(split_model: Path) -> None:
     assert sorted(p.name for p in split_model.parent.iterdir()) == sorted(
         [f"tiny-0000{i}-of-00003.gguf" for i in (1, 2, 3)] + [f"tiny.yarn-4x-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
     )
+
+
+# --- all or nothing ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("calls", [1, 2, 3])
+def test_an_interrupted_split_conversion_leaves_no_split_behind(tmp_path: Path, calls: int) -> None:
+    first = write_tiny_llama(tmp_path / "tiny.gguf", split_max_tensors=8)
+    before = snapshot(tmp_path)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C after the first split, or during it
+        convert_file(first, ConvertRequest(factor=2.0), progress=interrupt_on_call(calls))
+    assert snapshot(tmp_path) == before  # no output split, no partial file
+
+
+def test_a_failed_split_conversion_leaves_no_split_behind(tmp_path: Path) -> None:
+    first = write_tiny_llama(tmp_path / "tiny.gguf", split_max_tensors=8)
+    (tmp_path / "tiny.yarn-2x-00003-of-00003.gguf").mkdir()  # the last output cannot be replaced
+    before = snapshot(tmp_path)
+    with pytest.raises(OutputError, match="is a folder"):  # found before anything is written
+        convert_file(first, ConvertRequest(factor=2.0), overwrite=True)
+    assert snapshot(tmp_path) == before

@@ -9,7 +9,6 @@ A number that reads fine but is out of range (a NaN base, an infinite factor) is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 from gguf import GGUFValueType
 from ggufs import write_tiny_llama
-from helpers import error_line
+from helpers import error_line, sha256, sweep
 
 from yarn_cli.cli.render import print_json
 from yarn_cli.errors import UnsupportedModelError
@@ -35,10 +34,6 @@ S, F32, U32, I32, BOOL = (
 DAMAGED = "(the header may be damaged: download the file again, or re-create it with llama.cpp's convert script)"
 COUNT = f"it must be a whole number, 0 or more {DAMAGED}"
 NUMBER = f"it must be a number {DAMAGED}"
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def strict_json(text: str) -> object:
@@ -82,7 +77,7 @@ UNREADABLE = [
 
 
 @pytest.mark.parametrize(
-    ("key", "stored", "message"), UNREADABLE, ids=[f"{k}={v[0]!r}:{v[1].name}" for k, v, _ in UNREADABLE]
+    ("key", "stored", "message"), sweep(UNREADABLE), ids=[f"{k}={v[0]!r}:{v[1].name}" for k, v, _ in UNREADABLE]
 )
 def test_a_value_its_key_rules_out_is_one_line_in_every_command(
     run_cli, tmp_path: Path, key: str, stored: tuple[object, GGUFValueType], message: str
@@ -132,6 +127,7 @@ OUT_OF_RANGE = {
 METHODS = [["--factor", "2"], ["--factor", "2", "-m", "linear"], ["--factor", "2", "-m", "ntk"], ["-m", "none"]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(OUT_OF_RANGE))
 def test_convert_refuses_a_damaged_number_with_every_method(run_cli, tmp_path: Path, case: str) -> None:
     extra, message = OUT_OF_RANGE[case]
@@ -148,15 +144,17 @@ def test_convert_refuses_a_damaged_number_with_every_method(run_cli, tmp_path: P
 
 @pytest.mark.parametrize(
     ("extra", "where", "shown"),
-    [
-        ({"llama.rope.freq_base": (math.nan, F32)}, ("rope", "freq_base"), "nan"),
-        (
-            {"llama.rope.scaling.type": ("yarn", S), "llama.rope.scaling.factor": (math.inf, F32)},
-            ("scaling", "factor"),
-            "inf",
-        ),
-        ({"llama.rope.freq_base": (-math.inf, F32)}, ("rope", "freq_base"), "-inf"),
-    ],
+    sweep(
+        [
+            ({"llama.rope.freq_base": (math.nan, F32)}, ("rope", "freq_base"), "nan"),
+            (
+                {"llama.rope.scaling.type": ("yarn", S), "llama.rope.scaling.factor": (math.inf, F32)},
+                ("scaling", "factor"),
+                "inf",
+            ),
+            ({"llama.rope.freq_base": (-math.inf, F32)}, ("rope", "freq_base"), "-inf"),
+        ]
+    ),
 )
 def test_inspect_shows_a_damaged_number_and_its_json_stays_json(
     run_cli, tmp_path: Path, extra: dict[str, tuple[object, GGUFValueType]], where: tuple[str, str], shown: str

@@ -43,12 +43,14 @@ def test_yarn_file_gives_vllm_the_same_scaling(run_cli, tiny_model: Path) -> Non
     assert as_json == hf
 
 
+@pytest.mark.slow
 def test_the_betas_llama_cpp_ignores_are_left_out(run_cli, tiny_model: Path) -> None:
     """llama.cpp reads yarn_beta_* for grok and mistral3 only: a llama file runs with 32 and 1, HF's defaults."""
     hf = convert_json(run_cli, tiny_model, "--factor", "4", "--beta-fast", "16", "--dry-run")["hugging_face"]
     assert hf["overrides"] == YARN_X4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "rope_parameters", "max_positions"),
     [
@@ -70,6 +72,7 @@ def test_linear_and_ntk(
         assert expected["rope_theta"] > 10000.0
 
 
+@pytest.mark.slow
 def test_undo_gives_the_plain_config_back(run_cli, tiny_model: Path) -> None:
     converted = Path(convert_json(run_cli, tiny_model, "--factor", "4")["outputs"][0]["path"])
     hf = convert_json(run_cli, converted, "--method", "none", "--dry-run")["hugging_face"]
@@ -84,6 +87,7 @@ def test_no_line_for_an_unscaled_file(run_cli, tiny_model: Path) -> None:
     assert "vllm serve" not in result.stdout
 
 
+@pytest.mark.slow
 def test_an_own_attention_factor_becomes_the_whole_factor(run_cli, tiny_model: Path) -> None:
     """llama.cpp multiplies 0.1 ln s + 1 by the file's attn_factor; HF's attention_factor replaces it."""
     hf = convert_json(run_cli, tiny_model, "--factor", "4", "--attn-factor", "1.2", "--dry-run")["hugging_face"]

@@ -18,9 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 from ggufs import write_tiny_llama
-from helpers import error_line
+from helpers import error_line, sha256, sweep
 from servers import LlamaServer
-from test_convert import sha256
 
 import yarn_cli.files.holders
 from yarn_cli.conversion import ConvertRequest, InUseError, convert_file
@@ -218,8 +217,8 @@ IN_PLACE_WAYS_OUT = (
 )
 
 
-@pytest.mark.parametrize("how", ["maps", "open"])
-@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+@pytest.mark.parametrize("how", sweep(["maps", "open"]))
+@pytest.mark.parametrize("dry_run", sweep([False, True]), ids=["run", "dry-run"])
 def test_convert_in_place_refuses_a_file_in_use(run_cli, tiny_model: Path, how: str, dry_run: bool) -> None:
     before = sha256(tiny_model)
     with child(tiny_model, how) as pid:
@@ -240,6 +239,7 @@ def test_convert_in_place_refuses_a_file_in_use(run_cli, tiny_model: Path, how: 
         assert sha256(tiny_model) == sha256(tiny_model.with_name("tiny.yarn-2x.gguf"))
 
 
+@pytest.mark.slow
 def test_a_symbolic_link_in_use_is_refused_too(run_cli, tiny_model: Path) -> None:
     link = tiny_model.with_name("link.gguf")
     link.symlink_to(tiny_model.name)
@@ -249,6 +249,7 @@ def test_a_symbolic_link_in_use_is_refused_too(run_cli, tiny_model: Path) -> Non
         assert f"pid {pid} (holder) maps it" in error_line(result)
 
 
+@pytest.mark.slow
 def test_recover_refuses_a_file_in_use(run_cli, tiny_model: Path) -> None:
     crashed = run_cli("convert", tiny_model, "--in-place", "--factor", "2", env={CRASH_ENV: "after-shift"})
     assert crashed.returncode == CRASH_EXIT and undo_path(tiny_model).exists()
@@ -280,6 +281,7 @@ def complete(server: LlamaServer) -> str:
     return str(response.json()["choices"][0]["text"])
 
 
+@pytest.mark.slow
 def test_a_served_model_is_not_changed_under_its_server(run_cli, tiny_model: Path, tmp_path: Path) -> None:
     model = shutil.copyfile(tiny_model, tmp_path / "served.gguf")
     before = sha256(model)

@@ -93,6 +93,7 @@ def run(args: list[str]) -> None:
 
 # No shrinking: a case that runs into the time box would be run again and again; the draw is small
 # enough to read as it is.
+@pytest.mark.slow
 @settings(
     max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
     deadline=None,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import llama_cpp
 import pytest
+from terminal import Terminal
 
 from yarn_cli.conversion import ConvertRequest, convert_file
 from yarn_cli.llama.dynamic_yarn import DynamicYarn
@@ -104,6 +105,7 @@ def test_a_converted_file_starts_from_its_original_state(tiny_model: Path) -> No
     assert reply == static_reply(tiny_model, None, [{"role": "user", "content": "the"}])
 
 
+@pytest.mark.slow
 def test_one_shot_chooses_the_scale_from_the_prompt(run_cli, tiny_model: Path) -> None:
     args = ("chat", tiny_model, "--yarn", "dynamic", "-c", str(N_CTX), "--temp", "0", "-n", "1", "-t", "1", "--json")
     short = json.loads(run_cli(*args, "-p", "the").stdout)
@@ -124,8 +126,6 @@ def test_one_shot_chooses_the_scale_from_the_prompt(run_cli, tiny_model: Path) -
 
 
 def test_the_repl_says_when_the_scale_changes(tiny_model: Path, tmp_path: Path) -> None:
-    from test_chat import Terminal
-
     term = Terminal(str(tiny_model), "--yarn", "dynamic", "-c", str(N_CTX), "--temp", "0", "-n", "1", cwd=tmp_path)
     term.expect("> ")
     term.type("the\r")

@@ -17,7 +17,7 @@ import pytest
 from gguf import GGUFValueType
 from ggufs import write_tiny_llama
 from helpers import error_line
-from test_llama_cpp import TINY_TOKENS, logits, trained
+from logits import TINY_TOKENS, logits, trained
 
 from yarn_cli.conversion import ConvertRequest, convert_file, plan_conversion
 from yarn_cli.errors import InputError, UnsupportedModelError

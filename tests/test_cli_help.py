@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import typer
+from helpers import sweep
 
 from yarn_cli.cli.app import app
 from yarn_cli.cli.helptext import VALUE_NAMES_BY_OPTION
@@ -53,7 +54,7 @@ def shown_value(text: str, option: Any) -> str:
 
 
 @pytest.mark.parametrize("columns", [80, 200])
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", sweep(COMMANDS, quick=2))
 def test_help_has_no_type_tags(command: str, columns: int) -> None:
     text = help_text(command, columns)
     assert not [tag for tag in TYPE_TAGS if tag in text], text

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import error_line
+from helpers import error_line, sweep
 from servers import FakeServer, LlamaServer, forward, free_port, vllm_shapes
 
 from yarn_cli.serving.client import ServerClient
@@ -38,6 +38,7 @@ def answers(path: Path) -> list[tuple[int, int, str]]:
     return sorted((t["length"], t["index"], t["output"]) for t in trials(path))
 
 
+@pytest.mark.slow
 def test_a_served_model_gives_the_local_answers(run_cli, server: LlamaServer, tmp_path: Path) -> None:
     served = run_cli("passkey", "--server", server.url, "--lengths", "1k", "--trials", "2", "--json", "served.json")
     assert served.returncode == 0, served.stderr
@@ -51,6 +52,7 @@ def test_a_served_model_gives_the_local_answers(run_cli, server: LlamaServer, tm
     assert "127.0.0.1" in served.stdout and "passkey context" in served.stdout
 
 
+@pytest.mark.slow
 def test_parallel_requests_give_the_same_answers(run_cli, server: LlamaServer, tmp_path: Path, smollm2: Path) -> None:
     args = ("passkey", "--server", f"smol={server.url}", "--tokenizer", smollm2, "--lengths", "600", "--trials", "3")
     one = run_cli(*args, "--json", "one.json")
@@ -60,6 +62,7 @@ def test_parallel_requests_give_the_same_answers(run_cli, server: LlamaServer, t
     assert json.loads((tmp_path / "four.json").read_text())["model"]["tokenizer"]["path"] == str(smollm2)
 
 
+@pytest.mark.slow
 def test_a_server_that_refuses_a_long_prompt_names_its_context(run_cli, server: LlamaServer) -> None:
     result = run_cli("passkey", "--server", server.url, "--lengths", "3k", "--trials", "1")
     assert result.returncode == 1
@@ -68,6 +71,7 @@ def test_a_server_that_refuses_a_long_prompt_names_its_context(run_cli, server: 
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_a_silently_truncating_server_is_reported_not_scored(
     run_cli, server: LlamaServer, tmp_path: Path, smollm2: Path
 ) -> None:
@@ -106,6 +110,7 @@ def test_a_silently_truncating_server_is_reported_not_scored(
     assert [t["truncated"] for t in rerun["trials"]] == [False, False] and rerun["truncated_trials"] == 0
 
 
+@pytest.mark.slow
 def test_a_server_that_stops_mid_run_keeps_the_finished_trials_and_resumes(
     run_cli, server: LlamaServer, tmp_path: Path, smollm2: Path
 ) -> None:
@@ -146,12 +151,14 @@ def threading_stop(fake: FakeServer) -> None:
 
 @pytest.mark.parametrize(
     ("handler", "expected"),
-    [
-        (lambda r, p, b: (500, {"error": {"message": "out of memory"}}), "answered HTTP 500: out of memory"),
-        (lambda r, p, b: (404, "<html>Not Found</html>"), "must be an OpenAI-compatible API"),
-        (lambda r, p, b: (200, "<html>a web page</html>"), "did not answer JSON"),
-        (lambda r, p, b: (401, {"error": "invalid api key"}), "set the API key in YARN_CLI_API_KEY"),
-    ],
+    sweep(
+        [
+            (lambda r, p, b: (500, {"error": {"message": "out of memory"}}), "answered HTTP 500: out of memory"),
+            (lambda r, p, b: (404, "<html>Not Found</html>"), "must be an OpenAI-compatible API"),
+            (lambda r, p, b: (200, "<html>a web page</html>"), "did not answer JSON"),
+            (lambda r, p, b: (401, {"error": "invalid api key"}), "set the API key in YARN_CLI_API_KEY"),
+        ]
+    ),
     ids=["500", "not-an-api-404", "not-json", "unauthorised"],
 )
 def test_a_failing_or_foreign_server_is_one_line(run_cli, handler: Any, expected: str) -> None:
@@ -161,6 +168,7 @@ def test_a_failing_or_foreign_server_is_one_line(run_cli, handler: Any, expected
     assert expected in error_line(result) and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_nothing_listening_and_a_slow_server(run_cli, server: LlamaServer, smollm2: Path) -> None:
     port = free_port()
     start = time.monotonic()
@@ -186,12 +194,17 @@ def test_nothing_listening_and_a_slow_server(run_cli, server: LlamaServer, smoll
 
 @pytest.mark.parametrize(
     ("args", "expected"),
-    [
-        (["--server", "ftp://host/v1", "--lengths", "1k"], "is not an http(s) URL"),
-        (["--server", "http://a:1", "--server", "http://a:1", "--lengths", "1k"], "share the label"),
-        (["--server", "http://a:1", "--compare", "yarn:2", "--lengths", "1k"], "--compare applies to a model run here"),
-        (["--server", "http://127.0.0.1:9"], "give --lengths"),
-    ],
+    sweep(
+        [
+            (["--server", "ftp://host/v1", "--lengths", "1k"], "is not an http(s) URL"),
+            (["--server", "http://a:1", "--server", "http://a:1", "--lengths", "1k"], "share the label"),
+            (
+                ["--server", "http://a:1", "--compare", "yarn:2", "--lengths", "1k"],
+                "--compare applies to a model run here",
+            ),
+            (["--server", "http://127.0.0.1:9"], "give --lengths"),
+        ]
+    ),
 )
 def test_bad_server_arguments(run_cli, args: list[str], expected: str) -> None:
     result = run_cli("passkey", *args)
@@ -199,60 +212,7 @@ def test_bad_server_arguments(run_cli, args: list[str], expected: str) -> None:
     assert expected in error_line(result)
 
 
-def test_convert_writes_an_ollama_modelfile_with_the_new_context(run_cli, tiny_model: Path) -> None:
-    result = run_cli("convert", tiny_model, "--factor", "4", "--modelfile")
-    assert result.returncode == 0, result.stderr
-    modelfile = tiny_model.with_name("tiny.yarn-4x.Modelfile")
-    assert modelfile.read_text().splitlines()[1:] == ["FROM ./tiny.yarn-4x.gguf", "PARAMETER num_ctx 1024"]
-    assert "ollama create NAME -f" in result.stderr
-    again = run_cli("convert", tiny_model, "--factor", "4", "--modelfile", "--force", "--json")
-    assert json.loads(again.stdout)["modelfile"] == str(modelfile)
-    before = sorted(p.name for p in tiny_model.parent.iterdir())
-    other = run_cli("convert", tiny_model, "--factor", "2", "--modelfile", "out.gguf")
-    assert other.returncode == 0  # a new output, a new Modelfile beside it
-    exists = run_cli("convert", tiny_model, "--factor", "4", "--modelfile")
-    assert exists.returncode == 1 and "tiny.yarn-4x.Modelfile exists; use --force" in error_line(exists)
-    undo = run_cli("convert", tiny_model.with_name("tiny.yarn-4x.gguf"), "--method", "none", "--modelfile")
-    assert undo.returncode == 1 and "--modelfile is for a scaled model" in error_line(undo)
-    assert sorted(p.name for p in tiny_model.parent.iterdir()) == sorted([*before, "out.gguf", "out.Modelfile"])
-
-
-QUESTION = "Complete the sentence: The capital of France is"
-
-
-def test_chat_one_shot_with_a_served_model(run_cli, server: LlamaServer) -> None:
-    result = run_cli("chat", "--server", server.url, "-p", QUESTION, "--temp", "0", "-n", "16", "--json")
-    assert result.returncode == 0, result.stderr
-    data = json.loads(result.stdout)
-    assert "Paris" in data["reply"] and data["mode"] == "chat"
-    assert data["settings"]["server"] == server.url
-    assert data["prompt_tokens"] is None  # llama-cpp-python's server streams no usage: not reported, not 0
-    assert data["completion_tokens"] >= 1 and data["stopped"] in ("eos", "length")
-    streamed = run_cli("chat", "--server", server.url, "-p", QUESTION, "--temp", "0", "-n", "16")
-    assert streamed.returncode == 0 and streamed.stdout.strip() == data["reply"].strip()
-    assert f"server: {server.url}" in streamed.stderr
-    local_only = run_cli("chat", "--server", server.url, "-p", QUESTION, "-c", "4096", "--rope-scale", "2")
-    assert local_only.returncode == 1
-    assert "-c, --rope-scale applies to a model run here" in error_line(local_only)
-
-
-def test_chat_repl_with_a_served_model(server: LlamaServer, tmp_path: Path) -> None:
-    from test_chat import Terminal
-
-    term = Terminal("--server", server.url, "--temp", "0", "-n", "16", cwd=tmp_path)
-    term.expect("> ")
-    term.type(QUESTION + "\r")
-    assert "Paris" in term.expect("tok/s")
-    term.expect("> ")
-    term.type("/regen\r")
-    assert "Paris" in term.expect("tok/s")
-    term.expect("> ")
-    term.type("/stats\r")
-    assert "2 messages" in term.expect("> ")
-    term.type("/exit\r")
-    assert term.wait() == 0
-
-
+@pytest.mark.slow
 def test_a_server_without_a_tokenizer_is_sized_by_its_own_counts(run_cli, server: LlamaServer, tmp_path: Path) -> None:
     """Ollama and LM Studio have no tokenize endpoint: sizes come from usage.prompt_tokens."""
 
@@ -271,6 +231,7 @@ def test_a_server_without_a_tokenizer_is_sized_by_its_own_counts(run_cli, server
         assert abs(trial["server_prompt_tokens"] - 1024) <= 0.03 * 1024 and not trial["truncated"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content", ["refused", "ignored"])
 def test_vllm_tokenizer_endpoints_size_the_prompts(run_cli, server: LlamaServer, tmp_path: Path, content: str) -> None:
     """vLLM's request shape; "ignored": a server answering llama-server's shape with no tokens is not believed."""
@@ -285,6 +246,7 @@ def test_vllm_tokenizer_endpoints_size_the_prompts(run_cli, server: LlamaServer,
     assert all(t["server_prompt_tokens"] == t["prompt_tokens"] == 1024 for t in trials(tmp_path / "vllm.json"))
 
 
+@pytest.mark.slow
 def test_vllms_context_is_read_from_its_model_list(server: LlamaServer) -> None:
     """chat's first line shows it; llama-cpp-python's own list says nothing of the context."""
     with FakeServer(vllm_shapes(server.url, max_model_len=1536)) as fake, ServerClient(fake.url) as client:
@@ -293,6 +255,7 @@ def test_vllms_context_is_read_from_its_model_list(server: LlamaServer) -> None:
         assert client.context_size() is None
 
 
+@pytest.mark.slow
 def test_a_tokenizer_endpoint_that_fails_ends_the_run(run_cli, server: LlamaServer) -> None:
     """A 400 means "another server's request shape"; a 500 is the server's failure, not a missing tokenizer."""
     with FakeServer(vllm_shapes(server.url, fail_with=500)) as fake:
@@ -301,6 +264,7 @@ def test_a_tokenizer_endpoint_that_fails_ends_the_run(run_cli, server: LlamaServ
     assert "/tokenize answered HTTP 500: engine dead" in error_line(result)
 
 
+@pytest.mark.slow
 def test_a_tokenizer_that_does_not_count_the_text_is_one_line(run_cli, server: LlamaServer) -> None:
     """A tokenize endpoint that answers the same token whatever the text would make the filler grow forever."""
 
