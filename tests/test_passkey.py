@@ -28,7 +28,9 @@ from yarn_cli.evals.passkey import (
     plan_trials,
 )
 from yarn_cli.evals.passkey_run import run_passkey
+from yarn_cli.llama.evaluation import Vocabulary, greedy_completion
 from yarn_cli.llama.llama_backend import LlamaBackend
+from yarn_cli.llama.loader import LoadOptions, load_model
 from yarn_cli.model import open_model
 from yarn_cli.rope.variants import parse_variants
 
@@ -141,6 +143,50 @@ def test_reuse_gives_the_same_answers_with_fewer_evaluated_tokens(tiny_model: Pa
     assert by_trial(reused) == by_trial(fresh)
     assert len(reused) == 16
     assert sum(r.evaluated_tokens for r in reused) < sum(r.evaluated_tokens for r in fresh)
+
+
+def test_reading_a_prompt_ahead_in_its_own_batches_changes_nothing(tiny_model: Path) -> None:
+    """Progress inside a trial evaluates the prompt's batches first; the answers and the counts stay the same."""
+    model = open_model(tiny_model)
+    builder = PromptBuilder(lambda text: Vocabulary(model).tokenize(text, add_bos=True))
+    prompts = [builder.build(spec).tokens for spec in plan_trials([700, 900], 2, None, seed=5)]
+    prompts.append(prompts[-1])  # the same prompt again: all of it kept
+    runs = {}
+    for read_ahead in (False, True):
+        for reuse in (True, False):
+            llm, _ = load_model(model, LoadOptions(n_ctx=1024, n_batch=64, n_threads=2))
+            reported: list[list[int]] = []
+            try:
+                answers = []
+                for tokens in prompts:
+                    chunks: list[int] = []
+                    on_tokens = chunks.append if read_ahead else None
+                    answers.append(greedy_completion(llm, tokens, 10, reuse=reuse, on_tokens=on_tokens))
+                    reported.append(chunks)
+            finally:
+                llm.close()
+            runs[read_ahead, reuse] = answers
+            if read_ahead:
+                # whole batches, never the one holding the prompt's last token
+                assert all(c == 64 for chunks in reported for c in chunks)
+                assert all(sum(c) < len(t) for c, t in zip(reported, prompts, strict=True))
+                assert sum(map(len, reported[:1])) == (len(prompts[0]) - 1) // 64
+                assert (reported[-1] == []) == reuse  # kept whole, nothing left to read; else read again
+    assert runs[True, True] == runs[False, True] and runs[True, False] == runs[False, False]
+    assert [text for text, _ in runs[True, True]] == [text for text, _ in runs[True, False]]
+
+
+def test_progress_moves_inside_a_long_trial(run_cli, tiny_model: Path, tmp_path: Path) -> None:
+    """A long prompt reports its tokens as they are read, not only when the trial ends; labels say what they count."""
+    result = run_cli("passkey", tiny_model, "--lengths", "1600", "--trials", "1", "--compare", "none", "-t", "2")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if " tokens  " in line]
+    during = [line for line in lines if not line.lstrip().startswith("100%")]
+    assert during, result.stderr  # a plain line before the trial ended (stderr is no terminal)
+    total = during[0].split("/")[1].split()[0]  # the prompt's tokens: at or just below 1,600
+    assert f"512/{total} tokens  none, trial 1/1 (1,600 tokens): 0/0 found" in during[0]
+    assert lines[-1].lstrip().startswith("100%") and f"{total}/{total} tokens" in lines[-1]
+    assert f"{total}/{total} tokens  none, trial 1/1 (1,600 tokens): 1/1 found" in lines[-1] or "0/1 found" in lines[-1]
 
 
 @pytest.mark.slow

@@ -242,6 +242,18 @@ def test_cli_table_json_and_csv(run_cli, tiny_model: Path, tmp_path: Path) -> No
     assert rows[0] == "variant,context,ppl,tokens,nll" and len(rows) == 5
 
 
+def test_labels_say_what_they_count_and_a_footnote_only_with_a_star(run_cli, tiny_model: Path, tmp_path: Path) -> None:
+    (tmp_path / "book.txt").write_text(TEXT)
+    args = ("perplexity", tiny_model, "--text", "book.txt", "--contexts")
+    within = run_cli(*args, "128,256", "--compare", "none,yarn:2")
+    assert within.returncode == 0, within.stderr
+    assert "beyond the native context" not in within.stdout and "*" not in within.stdout
+    assert "512 tokens  yarn:2, pass 2/2 (256 tokens)" in within.stderr  # the count is the run's, the label a pass
+    beyond = run_cli(*args, "384", "--compare", "none")
+    assert beyond.returncode == 0, beyond.stderr
+    assert "384*" in beyond.stdout and "* beyond the native context (256)" in " ".join(beyond.stdout.split())
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     sweep(

@@ -84,8 +84,13 @@ class Session(ABC):
     """One column's model, loaded (or reached) with the scaling for a set of lengths."""
 
     @abstractmethod
-    def complete(self, text: str, tokens: Sequence[int], max_tokens: int) -> Completion:
-        """The greedy continuation of a prompt given both as text and as the model's tokens."""
+    def complete(
+        self, text: str, tokens: Sequence[int], max_tokens: int, on_tokens: Callable[[int], None] | None = None
+    ) -> Completion:
+        """The greedy continuation of a prompt given both as text and as the model's tokens.
+
+        ``on_tokens(n)``: prompt tokens read so far, where the backend can tell before it answers.
+        """
 
     @abstractmethod
     def score(self, tokens: Sequence[int], on_tokens: Callable[[int], None] | None = None) -> Scores:

@@ -34,7 +34,7 @@ from yarn_cli.evals.passkey import (
     summarize,
 )
 from yarn_cli.evals.passkey_report import DEPTH_BINS, depth_grid, truncation_note
-from yarn_cli.evals.passkey_run import run_passkey
+from yarn_cli.evals.passkey_run import Planned, run_passkey
 from yarn_cli.llama.loader import LoadOptions
 from yarn_cli.serving import DEFAULT_READ_TIMEOUT
 
@@ -131,26 +131,44 @@ def passkey_command(
         raise InputError("give --lengths (or the served GGUF with --tokenizer, whose context sets the default)")
     settings = PasskeySettings(lengths=wanted, trials=trials, depths=parse_depths(depths), seed=seed)
     finished = 0
-    with backend, WorkProgress("trials") as progress:
+    with backend, WorkProgress("tokens") as progress:
         for setup in backend.notes():
             say(setup)
+        trials = 0
 
-        def on_start(total: int, resumed: int) -> None:
-            nonlocal finished
-            finished = resumed
+        def on_start(tokens: int, to_run: int, resumed: int) -> None:
+            nonlocal finished, trials
+            finished, trials = resumed, to_run
             if resumed:
                 say(f"Resuming {json_path}: {resumed} trials already done.")
-            progress.begin(total)
+            progress.begin(tokens)
+
+        found: dict[str, list[bool]] = {}  # per variant, the trials so far
+
+        def on_tokens(n: int, trial: Planned) -> None:
+            marks = found.get(trial.column, [])
+            progress.advance(
+                n,
+                f"{trial.column}, trial {trial.number}/{trials} ({trial.spec.length:,} tokens)",
+                f"{sum(marks)}/{len(marks)} found",
+            )
 
         def on_trial(result: TrialResult, results: Sequence[TrialResult]) -> None:
             nonlocal finished
             finished = len(results)
-            found = sum(r.correct for r in results)
-            progress.advance(1, f"{result.variant} @ {result.length}", f"{found}/{len(results)} found")
+            found.setdefault(result.variant, []).append(result.correct)
+            if result.truncated:  # not the model's answer: counted apart
+                found[result.variant].pop()
 
         try:
             run = run_passkey(
-                backend, settings, json_path=json_path, csv_path=csv_path, on_start=on_start, on_trial=on_trial
+                backend,
+                settings,
+                json_path=json_path,
+                csv_path=csv_path,
+                on_start=on_start,
+                on_tokens=on_tokens,
+                on_trial=on_trial,
             )
         except YarnCliError:
             if json_path and finished:

@@ -160,7 +160,7 @@ def _table(
     ``missing``: what to show for a server that gave no figures (``cut``: it truncated the window).
     """
     table = Table(title="Perplexity (lower is better)", title_justify="left", caption_justify="left")
-    if native:
+    if native and any(c > native for c in contexts):
         table.caption = f"* beyond the native context ({native:,})"
     table.add_column("variant")
     for c in contexts:

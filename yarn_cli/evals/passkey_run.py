@@ -9,6 +9,7 @@ model and settings is resumed: its trials are kept, not run again.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -43,18 +44,41 @@ class PasskeyRun:
     interrupted: bool  # Ctrl-C stopped it; the finished trials are kept
 
 
+@dataclass(frozen=True)
+class Planned:
+    """A trial to run, where it runs, and the prompt tokens it will cost to evaluate."""
+
+    column: str
+    spec: TrialSpec
+    prompt: Prompt
+    tokens: int  # with a kept prefix, only what this prompt does not share with the one before
+    number: int  # 1-based, in the order the run takes them
+
+
+@dataclass(frozen=True)
+class PassPlan:
+    """The trials one session runs: a column, with one scaling for its lengths."""
+
+    column: str
+    longest: int
+    trials: list[Planned]
+
+
 def run_passkey(
     backend: Backend,
     settings: PasskeySettings,
     *,
     json_path: Path | None = None,
     csv_path: Path | None = None,
-    on_start: Callable[[int, int], None] | None = None,
+    on_start: Callable[[int, int, int], None] | None = None,
+    on_tokens: Callable[[int, Planned], None] | None = None,
     on_trial: Callable[[TrialResult, Sequence[TrialResult]], None] | None = None,
 ) -> PasskeyRun:
     """Run every trial the record at ``json_path`` lacks, rewriting it after each; then the CSV.
 
-    ``on_start(to_run, resumed)``, ``on_trial(result, every result so far)``. Ctrl-C ends the run
+    ``on_start(prompt tokens to evaluate, trials to run, trials resumed)``; ``on_tokens(n, trial)`` as the
+    prompt tokens are read, inside a trial where the backend can tell, else when it ends, so that the
+    tokens add up to the first figure; ``on_trial(result, every result so far)``. Ctrl-C ends the run
     after the trials in progress, which are kept; a failure leaves the record with every finished trial.
     """
     done = load_previous(json_path, backend, settings) if json_path else {}
@@ -69,7 +93,12 @@ def run_passkey(
 
     interrupted = False
     try:
-        run_trials(backend, settings, done, lambda total: on_start(total, len(done)) if on_start else None, keep)
+        plan = plan_run(backend, settings, done)
+        if on_start:
+            on_start(sum(t.tokens for p in plan for t in p.trials), sum(len(p.trials) for p in plan), len(done))
+        for part in plan:
+            with backend.session(part.column, part.longest + CONTEXT_MARGIN, part.longest) as session:
+                answer_all(session, part.trials, backend.parallel, keep, on_tokens)
     except KeyboardInterrupt:
         interrupted = True
     if json_path:
@@ -79,21 +108,16 @@ def run_passkey(
     return PasskeyRun(results, len(done), interrupted)
 
 
-def run_trials(
-    backend: Backend,
-    settings: PasskeySettings,
-    done: dict[TrialKey, TrialResult],
-    begin: Callable[[int], None],
-    keep: Callable[[TrialResult], None],
-) -> None:
-    """Every trial not in ``done``, column by column; each result goes to ``keep`` as it finishes."""
+def plan_run(backend: Backend, settings: PasskeySettings, done: dict[TrialKey, TrialResult]) -> list[PassPlan]:
+    """Every trial not in ``done``, session by session, in the order they run, with its cost in tokens."""
     backend.check_fits(max(settings.lengths) + CONTEXT_MARGIN, "test shorter lengths")
     builder = PromptBuilder(lambda text: backend.tokenizer.tokenize(text, add_bos=True))
     for length in settings.lengths:
         builder.check_length(length)
     specs = plan_trials(settings.lengths, settings.trials, settings.depths, settings.seed)
     prompts = {(s.length, s.index): builder.build(s) for s in specs}
-    begin(sum(1 for c in backend.columns for s in specs if (c, s.length, s.index) not in done))
+    plan: list[PassPlan] = []
+    number = 0
     for column in backend.columns:
         # A scaling fixed for the run shares one session across lengths, so a local KV cache is reused
         # between all prompts; dynamic-yarn's scaling depends on the length, so it needs one each.
@@ -106,24 +130,54 @@ def run_trials(
             ]
             if not todo:
                 continue
-            longest = max(s.length for s, _ in todo)
-            with backend.session(column, longest + CONTEXT_MARGIN, longest) as session:
-                ordered = reuse_order(todo) if backend.reuses_prefix else todo
-                answer_all(session, column, ordered, backend.parallel, keep)
+            ordered = reuse_order(todo) if backend.reuses_prefix else todo
+            trials = []
+            previous: list[int] = []
+            for spec, prompt in ordered:
+                kept = shared_prefix(previous, prompt.tokens) if backend.reuses_prefix else 0
+                number += 1
+                trials.append(Planned(column, spec, prompt, len(prompt.tokens) - min(kept, len(prompt.tokens) - 1),
+                                      number))  # fmt: skip
+                previous = prompt.tokens
+            plan.append(PassPlan(column, max(s.length for s, _ in todo), trials))
+    return plan
+
+
+def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def answer_all(
     session: Session,
-    column: str,
-    todo: list[tuple[TrialSpec, Prompt]],
+    todo: list[Planned],
     parallel: int,
     keep: Callable[[TrialResult], None],
+    on_tokens: Callable[[int, Planned], None] | None,
 ) -> None:
-    """The trials in order, or with up to ``parallel`` in flight; Ctrl-C or a failure keeps what finished."""
+    """The trials in order, or with up to ``parallel`` in flight; Ctrl-C or a failure keeps what finished.
+
+    Each result is kept before the last of its tokens is reported, so progress shows it.
+    """
     if parallel == 1:
-        for spec, prompt in todo:
-            keep(answer(session, column, spec, prompt))
+        for trial in todo:
+            tokens = TrialTokens(trial, on_tokens)
+            keep(answer(session, trial, tokens))
+            tokens.finish()
         return
+
+    lock = threading.Lock()
+
+    def report(n: int, trial: Planned) -> None:  # from the pool's threads, one at a time
+        if on_tokens:
+            with lock:
+                on_tokens(n, trial)
+
+    readers: dict[Future[TrialResult], TrialTokens] = {}
 
     def collect(finished: set[Future[TrialResult]]) -> BaseException | None:
         """Keep every trial that finished well; the first failure, if any, to raise after."""
@@ -135,6 +189,7 @@ def answer_all(
                 continue
             if error is None:
                 keep(future.result())
+                readers[future].finish()
         return failure
 
     pending: set[Future[TrialResult]] = set()
@@ -143,7 +198,10 @@ def answer_all(
     try:
         while True:
             while len(pending) < parallel and (item := next(queue, None)) is not None:
-                pending.add(pool.submit(answer, session, column, *item))
+                reader = TrialTokens(item, report)
+                future = pool.submit(answer, session, item, reader)
+                readers[future] = reader
+                pending.add(future)
             if not pending:
                 break
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -159,10 +217,29 @@ def answer_all(
     pool.shutdown()
 
 
-def answer(session: Session, column: str, spec: TrialSpec, prompt: Prompt) -> TrialResult:
+class TrialTokens:
+    """Reports a trial's prompt tokens as they are read, and the rest of what its plan counted when it ends."""
+
+    def __init__(self, trial: Planned, on_tokens: Callable[[int, Planned], None] | None) -> None:
+        self.trial = trial
+        self.on_tokens = on_tokens
+        self.reported = 0
+
+    def __call__(self, n: int) -> None:
+        n = min(n, self.trial.tokens - self.reported)  # what the plan counted, no more
+        self.reported += n
+        if self.on_tokens and n > 0:
+            self.on_tokens(n, self.trial)
+
+    def finish(self) -> None:
+        self(self.trial.tokens - self.reported)
+
+
+def answer(session: Session, trial: Planned, read: Callable[[int], None] | None = None) -> TrialResult:
+    spec, prompt = trial.spec, trial.prompt
     start = time.perf_counter()
     try:
-        completion = session.complete(prompt.text, prompt.tokens, ANSWER_TOKENS)
+        completion = session.complete(prompt.text, prompt.tokens, ANSWER_TOKENS, read)
     except ContextExceededError as exc:
         raise ContextExceededError(
             f"{exc}. The prompt was {len(prompt.tokens):,} tokens ({spec.length:,} asked): start the server with a "
@@ -171,5 +248,5 @@ def answer(session: Session, column: str, spec: TrialSpec, prompt: Prompt) -> Tr
             "file extended by yarn-cli convert (for vLLM: the --hf-overrides yarn-cli inspect shows for it)"
         ) from exc
     seconds = time.perf_counter() - start
-    result = trial_result(column, spec, prompt, completion.text, seconds, completion.evaluated_tokens)
+    result = trial_result(trial.column, spec, prompt, completion.text, seconds, completion.evaluated_tokens)
     return replace(result, server_prompt_tokens=completion.reported_prompt_tokens, truncated=completion.truncated)

@@ -39,7 +39,7 @@ def run_perplexity(
 ) -> PerplexityRun:
     """Score ``text`` at every context under every column and write the record; KeyboardInterrupt propagates.
 
-    ``on_start(tokens to evaluate)``, ``on_tokens(tokens just evaluated, what is being scored)``.
+    ``on_start(tokens to evaluate)``, ``on_tokens(tokens just evaluated, the pass they belong to)``.
     """
     settings.check(backend.scores_first_token)
     backend.check_fits(max(settings.contexts), "score shorter contexts")
@@ -63,14 +63,17 @@ def run_perplexity(
     unscored: dict[str, str] = {}
     evaluated = 0
     started = time.perf_counter()
+    number = 0
     for group in _sessions(passes):
         column = group[0].column
         if column in truncated or column in unscored:
             continue
         with backend.session(column, max(p.length for p in group), group[0].scale_length) as session:
             for p in group:
+                number += 1
                 window = bos_token + stream[p.offset : p.offset + p.length - int(bos)]
-                report = (lambda n, label=f"{column} @ {p.length:,}": on_tokens(n, label)) if on_tokens else None
+                label = f"{column}, pass {number}/{len(passes)} ({p.length:,} tokens)"
+                report = (lambda n, label=label: on_tokens(n, label)) if on_tokens else None
                 try:
                     scores = session.score(window, report)
                 except PromptCut as cut:

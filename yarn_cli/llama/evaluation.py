@@ -75,20 +75,68 @@ def vocabulary(model: Model) -> Iterator[Vocabulary]:
         vocab.close()
 
 
-def greedy_completion(llm: llama_cpp.Llama, tokens: Sequence[int], max_tokens: int, *, reuse: bool) -> tuple[str, int]:
+def greedy_completion(
+    llm: llama_cpp.Llama,
+    tokens: Sequence[int],
+    max_tokens: int,
+    *,
+    reuse: bool,
+    on_tokens: Callable[[int], None] | None = None,
+) -> tuple[str, int]:
     """The greedy continuation of ``tokens``, and the tokens llama.cpp evaluated for it.
 
     With ``reuse``, the prefix this prompt shares with the previous one stays in the KV cache.
+    ``on_tokens(n)``: prompt tokens evaluated so far come in batches, while a long prompt is read.
     """
     if not reuse:
         llm.reset()
     llama_cpp.llama_perf_context_reset(llm.ctx)
     try:
+        if on_tokens is not None:
+            _read_ahead(llm, tokens, on_tokens)
         completion: Any = llm.create_completion(list(tokens), max_tokens=max_tokens, temperature=0.0, top_k=1)
     except (RuntimeError, ValueError) as exc:
         raise EvaluationError(f"llama.cpp could not answer a {len(tokens)}-token prompt: {exc}") from exc
     perf = llama_cpp.llama_perf_context(llm.ctx)
     return completion["choices"][0]["text"], int(perf.n_p_eval) + int(perf.n_eval)
+
+
+def _read_ahead(llm: llama_cpp.Llama, tokens: Sequence[int], on_tokens: Callable[[int], None]) -> None:
+    """Evaluate a prompt's whole batches ahead of ``create_completion``, reporting each, in its exact batches.
+
+    ``create_completion`` keeps the prefix it finds in the KV cache and evaluates the rest in
+    ``n_batch`` batches from there, reporting nothing until it answers. This evaluates those same
+    batches first, from the same place, all but the last (which holds the prompt's last token and
+    gives the logits the answer starts from): so the cache, and every logit, is what it would have
+    been, and ``create_completion`` finds all but the last batch kept. Where llama-cpp-python's
+    state is not the one this expects, nothing is read ahead.
+    """
+    try:
+        cached = list(llm._input_ids)  # the tokens llama-cpp-python holds in the cache, as it compares them
+        n_batch = int(llm.n_batch)
+        recurrent = bool(getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False))
+    except AttributeError:
+        return
+    if recurrent:  # a recurrent state cannot be cut back to a prefix
+        return
+    start = 0
+    for a, b in zip(cached, tokens, strict=False):
+        if a != b:
+            break
+        start += 1
+    if start >= len(tokens) - 1:
+        return  # all cached: create_completion evaluates at most one token
+    batches = (len(tokens) - 1 - start) // n_batch
+    if batches == 0:
+        return
+    if start == 0:
+        llm.reset()  # as create_completion does when nothing is shared
+    elif not llm._ctx.kv_cache_seq_rm(-1, start, -1):
+        return
+    llm.n_tokens = start
+    for k in range(batches):
+        llm.eval(tokens[start + k * n_batch : start + (k + 1) * n_batch])
+        on_tokens(n_batch)
 
 
 @dataclass

@@ -42,8 +42,10 @@ class LlamaSession(Session):
         self.timings = timings
         self._scorer: LogitScorer | None = None
 
-    def complete(self, text: str, tokens: Sequence[int], max_tokens: int) -> Completion:
-        output, evaluated = greedy_completion(self.llm, tokens, max_tokens, reuse=self.reuse)
+    def complete(
+        self, text: str, tokens: Sequence[int], max_tokens: int, on_tokens: Callable[[int], None] | None = None
+    ) -> Completion:
+        output, evaluated = greedy_completion(self.llm, tokens, max_tokens, reuse=self.reuse, on_tokens=on_tokens)
         return Completion(output, evaluated)
 
     def score(self, tokens: Sequence[int], on_tokens: Callable[[int], None] | None = None) -> Scores:

@@ -112,7 +112,10 @@ class ServedSession(Session):
         self.backend = backend
         self.client = client
 
-    def complete(self, text: str, tokens: Sequence[int], max_tokens: int) -> Completion:
+    def complete(
+        self, text: str, tokens: Sequence[int], max_tokens: int, on_tokens: Callable[[int], None] | None = None
+    ) -> Completion:
+        """The answer, and nothing before it: a server does not say how far it has read."""
         completion = self.client.complete(text, max_tokens)
         margin = ESTIMATE_MARGIN if self.backend.estimated else 0.0
         return Completion(
