@@ -24,6 +24,7 @@ from yarn_cli.rope.architectures import window_layers, window_scaling
 from yarn_cli.rope.explain import explain, scaling_origin
 from yarn_cli.rope.huggingface import hf_scaling
 from yarn_cli.rope.keys import arch_key
+from yarn_cli.rope.runtimes import runtime_report
 from yarn_cli.rope.state import RopeState, rope_state
 
 KV_CACHE_MULTIPLES = (1, 2, 4, 8)
@@ -219,6 +220,7 @@ def summary(model: Model) -> dict[str, Any]:
     rope = model.rope
     scaling = rope.current.scaling
     yarn_cli_keys = {k: f.value for k, f in header.fields.items() if k.startswith("yarn_cli.")}
+    report = runtime_report(rope)
     return {
         "file": {
             "path": str(header.path),
@@ -257,6 +259,7 @@ def summary(model: Model) -> dict[str, Any]:
             "origin": scaling_origin(rope),
             "keys": {k: header.get(k) for k in rope.keys.scaling if header.get(k) is not None},
         },
+        "runtimes": None if report is None else report.to_dict(),  # where that scaling takes effect
         "sliding_window_layers": model.shape.window_layers,
         "kv_cache_f16": [
             {"multiple": m, "context": ctx, "bytes": size, "bytes_windowed": windowed}

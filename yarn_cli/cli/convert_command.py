@@ -13,6 +13,7 @@ from yarn_cli.cli.render import byte_progress, err, mib, out, print_json, say, s
 from yarn_cli.conversion import ConversionPlan, ConvertRequest, ConvertResult, convert_file, recover_file
 from yarn_cli.gguf.inplace import record_name
 from yarn_cli.rope.keys import RECORD_KEY
+from yarn_cli.rope.runtimes import not_taking_effect
 from yarn_cli.rope.scaling import Method
 
 EPILOG = """\
@@ -157,6 +158,8 @@ def convert_command(
         say(_recovered_line(result.input, result.recovered))
     for message in result.warnings:
         warn(message)
+    for message in not_taking_effect(plan.runtimes):  # runtimes that will not run the scaling as written
+        warn(message)
     if result.fallback:
         warn(result.fallback)
     if dry_run:
@@ -276,4 +279,5 @@ def _result_dict(result: ConvertResult, dry_run: bool) -> dict[str, Any]:
         "runtime_equivalent": None if runtime is None else runtime.as_kwargs(),
         "runtime_flags": None if runtime is None else runtime.flags(),
         "hugging_face": plan.hugging_face.to_dict(),
+        "runtimes": [w.to_dict() for w in plan.runtimes],
     }

@@ -18,6 +18,7 @@ from yarn_cli.rope.explain import explain, scaling_origin
 from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, YarnView, yarn_view
 from yarn_cli.rope.huggingface import hf_scaling
 from yarn_cli.rope.keys import VERSION_KEY
+from yarn_cli.rope.runtimes import VLLM, RuntimeReport, runtime_report
 from yarn_cli.rope.scaling import check_betas, check_factor
 from yarn_cli.rope.state import RopeState
 
@@ -106,6 +107,8 @@ def _render_info(model: Model) -> None:
         table.add_row("RoPE tensors", Text(", ".join(tensors)))
     for i, note in enumerate(explain(rope)):
         table.add_row("llama.cpp" if i == 0 else "", Text(note))
+    for i, line in enumerate(_runtime_lines(runtime_report(rope))):
+        table.add_row("Runtimes" if i == 0 else "", Text(line))
     if rope.converted:
         table.add_row("Converted by", Text(f"yarn-cli {h.get(VERSION_KEY, '?')} (undo: convert --method none)"))
     out.print(table)
@@ -131,6 +134,21 @@ def _render_info(model: Model) -> None:
                 "(for one sequence as shown; per slot with -np) unless --swa-full.[/]",
                 soft_wrap=True,
             )
+
+
+def _runtime_lines(report: RuntimeReport | None) -> list[str]:
+    """Where the file's scaling (an unscaled file: a YaRN conversion's) takes effect, and where not."""
+    if report is None:
+        return []
+    head = f"the file's {report.method.value}" if report.from_file else "a YaRN conversion"
+    taken = ", ".join(w.runtime for w in report.where if w.applies)
+    lines = [f"{head} takes effect in {taken}"]
+    for w in report.where:
+        if w.runtime == VLLM:  # its own line, below, for a scaled file
+            lines.append("not in vLLM, which reads no GGUF" + (": its flags are below" if report.from_file else ""))
+        elif not w.applies:
+            lines.append(f"{'not' if w.applies is False else 'differently'} in {w.runtime}: {w.sentence}")
+    return lines
 
 
 def _hf_text(rope: RopeState, head_dim: int | None) -> str:

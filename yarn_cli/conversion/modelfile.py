@@ -3,9 +3,9 @@ longer context.
 
 Ollama clamps ``num_ctx`` to the file's ``context_length`` and defaults to a context chosen from the
 GPU's memory (4k below 24 GiB): without ``PARAMETER num_ctx`` an extended model still gets the short
-default. Whether the scaling itself is applied depends on the engine Ollama runs the architecture
-with: llama.cpp reads ``rope.scaling.*`` from the file, Ollama's own engine (gemma3 among the
-architectures it runs) does not.
+default. Whether the scaling itself is applied depends on the Ollama version: 0.30 and later run
+every GGUF in llama-server, which reads ``rope.scaling.*`` from the file; earlier ones ran some
+architectures (gemma3 among them) on their own engine, which did not always (``rope/runtimes.py``).
 
 The Modelfile is one more output of the conversion: checked with the others before anything is
 written, and staged with the model, so that both appear together or neither does.

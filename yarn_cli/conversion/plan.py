@@ -21,6 +21,7 @@ from yarn_cli.rope.architectures import BETA_ARCHS, window_note
 from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW
 from yarn_cli.rope.huggingface import HfScaling, hf_scaling
 from yarn_cli.rope.keys import RECORD_KEY, VERSION_KEY, RopeKeys
+from yarn_cli.rope.runtimes import Where, where_scaling_applies
 from yarn_cli.rope.scaling import (
     MAX_CONTEXT,
     Method,
@@ -80,6 +81,12 @@ class ConversionPlan:
     def hugging_face(self) -> HfScaling:
         """The same scaling for servers that run the Hugging Face model (vLLM's --hf-overrides)."""
         return hf_scaling(self.model.rope, self.model.shape.head_dim_k, self.target)
+
+    @property
+    def runtimes(self) -> list[Where]:
+        """Where the scaling written takes effect, runtime by runtime (Ollama, LM Studio, vLLM...)."""
+        attn = rope_params(self.target, self.model.rope.keys).scaling.attn_factor
+        return where_scaling_applies(self.model.architecture, self.method, attn_factor=attn not in (None, 1.0))
 
     @property
     def runtime(self) -> RuntimeScaling | None:
