@@ -130,15 +130,18 @@ class GGUFHeader:
             return {}
         if found.value is not None:
             return {i: str(found.value[i]) for i in wanted}
-        raw, fmt = found.raw, self.byteorder + "Q"
-        pos = 8 + struct.unpack_from(fmt, raw, 0)[0] + 4 + 4 + 8  # key length, key, type, item type, count
+        raw = memoryview(found.raw)
+        unpack = struct.Struct(self.byteorder + "Q").unpack_from
+        pos = 8 + unpack(raw, 0)[0] + 4 + 4 + 8  # key length, key, type, item type, count
         items: dict[int, str] = {}
-        last, asked = wanted[-1], set(wanted)
-        for i in range(last + 1):
-            size = struct.unpack_from(fmt, raw, pos)[0]
-            if i in asked:
-                items[i] = raw[pos + 8 : pos + 8 + size].decode("utf-8", errors="replace")
-            pos += 8 + size
+        done = 0
+        for index in wanted:
+            for _ in range(index - done):  # the strings before it: a length, then its bytes
+                (size,) = unpack(raw, pos)
+                pos += 8 + size
+            (size,) = unpack(raw, pos)
+            items[index] = bytes(raw[pos + 8 : pos + 8 + size]).decode("utf-8", errors="replace")
+            pos, done = pos + 8 + size, index + 1
         return items
 
 
