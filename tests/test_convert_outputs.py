@@ -15,14 +15,15 @@ from typing import Any
 
 import pytest
 from ggufs import write_tiny_llama
-from helpers import error_line, interrupt_on_call, sha256, snapshot
+from helpers import error_line, interrupt_on_call, sha256, snapshot, sweep
 from typer.testing import CliRunner
 
 import yarn_cli.gguf.header
 from yarn_cli.cli.app import app
-from yarn_cli.conversion import ConvertRequest, convert_file
+from yarn_cli.conversion import ConvertRequest, convert_file, write_modelfile
 from yarn_cli.default_model import default_model_path
 from yarn_cli.files.faults import CRASH_ENV, CRASH_EXIT, OUTPUTS_STAGED
+from yarn_cli.gguf.inplace import RecoveryError, undo_path
 
 MODELFILE = ["# ollama create NAME -f tiny.yarn-2x.Modelfile", "FROM ./tiny.yarn-2x.gguf", "PARAMETER num_ctx 512"]
 
@@ -230,3 +231,122 @@ def test_convert_writes_an_ollama_modelfile_with_the_new_context(run_cli, tiny_m
     undo = run_cli("convert", tiny_model.with_name("tiny.yarn-4x.gguf"), "--method", "none", "--modelfile")
     assert undo.returncode == 1 and "--modelfile is for a scaled model" in error_line(undo)
     assert sorted(p.name for p in tiny_model.parent.iterdir()) == sorted([*before, "out.gguf", "out.Modelfile"])
+
+
+# --- the Modelfile alone, for a file already scaled -------------------------------------------
+
+AS_IT_IS = ["# ollama create NAME -f tiny.yarn-2x.Modelfile", "FROM ./tiny.yarn-2x.gguf", "PARAMETER num_ctx 512"]
+
+
+@pytest.fixture
+def converted(tiny_model: Path) -> Path:
+    """tiny.gguf converted with YaRN x2 (context_length 512), beside it."""
+    return convert_file(tiny_model, ConvertRequest(factor=2.0)).outputs[0].path
+
+
+def test_a_converted_file_gets_its_modelfile_alone_and_stays_byte_identical(run_cli, converted: Path) -> None:
+    folder = converted.parent
+    before = snapshot(folder)
+    result = run_cli("convert", converted, "--modelfile")
+    assert result.returncode == 0, result.stderr
+    modelfile = converted.with_name("tiny.yarn-2x.Modelfile")
+    assert modelfile.read_text().splitlines() == AS_IT_IS
+    assert result.stderr.splitlines() == [
+        f"{converted} as it is (context_length 512): only its Modelfile written, the model unchanged.",
+        f"Ollama: {modelfile} (num_ctx 512); run: ollama create NAME -f {modelfile}",
+    ]
+    assert result.stdout == ""
+    assert snapshot(folder) == {**before, modelfile.name: sha256(modelfile)}  # the model files byte for byte
+
+    as_json = run_cli("convert", converted, "--modelfile", "--force", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    data = json.loads(as_json.stdout)
+    assert data["modelfile"] == str(modelfile)
+    # a conversion's keys, saying that nothing was converted
+    assert set(data) == set(json.loads(run_cli("convert", converted, "--factor", "4", "--dry-run", "--json").stdout))
+    nothing_converted = (data["method"], data["outputs"], data["changes"], data["path"], data["verified"])
+    assert nothing_converted == (None, [], [], None, False)
+    assert (data["context_length"], data["original_context"], data["dry_run"]) == (512, 256, False)
+    assert data["hugging_face"]["max_model_len"] == 512
+    assert snapshot(folder) == {**before, modelfile.name: sha256(modelfile)}
+
+
+def test_a_dry_run_of_the_modelfile_alone_lists_it_and_writes_nothing(run_cli, converted: Path) -> None:
+    before = snapshot(converted.parent)
+    result = run_cli("convert", converted, "--modelfile", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        f"Ollama: {converted.with_name('tiny.yarn-2x.Modelfile')} (num_ctx 512) would be written.",
+        f"Dry run: the Modelfile of {converted} as it is (context_length 512); nothing written.",
+    ]
+    as_json = run_cli("convert", converted, "--modelfile", "--dry-run", "--json")
+    data = json.loads(as_json.stdout)
+    assert (data["dry_run"], data["modelfile"], data["context_length"]) == (True, None, 512)
+    assert snapshot(converted.parent) == before
+
+
+def test_an_existing_modelfile_is_replaced_only_with_force(run_cli, converted: Path) -> None:
+    modelfile = converted.with_name("tiny.yarn-2x.Modelfile")
+    modelfile.write_text("FROM ./mine.gguf\n")
+    refused = run_cli("convert", converted, "--modelfile")
+    assert refused.returncode == 1
+    assert error_line(refused) == f"Error: {modelfile} exists; use --force to replace it"
+    assert modelfile.read_text() == "FROM ./mine.gguf\n"
+    forced = run_cli("convert", converted, "--modelfile", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert modelfile.read_text().splitlines() == AS_IT_IS
+
+
+GIVE_THE_SCALE = "Error: give the scale with --factor S or the target context with --context N"
+NO_NUM_CTX = "Error: --modelfile is for a scaled model; the original needs no num_ctx of its own"
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    sweep(
+        [
+            (["--method", "none"], NO_NUM_CTX),
+            (["--method", "yarn"], GIVE_THE_SCALE),
+            (["--in-place"], GIVE_THE_SCALE),
+            (["out.gguf"], GIVE_THE_SCALE),
+            (["--attn-factor", "2"], GIVE_THE_SCALE),
+        ]
+    ),
+    ids=["method-none", "method-yarn", "in-place", "output", "attn-factor"],
+)
+def test_what_asks_for_a_conversion_is_not_the_modelfile_alone(
+    run_cli, converted: Path, args: list[str], line: str
+) -> None:
+    before = snapshot(converted.parent)
+    result = run_cli("convert", converted, "--modelfile", *args)
+    assert result.returncode == 1, args
+    assert error_line(result) == line
+    assert snapshot(converted.parent) == before
+
+
+def test_a_file_with_no_scaling_gets_no_modelfile_alone(run_cli, tiny_model: Path) -> None:
+    before = snapshot(tiny_model.parent)
+    result = run_cli("convert", tiny_model, "--modelfile")
+    assert result.returncode == 1
+    assert error_line(result) == (
+        f"Error: {tiny_model} carries no RoPE scaling: give --factor S or --context N to scale it "
+        "(--modelfile alone is for a file already scaled)"
+    )
+    assert snapshot(tiny_model.parent) == before
+
+
+def test_the_modelfile_alone_goes_through_the_staging(run_cli, converted: Path) -> None:
+    folder = converted.parent
+    crashed = run_cli("convert", converted, "--modelfile", env={CRASH_ENV: OUTPUTS_STAGED})
+    assert crashed.returncode == CRASH_EXIT, crashed.stderr
+    assert [n for n in names(folder) if not n.endswith(".partial")] == ["tiny.gguf", "tiny.yarn-2x.gguf"]
+    again = write_modelfile(converted)
+    assert again.modelfile.path.read_text().splitlines() == AS_IT_IS
+    assert names(folder) == ["tiny.gguf", "tiny.yarn-2x.Modelfile", "tiny.yarn-2x.gguf"]  # the leftover removed
+
+
+def test_the_modelfile_alone_is_refused_while_an_in_place_change_is_pending(converted: Path) -> None:
+    undo_path(converted).write_bytes(b"")
+    with pytest.raises(RecoveryError, match="--recover"):
+        write_modelfile(converted)
+    assert names(converted.parent) == ["tiny.gguf", "tiny.yarn-2x.gguf", undo_path(converted).name]

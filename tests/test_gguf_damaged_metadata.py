@@ -2,6 +2,7 @@
 
 A value its key's meaning rules out (text where a number belongs, a negative or NaN context, a
 boolean count) stops every command at once, ``inspect`` included: there is nothing right to show.
+The tokenizer's keys and the quantization stop ``inspect``, the one command that reads them.
 A number that reads fine but is out of range (a NaN base, an infinite factor) is shown by
 ``inspect``, as valid JSON too, and refused by whatever would compute from it or write it back:
 ``convert`` with every method. Real files and the real command line throughout.
@@ -95,6 +96,44 @@ def test_a_value_its_key_rules_out_is_one_line_in_every_command(
         assert result.stdout == ""
     assert sha256(model) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["damaged.gguf"]
+
+
+# The tokenizer's keys and general.file_type: inspect shows them, so it refuses them; convert never reads them
+TEXT = f"it must be text {DAMAGED}"
+TOKENIZER_UNREADABLE = [
+    ("tokenizer.ggml.bos_token_id", ("x", S), f"tokenizer.ggml.bos_token_id is 'x'; {COUNT}"),
+    ("tokenizer.ggml.eos_token_id", (-1, I32), f"tokenizer.ggml.eos_token_id is -1; {COUNT}"),
+    ("tokenizer.ggml.model", (2, U32), f"tokenizer.ggml.model is 2; {TEXT}"),
+    ("tokenizer.chat_template", (True, BOOL), f"tokenizer.chat_template is true (a boolean); {TEXT}"),
+    (
+        "tokenizer.ggml.add_bos_token",
+        (1, U32),
+        f"tokenizer.ggml.add_bos_token is 1; it must be true or false {DAMAGED}",
+    ),
+    (
+        "tokenizer.ggml.tokens",
+        ("x", S),
+        f"tokenizer.ggml.tokens is 'x'; it must be a list of text (the tokens) {DAMAGED}",
+    ),
+    ("general.file_type", ("q4", S), f"general.file_type is 'q4'; {COUNT}"),
+]
+
+
+@pytest.mark.parametrize(
+    ("key", "stored", "message"),
+    sweep(TOKENIZER_UNREADABLE),
+    ids=[f"{k}={v[0]!r}:{v[1].name}" for k, v, _ in TOKENIZER_UNREADABLE],
+)
+def test_a_damaged_tokenizer_key_is_one_line_in_inspect(
+    run_cli, tmp_path: Path, key: str, stored: tuple[object, GGUFValueType], message: str
+) -> None:
+    model = write_tiny_llama(tmp_path / "damaged.gguf", extra={key: stored})
+    for args in (["inspect", model], ["inspect", model, "--json"]):
+        result = run_cli(*args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert error_line(result) == f"Error: {model}: {message}", args
+        assert result.stdout == ""
+    assert run_cli("convert", model, "--factor", "2", "--dry-run").returncode == 0
 
 
 def test_a_damaged_undo_record_is_one_line(run_cli, tmp_path: Path) -> None:

@@ -622,6 +622,30 @@ def test_long_arrays_kept_exactly(tmp_path: Path, endianess: gguf.GGUFEndian) ->
     assert reader.fields["llama.context_length"].contents() == 8192
 
 
+@pytest.mark.parametrize("endianess", [gguf.GGUFEndian.LITTLE, gguf.GGUFEndian.BIG])
+def test_tokens_are_read_from_an_undecoded_vocabulary(tmp_path: Path, endianess: gguf.GGUFEndian) -> None:
+    n = MAX_DECODED_ARRAY + 904
+    tokens = [f"tok{i}" * (i % 5) + ("é" if i % 7 == 0 else "") for i in range(n)]
+    path = tmp_path / "vocab.gguf"
+    writer = GGUFWriter(path, "llama", endianess=endianess)
+    writer.add_array("tokenizer.ggml.tokens", tokens)
+    writer.add_array("short.tokens", ["a", "b", "c"])
+    writer.add_array("numbers", list(range(n)))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    header = read_header(path)
+    assert header.fields["tokenizer.ggml.tokens"].value is None  # kept as bytes, never decoded
+    wanted = [0, 1, 5, 7, 511, 512, 1000, n - 1]
+    assert header.strings_at("tokenizer.ggml.tokens", wanted) == {i: tokens[i] for i in wanted}
+    # an index past the end, or a negative one, is left out; so are arrays of something else, and absent keys
+    assert header.strings_at("tokenizer.ggml.tokens", [n, -1, 3]) == {3: tokens[3]}
+    assert header.strings_at("short.tokens", [2, 3]) == {2: "c"}
+    assert header.strings_at("numbers", [1]) == {}
+    assert header.strings_at("missing", [1]) == {}
+    assert GGUFReader(path).fields["tokenizer.ggml.tokens"].contents() == tokens  # as gguf-py reads them
+
+
 @pytest.mark.parametrize("cut", [50_000, 400_000, 1_200_000])
 def test_truncated_inside_a_vocabulary(smollm2: Path, tmp_path: Path, cut: int) -> None:
     broken = tmp_path / "cut.gguf"

@@ -1,4 +1,5 @@
-"""``yarn-cli inspect``: a file's facts, its JSON and YaRN view, a converted file, the embedded model."""
+"""``yarn-cli inspect``: a file's facts, its JSON and YaRN view, a converted file, the embedded model, the
+tokenizer (vocabulary, BOS/EOS, chat template) and quantization."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
-from ggufs import CONTEXT
+from gguf import GGUFValueType
+from ggufs import CONTEXT, N_VOCAB, write_sparse_gguf, write_tiny_llama
 
 from yarn_cli.gguf.inplace import undo_path
+from yarn_cli.model import open_model
 
 
 def test_inspect_shows_the_facts(run_cli, tiny_model: Path) -> None:
@@ -85,3 +88,102 @@ def test_inspect_warns_about_an_interrupted_change_and_still_shows_the_file(run_
     assert result.returncode == 0
     assert "Warning: an in-place change of" in result.stderr and "--recover" in result.stderr
     assert "Context length  256" in result.stdout
+
+
+# --- the tokenizer and the quantization --------------------------------------------------------
+
+SMOLLM2_TOKENIZER = {
+    "model": "gpt2",
+    "algorithm": "BPE",
+    "pre": "smollm",
+    "tokens": 49152,
+    "bos": {"id": 1, "text": "<|im_start|>"},
+    "eos": {"id": 2, "text": "<|im_end|>"},
+    "add_bos": False,
+}
+
+
+def test_inspect_shows_smollm2s_tokenizer_quantization_and_chat_template(run_cli) -> None:
+    text = run_cli("inspect", "default")
+    assert text.returncode == 0, text.stderr
+    lines = [line.rstrip() for line in text.stdout.splitlines()]
+    assert "Quantization    Q4_1" in lines
+    assert "Tokenizer       gpt2 (BPE, pre-tokenizer smollm), 49,152 tokens" in lines
+    assert "                BOS 1 '<|im_start|>' (not added), EOS 2 '<|im_end|>'" in lines
+    assert "Chat template   chatml, 368 characters" in lines
+    as_json = run_cli("inspect", "default", "--json")
+    data = json.loads(as_json.stdout)
+    assert data["quantization"] == {"file_type": 3, "name": "Q4_1"}
+    template = data["tokenizer"].pop("chat_template")
+    assert data["tokenizer"] == SMOLLM2_TOKENIZER
+    assert template["length"] == 368 and template["format"] == "chatml"
+    assert template["start"] == "{% for message in messages %}{% if loop."  # its first words, not the whole
+
+
+def test_inspect_says_a_tiny_model_has_no_chat_template(run_cli, tiny_model: Path) -> None:
+    text = run_cli("inspect", tiny_model)
+    lines = [line.rstrip() for line in text.stdout.splitlines()]
+    assert "Quantization    F32" in lines
+    assert f"Tokenizer       llama (SentencePiece), {N_VOCAB} tokens" in lines
+    assert "                BOS 1 '<s>', EOS 2 '</s>'" in lines  # add_bos_token: not stated
+    assert "Chat template   none: chat continues the text as plain completion" in lines
+    data = json.loads(run_cli("inspect", tiny_model, "--json").stdout)
+    assert data["quantization"] == {"file_type": 0, "name": "F32"}
+    assert data["tokenizer"] == {
+        "model": "llama",
+        "algorithm": "SentencePiece",
+        "pre": None,
+        "tokens": N_VOCAB,
+        "bos": {"id": 1, "text": "<s>"},
+        "eos": {"id": 2, "text": "</s>"},
+        "add_bos": None,
+        "chat_template": None,
+    }
+
+
+S, U32, BOOL = GGUFValueType.STRING, GGUFValueType.UINT32, GGUFValueType.BOOL
+LLAMA3 = "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>{% endfor %}"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"tokenizer.chat_template": (LLAMA3, S)}, {"chat_template": (len(LLAMA3), "llama3", LLAMA3[:40])}),
+        ({"tokenizer.chat_template": ("{{ messages }}", S)}, {"chat_template": (14, None, "{{ messages }}")}),
+        ({"tokenizer.ggml.add_bos_token": (True, BOOL)}, {"add_bos": True}),
+        ({"tokenizer.ggml.eos_token_id": (9999, U32)}, {"eos": (9999, None)}),  # beyond the vocabulary
+        ({"general.file_type": (15, U32)}, {"file_type": "Q4_K_M"}),
+        ({"general.file_type": (1024 + 7, U32)}, {"file_type": "Q8_0 (guessed)"}),
+        ({"general.file_type": (999, U32)}, {"file_type": "type 999 (one this gguf-py does not name)"}),
+    ],
+    ids=["llama3-template", "unknown-template", "add-bos", "eos-outside", "q4_k_m", "guessed", "unknown-type"],
+)
+def test_what_the_tokenizer_keys_say(
+    tmp_path: Path, extra: dict[str, tuple[object, GGUFValueType]], expected: dict[str, object]
+) -> None:
+    model = open_model(write_tiny_llama(tmp_path / "m.gguf", extra=extra))
+    tokenizer, file_type = model.tokenizer, model.file_type
+    assert file_type is not None
+    seen = {
+        "chat_template": None
+        if tokenizer.chat_template is None
+        else (tokenizer.chat_template.length, tokenizer.chat_template.format, tokenizer.chat_template.start),
+        "add_bos": tokenizer.add_bos,
+        "eos": None if tokenizer.eos is None else (tokenizer.eos.id, tokenizer.eos.text),
+        "file_type": file_type.name,
+    }
+    assert {key: seen[key] for key in expected} == expected
+
+
+def test_inspect_shows_a_file_without_tokenizer_keys(run_cli, tmp_path: Path) -> None:
+    """A header with no vocabulary, ids or quantization (gguf-py writes such files): each one said, no error."""
+    model = write_sparse_gguf(tmp_path / "bare.gguf", 64)
+    result = run_cli("inspect", model)
+    assert result.returncode == 0, result.stderr
+    lines = [line.rstrip() for line in result.stdout.splitlines()]
+    assert "Quantization    (not stated)" in lines
+    assert "Tokenizer       (not stated), no vocabulary" in lines
+    assert "                BOS (not stated), EOS (not stated)" in lines
+    data = json.loads(run_cli("inspect", model, "--json").stdout)
+    assert data["quantization"] is None
+    assert data["tokenizer"]["tokens"] is None and data["tokenizer"]["bos"] is None

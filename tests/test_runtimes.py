@@ -196,6 +196,20 @@ def test_convert_modelfile_of_llama_warns_about_no_runtime(run_cli, tiny_model: 
     assert "Warning" not in result.stderr and "Ollama: " in result.stderr
 
 
+def test_the_modelfile_of_a_converted_file_as_it_is_carries_the_same_warning(run_cli, tmp_path: Path) -> None:
+    gemma = write_tiny(tmp_path / "g.gguf", "gemma3")
+    assert run_cli("convert", gemma, "--factor", "2").returncode == 0
+    alone = run_cli("convert", tmp_path / "g.yarn-2x.gguf", "--modelfile")
+    assert alone.returncode == 0, alone.stderr
+    assert [line for line in alone.stderr.splitlines() if line.startswith("Warning: Ollama < 0.30: ")]
+    data = json.loads(run_cli("convert", tmp_path / "g.yarn-2x.gguf", "--modelfile", "--force", "--json").stdout)
+    assert {r["runtime"]: r["applies"] for r in data["runtimes"]}["Ollama < 0.30"] is not True
+    llama = write_tiny(tmp_path / "l.gguf", "llama")
+    assert run_cli("convert", llama, "--factor", "2").returncode == 0
+    quiet = run_cli("convert", tmp_path / "l.yarn-2x.gguf", "--modelfile")
+    assert quiet.returncode == 0 and "Warning" not in quiet.stderr, quiet.stderr
+
+
 def test_convert_json_lists_every_runtime(run_cli, tmp_path: Path) -> None:
     model = write_tiny(tmp_path / "g.gguf", "gemma3")
     result = run_cli("convert", model, "--factor", "2", "--dry-run", "--json")

@@ -17,8 +17,10 @@ from gguf import Keys
 
 from yarn_cli.default_model import resolve_model
 from yarn_cli.errors import InputError, NotGGUFError
+from yarn_cli.gguf.file_type import FileType, file_type
 from yarn_cli.gguf.header import GGUFHeader, read_header
 from yarn_cli.gguf.inplace import check_not_pending
+from yarn_cli.gguf.tokenizer import TokenizerInfo, read_tokenizer
 from yarn_cli.gguf.values import DamagedValueError, as_count
 from yarn_cli.rope.architectures import window_layers, window_scaling
 from yarn_cli.rope.explain import explain, scaling_origin
@@ -96,6 +98,22 @@ class Model:
     def original_context(self) -> int | None:
         """The context the model was trained with, before any scaling (yarn-cli's or its own)."""
         return self.rope.trained_context
+
+    @property
+    def tokenizer(self) -> TokenizerInfo:
+        """Its tokenizer as the file states it (read when asked: only ``inspect`` shows it)."""
+        try:
+            return read_tokenizer(self.header)
+        except DamagedValueError as exc:
+            raise exc.at(self.path) from None
+
+    @property
+    def file_type(self) -> FileType | None:
+        """Its quantization, as ``general.file_type`` states it."""
+        try:
+            return file_type(self.header)
+        except DamagedValueError as exc:
+            raise exc.at(self.path) from None
 
     def record(self) -> dict[str, Any]:
         """The model as a run's record names it; ``header_sha256`` tells it apart from any other file or state."""
@@ -221,6 +239,7 @@ def summary(model: Model) -> dict[str, Any]:
     scaling = rope.current.scaling
     yarn_cli_keys = {k: f.value for k, f in header.fields.items() if k.startswith("yarn_cli.")}
     report = runtime_report(rope)
+    quantization = model.file_type
     return {
         "file": {
             "path": str(header.path),
@@ -232,6 +251,8 @@ def summary(model: Model) -> dict[str, Any]:
             "split": None if model.split is None else {"number": model.split.number, "count": model.split.count},
         },
         "architecture": model.architecture,
+        "quantization": None if quantization is None else quantization.to_dict(),
+        "tokenizer": model.tokenizer.to_dict(),
         "uses_rope": rope.uses_rope,
         "no_rope_reason": rope.no_rope_reason,
         "context_length": model.context_length,

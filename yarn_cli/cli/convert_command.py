@@ -10,7 +10,17 @@ from rich.table import Table
 from rich.text import Text
 
 from yarn_cli.cli.render import byte_progress, err, mib, out, print_json, say, show_value, warn
-from yarn_cli.conversion import ConversionPlan, ConvertRequest, ConvertResult, convert_file, recover_file
+from yarn_cli.conversion import (
+    ConversionPlan,
+    ConvertRequest,
+    ConvertResult,
+    Modelfile,
+    ModelfileResult,
+    convert_file,
+    recover_file,
+    wants_modelfile_alone,
+    write_modelfile,
+)
 from yarn_cli.gguf.inplace import record_name
 from yarn_cli.rope.keys import RECORD_KEY
 from yarn_cli.rope.runtimes import not_taking_effect
@@ -32,6 +42,8 @@ Examples:
   yarn-cli convert model.gguf --in-place --factor 2  # only the header is written (ext4, XFS)
 
   yarn-cli convert model.gguf --factor 2 --modelfile # + model.yarn-2x.Modelfile for ollama create
+
+  yarn-cli convert model.yarn-2x.gguf --modelfile    # only its Modelfile, the file as it is
 """
 
 
@@ -59,8 +71,11 @@ def convert_command(
         ),
     ] = None,
     method: Annotated[
-        Method, typer.Option("--method", "-m", help="yarn, linear (PI), ntk (NTK-aware base) or none (undo).")
-    ] = Method.YARN,
+        Method | None,
+        typer.Option(
+            "--method", "-m", help="yarn, linear (PI), ntk (NTK-aware base) or none (undo).", show_default="yarn"
+        ),
+    ] = None,
     original_context: Annotated[
         int | None,
         typer.Option(help="Trained context L. Default: the file's original_context_length, else context_length."),
@@ -132,6 +147,9 @@ def convert_command(
         force=force,
         allow_shorter_context=allow_shorter_context,
     )
+    if wants_modelfile_alone(request, modelfile=modelfile, output=output, in_place=in_place):
+        _modelfile_alone(write_modelfile(input, overwrite=force, dry_run=dry_run), json_output, quiet)
+        return
     with byte_progress("Writing", enabled=not (quiet or json_output or dry_run)) as update:
         result = convert_file(
             input,
@@ -165,9 +183,7 @@ def convert_command(
     if dry_run:
         out.print(_changes_table(plan))
         if result.modelfile is not None:
-            out.print(
-                f"Ollama: {result.modelfile.path} (num_ctx {result.modelfile.num_ctx}) would be written.", markup=False
-            )
+            out.print(_modelfile_planned(result.modelfile), markup=False)
         out.print(f"Dry run: {_summary(plan)}; nothing written.", markup=False)
         return
     if not quiet:
@@ -179,11 +195,34 @@ def convert_command(
         say(f"{_summary(plan)}; written {where} ({how}) in {result.seconds:.2f} s, verified.")
         for written in result.outputs[1:]:
             say(f"  split {written.path.name}: {written.action}")
-    if written_modelfile is not None:
-        say(
-            f"Ollama: {written_modelfile} (num_ctx {plan.context_length}); "
-            f"run: ollama create NAME -f {written_modelfile}"
-        )
+    if result.modelfile is not None and written_modelfile is not None:
+        say(_modelfile_written(result.modelfile))
+
+
+def _modelfile_planned(modelfile: Modelfile) -> str:
+    return f"Ollama: {modelfile.path} (num_ctx {modelfile.num_ctx}) would be written."
+
+
+def _modelfile_written(modelfile: Modelfile) -> str:
+    return f"Ollama: {modelfile.path} (num_ctx {modelfile.num_ctx}); run: ollama create NAME -f {modelfile.path}"
+
+
+def _modelfile_alone(result: ModelfileResult, json_output: bool, quiet: bool) -> None:
+    """The Modelfile of a file as it is: no table (no key changes), the Modelfile lines a conversion prints."""
+    model, modelfile = result.model, result.modelfile
+    as_it_is = f"{model.path} as it is (context_length {modelfile.num_ctx})"
+    if json_output:
+        print_json(_modelfile_alone_dict(result))
+        return
+    for message in not_taking_effect(result.runtimes):  # runtimes that will not run the file's scaling as written
+        warn(message)
+    if result.dry_run:
+        out.print(_modelfile_planned(modelfile), markup=False)
+        out.print(f"Dry run: the Modelfile of {as_it_is}; nothing written.", markup=False)
+    else:
+        if not quiet:
+            say(f"{as_it_is}: only its Modelfile written, the model unchanged.")
+        say(_modelfile_written(modelfile))
 
 
 def _how(action: str, copied: int) -> str:
@@ -280,4 +319,35 @@ def _result_dict(result: ConvertResult, dry_run: bool) -> dict[str, Any]:
         "runtime_flags": None if runtime is None else runtime.flags(),
         "hugging_face": plan.hugging_face.to_dict(),
         "runtimes": [w.to_dict() for w in plan.runtimes],
+    }
+
+
+def _modelfile_alone_dict(result: ModelfileResult) -> dict[str, Any]:
+    """A conversion's keys, saying that nothing was converted: no method, no outputs, no changes."""
+    model = result.model
+    return {
+        "input": str(model.path),
+        "outputs": [],
+        "dry_run": result.dry_run,
+        "in_place": False,
+        "path": None,
+        "bytes_copied": 0,
+        "recovered": None,
+        "fallback": None,
+        "method": None,
+        "factor": None,
+        "total_factor": None,
+        "original_context": model.original_context,
+        "context_length": model.context_length,
+        "freq_base": model.rope.current.freq_base,
+        "replaced": None,
+        "changes": [],
+        "warnings": [],
+        "verified": False,
+        "seconds": round(result.seconds, 4),
+        "runtime_equivalent": None,
+        "runtime_flags": None,
+        "hugging_face": result.hugging_face.to_dict(),
+        "modelfile": None if result.dry_run else str(result.modelfile.path),
+        "runtimes": [w.to_dict() for w in result.runtimes],
     }

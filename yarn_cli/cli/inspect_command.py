@@ -13,6 +13,7 @@ from yarn_cli.cli.render import mib, out, print_json, warn
 from yarn_cli.default_model import resolve_model
 from yarn_cli.errors import InputError, NotGGUFError
 from yarn_cli.gguf.inplace import pending_change
+from yarn_cli.gguf.tokenizer import SpecialToken
 from yarn_cli.model import Model, open_model, summary
 from yarn_cli.rope.explain import explain, scaling_origin
 from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, YarnView, yarn_view
@@ -39,7 +40,7 @@ def inspect_command(
     ] = DEFAULT_BETA_SLOW,
     json_output: Annotated[bool, typer.Option("--json", help="Print one JSON object instead of tables.")] = False,
 ) -> None:
-    """Show a GGUF model's context, RoPE settings, scaling keys and KV-cache needs."""
+    """Show a GGUF model's context, RoPE settings, scaling keys, tokenizer, chat template and KV-cache needs."""
     path = resolve_model(model)
     pending = pending_change(path)
     if pending is not None:
@@ -111,6 +112,7 @@ def _render_info(model: Model) -> None:
         table.add_row("Runtimes" if i == 0 else "", Text(line))
     if rope.converted:
         table.add_row("Converted by", Text(f"yarn-cli {h.get(VERSION_KEY, '?')} (undo: convert --method none)"))
+    _add_tokenizer_rows(table, model)
     out.print(table)
     if rope.is_scaled:  # on one line, so that it can be copied
         out.print(Text(_hf_text(rope, model.shape.head_dim_k)), soft_wrap=True)
@@ -149,6 +151,32 @@ def _runtime_lines(report: RuntimeReport | None) -> list[str]:
         elif not w.applies:
             lines.append(f"{'not' if w.applies is False else 'differently'} in {w.runtime}: {w.sentence}")
     return lines
+
+
+def _add_tokenizer_rows(table: Table, model: Model) -> None:
+    """Quantization, tokenizer, BOS/EOS and chat template: what a chat will run with."""
+    quantization, tokenizer = model.file_type, model.tokenizer
+    table.add_row("Quantization", "(not stated)" if quantization is None else Text(quantization.name))
+    kind = tokenizer.model or "(not stated)"
+    about = [tokenizer.algorithm or "", f"pre-tokenizer {tokenizer.pre}" if tokenizer.pre else ""]
+    if any(about):
+        kind += f" ({', '.join(part for part in about if part)})"
+    size = "no vocabulary" if tokenizer.tokens is None else f"{tokenizer.tokens:,} tokens"
+    table.add_row("Tokenizer", Text(f"{kind}, {size}"))
+    added = {True: " (added to every prompt)", False: " (not added)", None: ""}[tokenizer.add_bos]
+    table.add_row("", Text(f"BOS {_token_text(tokenizer.bos)}{added}, EOS {_token_text(tokenizer.eos)}"))
+    template = tokenizer.chat_template
+    if template is None:
+        table.add_row("Chat template", "none: chat continues the text as plain completion")
+    else:
+        what = template.format or f"starting {template.start!r}"
+        table.add_row("Chat template", Text(f"{what}, {template.length:,} characters"))
+
+
+def _token_text(token: SpecialToken | None) -> str:
+    if token is None:
+        return "(not stated)"
+    return f"{token.id} {token.text!r}" if token.text is not None else f"{token.id} (not in the vocabulary)"
 
 
 def _hf_text(rope: RopeState, head_dim: int | None) -> str:

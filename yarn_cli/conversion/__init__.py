@@ -9,7 +9,16 @@ from yarn_cli.conversion.in_use import InUseError
 from yarn_cli.conversion.modelfile import Modelfile
 from yarn_cli.conversion.outputs import output_paths
 from yarn_cli.conversion.plan import ConversionPlan, ConvertRequest, KeyChange, plan_conversion
-from yarn_cli.conversion.writing import ConvertResult, Recovery, WrittenFile, convert_file, recover_file
+from yarn_cli.conversion.writing import (
+    ConvertResult,
+    ModelfileResult,
+    Recovery,
+    WrittenFile,
+    convert_file,
+    recover_file,
+    wants_modelfile_alone,
+    write_modelfile,
+)
 
 __all__ = [
     "ConversionPlan",
@@ -18,10 +27,13 @@ __all__ = [
     "InUseError",
     "KeyChange",
     "Modelfile",
+    "ModelfileResult",
     "Recovery",
     "WrittenFile",
     "convert_file",
     "output_paths",
     "plan_conversion",
     "recover_file",
+    "wants_modelfile_alone",
+    "write_modelfile",
 ]

@@ -8,7 +8,8 @@ every GGUF in llama-server, which reads ``rope.scaling.*`` from the file; earlie
 architectures (gemma3 among them) on their own engine, which did not always (``rope/runtimes.py``).
 
 The Modelfile is one more output of the conversion: checked with the others before anything is
-written, and staged with the model, so that both appear together or neither does.
+written, and staged with the model, so that both appear together or neither does. A file already
+scaled gets its Modelfile alone (``convert FILE --modelfile``), through the same checks and staging.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from yarn_cli.errors import OutputError
+from yarn_cli.errors import InputError, OutputError, UnsupportedModelError
 from yarn_cli.files.checks import check_name_fits, check_writable, same_file
+from yarn_cli.model import Model
 
 SUFFIX = ".Modelfile"
 
@@ -71,3 +73,21 @@ def check_modelfile(gguf: Path, models: Sequence[Path], *, overwrite: bool, dry_
     if not dry_run:
         check_writable(path, "--modelfile")
     return path
+
+
+def num_ctx_as_it_is(model: Model) -> int:
+    """The ``num_ctx`` of a Modelfile for a file as it is: its context_length, for a file that is scaled.
+
+    A file with no scaling is refused: ``--modelfile`` without ``--factor`` on it is most likely a
+    forgotten factor, and its native context is no longer context to offer (docs/convert.md).
+    """
+    if not model.rope.is_scaled:
+        raise InputError(
+            f"{model.path} carries no RoPE scaling: give --factor S or --context N to scale it "
+            "(--modelfile alone is for a file already scaled)"
+        )
+    if not model.context_length:
+        raise UnsupportedModelError(
+            f"{model.path} has no {model.rope.keys.context_length}, so there is no context to give Ollama as num_ctx"
+        )
+    return model.context_length

@@ -8,12 +8,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from yarn_cli.conversion.modelfile import Modelfile, check_modelfile
+from yarn_cli.conversion.modelfile import Modelfile, check_modelfile, num_ctx_as_it_is
 from yarn_cli.conversion.plan import ConversionPlan
 from yarn_cli.default_model import DEFAULT_NAME
 from yarn_cli.errors import InputError, OutputError
 from yarn_cli.files.checks import check_name_fits, check_not_special, check_replaceable, same_file
 from yarn_cli.gguf.splits import parse_split_name, split_name, split_paths, split_prefix_for
+from yarn_cli.model import Model
 from yarn_cli.rope.scaling import Method
 
 
@@ -54,6 +55,13 @@ def name_outputs(
     if not in_place:
         check_outputs(inputs, files, force=overwrite)
     return Outputs(inputs, files, written_modelfile)
+
+
+def name_modelfile_alone(model: Model, *, overwrite: bool, dry_run: bool) -> Modelfile:
+    """The Modelfile for ``model`` as it is, beside it, checked as a conversion's is; the model is no output."""
+    modelfile = Modelfile(model.path, num_ctx_as_it_is(model))
+    check_modelfile(model.path, [model.path], overwrite=overwrite, dry_run=dry_run)
+    return modelfile
 
 
 def check_modelfile_wanted(method: Method, modelfile: bool) -> None:

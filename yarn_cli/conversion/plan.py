@@ -40,7 +40,7 @@ PAGE = 4096
 class ConvertRequest:
     """What the user asked for; exactly one of ``factor`` and ``context`` for scaling methods."""
 
-    method: Method = Method.YARN
+    method: Method | None = None  # None: not named, which is yarn
     factor: float | None = None
     context: int | None = None
     original_context: int | None = None
@@ -50,6 +50,15 @@ class ConvertRequest:
     finetuned: bool | None = None
     force: bool = False
     allow_shorter_context: bool = False  # a context_length below the file's own is refused otherwise
+
+    @property
+    def chosen_method(self) -> Method:
+        return Method.YARN if self.method is None else self.method
+
+    @property
+    def asks_nothing(self) -> bool:
+        """No method, scale or option named (``--force`` aside): nothing to convert."""
+        return self == ConvertRequest(force=self.force)
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,7 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
     """Decide every key to write. Pure: reads nothing but the opened model, writes nothing."""
     rope = model.rope
     keys = rope.keys
+    method = request.chosen_method
     rope.check_keys()  # nothing is computed from, or written back with, a damaged value
     yarn_only = {
         "--attn-factor": request.attn_factor,
@@ -188,18 +198,18 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
         "--finetuned": request.finetuned,
     }
     used = [name for name, value in yarn_only.items() if value is not None]
-    if used and request.method != Method.YARN:
+    if used and method != Method.YARN:
         raise InputError(f"{', '.join(used)} {'applies' if len(used) == 1 else 'apply'} only to --method yarn")
 
     warnings: list[str] = []
-    if request.method == Method.NONE:
+    if method == Method.NONE:
         if request.factor is not None or request.context is not None:
             raise InputError("--method none takes no --factor or --context: it restores the original")
         target = _plan_none(model, request.force)
         factor = total_factor = None
         context_length = orig_ctx = rope_params(target, keys).context_length or 0
     else:
-        _check_convertible(rope, request.method, request.force)
+        _check_convertible(rope, method, request.force)
         if request.original_context is not None:
             check_context(request.original_context, "--original-context")
         orig_ctx = request.original_context or rope.trained_context or 0
@@ -207,7 +217,7 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
             raise UnsupportedModelError(
                 f"the file has no {keys.context_length}; give the trained context with --original-context L"
             )
-        extends = request.method == Method.YARN and rope.trained_yarn is not None
+        extends = method == Method.YARN and rope.trained_yarn is not None
         # S is measured against the context the file offers: the trained one, or what its own YaRN reaches
         if extends:
             factor, context_length = _target_factor(request, rope.native_context or orig_ctx, "file's")
@@ -218,29 +228,29 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
         _check_not_shorter(rope, context_length, request)
         total_factor = factor * (rope.trained_yarn or 1.0) if extends else factor
         target = rope.scaled_values(
-            request.method,
+            method,
             total_factor,
             orig_ctx,
             context_length,
             extends=extends,
-            extra=_yarn_options(request, keys) if request.method == Method.YARN else None,
+            extra=_yarn_options(request, keys) if method == Method.YARN else None,
         )
         warnings += _option_warnings(rope, request)
 
     current = rope.current_values
     edits: dict[str, Value | None] = {k: target.get(k) for k in keys.tracked if target.get(k) != current[k]}
-    if request.method == Method.NONE and rope.converted:
+    if method == Method.NONE and rope.converted:
         edits[RECORD_KEY] = None
         edits[VERSION_KEY] = None
     elif not rope.converted:
         edits[RECORD_KEY] = string(record_json(model.header, keys))
         edits[VERSION_KEY] = string(__version__)
     edits = _keep_page_offset(model.header, edits)
-    key_order = _original_order(model, edits) if request.method == Method.NONE and rope.converted else None
+    key_order = _original_order(model, edits) if method == Method.NONE and rope.converted else None
     changes = [KeyChange(k, model.header.scalar(k), v) for k, v in edits.items()]
     return ConversionPlan(
         model=model,
-        method=request.method,
+        method=method,
         factor=factor,
         total_factor=total_factor,
         original_context=orig_ctx,
@@ -343,7 +353,7 @@ def _option_warnings(rope: RopeState, request: ConvertRequest) -> list[str]:
         )
     if request.finetuned is not None:
         warnings.append("rope.scaling.finetuned is informational: llama.cpp computes the same either way")
-    if request.method != Method.NONE:
+    if request.chosen_method != Method.NONE:
         note = window_note(arch, rope.window)
         if note:
             warnings.append(note)

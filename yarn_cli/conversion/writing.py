@@ -1,5 +1,6 @@
 """Writing a conversion: lock the input, finish an interrupted in-place change, plan, name and check every
-output, then write them all through one staging, so that they appear together or none does."""
+output, then write them all through one staging, so that they appear together or none does. And the
+Modelfile alone, for a file already scaled: the same checks and staging, the model only read."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from pathlib import Path
 
 from yarn_cli.conversion.in_use import check_not_in_use
 from yarn_cli.conversion.modelfile import Modelfile
-from yarn_cli.conversion.outputs import Outputs, check_modelfile_wanted, default_folder, name_outputs
+from yarn_cli.conversion.outputs import (
+    Outputs,
+    check_modelfile_wanted,
+    default_folder,
+    name_modelfile_alone,
+    name_outputs,
+)
 from yarn_cli.conversion.plan import ConversionPlan, ConvertRequest, plan_conversion
 from yarn_cli.default_model import resolve_model
 from yarn_cli.errors import InputError, OutputError
@@ -23,6 +30,8 @@ from yarn_cli.gguf.header import GGUFHeader
 from yarn_cli.gguf.inplace import has_record, in_place_target, locked, recover
 from yarn_cli.gguf.rewrite import patch_in_place, write_patched
 from yarn_cli.model import Model, open_model
+from yarn_cli.rope.huggingface import HfScaling, hf_scaling
+from yarn_cli.rope.runtimes import Where, runtime_report
 
 IN_PLACE = "changing it in place"
 RECOVERY = "finishing or undoing its interrupted in-place change"
@@ -62,6 +71,52 @@ class Recovery:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class ModelfileResult:
+    """The Modelfile written for a model as it is (on a dry run: the one that would be); the model untouched."""
+
+    model: Model
+    modelfile: Modelfile
+    dry_run: bool
+    seconds: float
+
+    @property
+    def hugging_face(self) -> HfScaling:
+        """The file's scaling for servers that run the Hugging Face model, as a conversion's result gives it."""
+        return hf_scaling(self.model.rope, self.model.shape.head_dim_k)
+
+    @property
+    def runtimes(self) -> list[Where]:
+        """Where the file's own scaling takes effect, runtime by runtime, as a conversion's plan says it."""
+        report = runtime_report(self.model.rope)
+        return report.where if report is not None and report.from_file else []
+
+
+def wants_modelfile_alone(
+    request: ConvertRequest, *, modelfile: bool, output: str | os.PathLike[str] | None, in_place: bool
+) -> bool:
+    """``convert FILE --modelfile`` and nothing else (no scale, method, option, OUTPUT or --in-place)."""
+    return modelfile and request.asks_nothing and output is None and not in_place
+
+
+def write_modelfile(path: str | os.PathLike[str], *, overwrite: bool = False, dry_run: bool = False) -> ModelfileResult:
+    """The Ollama Modelfile for a file already scaled, as it is (``num_ctx`` its context_length), beside it.
+
+    The model is only read, held against in-place changes meanwhile; a file whose in-place change
+    was cut short is refused (its header may be half-written: ``--recover`` first), and so is one
+    with no scaling. The Modelfile is named, checked and staged as a conversion's is.
+    """
+    start = time.perf_counter()
+    source = resolve_model(path)
+    with locked(source, exclusive=False):
+        model = open_model(source)
+        modelfile = name_modelfile_alone(model, overwrite=overwrite, dry_run=dry_run)
+        if not dry_run:
+            with staging() as stage:
+                stage.write(modelfile.path, modelfile.text().encode("utf-8"))
+    return ModelfileResult(model, modelfile, dry_run, time.perf_counter() - start)
+
+
 def convert_file(
     path: str | os.PathLike[str],
     request: ConvertRequest,
@@ -88,7 +143,7 @@ def convert_file(
     if output_dir is None:
         output_dir = default_folder(path)
     source = resolve_model(path)
-    check_modelfile_wanted(request.method, modelfile)
+    check_modelfile_wanted(request.chosen_method, modelfile)
     source = in_place_target(source) if in_place else source
     pending = has_record(source) and not dry_run
     with locked(source, exclusive=(in_place and not dry_run) or pending) as lock_fd:

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import os
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,34 @@ class GGUFHeader:
     def scalar(self, key: str) -> Value | None:
         found = self.fields.get(key)
         return None if found is None else found.scalar()
+
+    def strings_at(self, key: str, indices: Iterable[int]) -> dict[int, str]:
+        """Items of a string array (a vocabulary's tokens) by index; an index past its end is left out.
+
+        A long array is kept undecoded (``MAX_DECODED_ARRAY``): its bytes are walked from the start
+        up to the last index asked for, once, and no further.
+        """
+        found = self.fields.get(key)
+        if found is None or found.length is None or found.item_type != GGUFValueType.STRING:
+            return {}
+        wanted = sorted({i for i in indices if 0 <= i < found.length})
+        if not wanted:
+            return {}
+        if found.value is not None:
+            return {i: str(found.value[i]) for i in wanted}
+        raw = memoryview(found.raw)
+        unpack = struct.Struct(self.byteorder + "Q").unpack_from
+        pos = 8 + unpack(raw, 0)[0] + 4 + 4 + 8  # key length, key, type, item type, count
+        items: dict[int, str] = {}
+        done = 0
+        for index in wanted:
+            for _ in range(index - done):  # the strings before it: a length, then its bytes
+                (size,) = unpack(raw, pos)
+                pos += 8 + size
+            (size,) = unpack(raw, pos)
+            items[index] = bytes(raw[pos + 8 : pos + 8 + size]).decode("utf-8", errors="replace")
+            pos, done = pos + 8 + size, index + 1
+        return items
 
 
 def _decode_field(reader_field: Any) -> tuple[GGUFValueType, GGUFValueType | None, int | None, Any]:

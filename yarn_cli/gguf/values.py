@@ -184,3 +184,10 @@ def as_text(key: str, raw: object) -> str | None:
     if raw is None or isinstance(raw, str):
         return raw
     raise DamagedValueError(key, raw, "text")
+
+
+def as_flag(key: str, raw: object) -> bool | None:
+    """A switch (add the BOS token?): a boolean; None where the key is absent."""
+    if raw is None or isinstance(raw, bool):
+        return raw
+    raise DamagedValueError(key, raw, "true or false")
