@@ -35,8 +35,11 @@ class TurnStats:
     stopped: str = "eos"  # eos, length, loop, interrupted
     dropped_turns: int = 0
     prompt_counted: bool = True  # False: a server that does not report its prompt tokens
-    scale: float | None = None  # --yarn dynamic: the YaRN factor this reply ran with (None: as the model came)
-    rescaled_from: float | None = None  # --yarn dynamic: the factor before this reply, when it changed
+    # The RoPE scale factor the reply ran with, as llama.cpp set it up (1: no scaling; a model that came
+    # with its own YaRN x40 runs at 40); None where it is not known (a served model).
+    scale: float | None = None
+    ladder_factor: float | None = None  # --yarn dynamic: the ladder's YaRN factor (None: the model as it came)
+    rescaled_from: float | None = None  # --yarn dynamic: the ladder factor before this reply, when it changed
     rescaled: bool = False
     rescale_seconds: float = 0.0  # loading the model with the new scale (the re-evaluation is in prompt_ms)
 

@@ -191,7 +191,7 @@ def chat_command(
                     f"1.25, 1.5, 2, 3, 4... up to x{dynamic.max_factor:g} (-c {llm.n_ctx()})[/]",
                     soft_wrap=True,
                 )
-        session = ChatSession(llm, sampling, system=system, dynamic=dynamic)
+        session = ChatSession(llm, sampling, system=system, dynamic=dynamic, scale=effective.factor)
         if session.plain and not json_output:
             err.print(
                 "[dim]the file has no chat template (a base model): the text is continued as plain completion[/]",

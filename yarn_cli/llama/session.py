@@ -37,11 +37,17 @@ class ChatSession(TurnTaking):
     _retract_on = (ContextOverflowError,)  # a message that can never fit is taken back
 
     def __init__(
-        self, llm: llama_cpp.Llama, sampling: Sampling, system: str | None = None, dynamic: DynamicYarn | None = None
+        self,
+        llm: llama_cpp.Llama,
+        sampling: Sampling,
+        system: str | None = None,
+        dynamic: DynamicYarn | None = None,
+        scale: float | None = None,
     ) -> None:
         sampling.check()
         self.llm = llm
         self.dynamic = dynamic  # --yarn dynamic: the scale follows the conversation's size
+        self.scale = scale  # the RoPE scale factor llm runs with (Effective.factor); --yarn dynamic keeps its own
         self.sampling = sampling
         self.conversation = Conversation(system=system)
         template = llm.metadata.get("tokenizer.chat_template")
@@ -114,8 +120,9 @@ class ChatSession(TurnTaking):
         before, change = self._rescale()
         tokens, formatted, dropped = self._fit()
         stats = TurnStats(prompt_tokens=len(tokens), n_ctx=self.n_ctx, dropped_turns=dropped)
+        stats.scale = self.scale
         if self.dynamic is not None:
-            stats.scale = self.dynamic.factor
+            stats.scale, stats.ladder_factor = self.dynamic.scale, self.dynamic.factor
             if change is not None:
                 stats.rescaled, stats.rescaled_from, stats.rescale_seconds = True, before, change.seconds
         ctx = self.llm.ctx
