@@ -58,6 +58,10 @@ class TurnStats:
         return data
 
 
+# Between one reply and the next input, in plain completion.
+PLAIN_TURN_SEPARATOR = "\n"
+
+
 def ends_in_loop(text: str) -> bool:
     """The text ends with one block of up to 256 characters said 8 times in a row (64 characters at least).
 
@@ -81,6 +85,16 @@ class Conversation:
     def messages(self) -> list[dict[str, str]]:
         head = [{"role": "system", "content": self.system}] if self.system else []
         return head + self.turns
+
+    @staticmethod
+    def plain_text(messages: list[dict[str, str]]) -> str:
+        """Messages as one text to continue, for a model without a chat template (a base model).
+
+        A reply continues the text before it; every other message starts on a new line. An invented
+        template would only teach a base model to echo role markers.
+        """
+        parts = [m["content"] if m["role"] == "assistant" else PLAIN_TURN_SEPARATOR + m["content"] for m in messages]
+        return "".join(parts).removeprefix(PLAIN_TURN_SEPARATOR)
 
     def save(self, path: Path) -> None:
         data = {"system": self.system, "messages": self.turns}

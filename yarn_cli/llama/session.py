@@ -23,8 +23,6 @@ from yarn_cli.sampling import Sampling
 
 # Room kept free for the reply when older turns must be dropped to fit a new one.
 MIN_REPLY_ROOM = 64
-# Between one reply and the next input, in plain completion.
-PLAIN_TURN_SEPARATOR = "\n"
 
 
 class ContextOverflowError(InputError):
@@ -71,11 +69,7 @@ class ChatSession(TurnTaking):
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> tuple[list[int], Any]:
         if self._formatter is None:
-            # a reply continues the text before it; a new input starts on a new line
-            parts = [
-                m["content"] if m["role"] == "assistant" else PLAIN_TURN_SEPARATOR + m["content"] for m in messages
-            ]
-            text = "".join(parts).removeprefix(PLAIN_TURN_SEPARATOR)
+            text = Conversation.plain_text(messages)
             return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False), None
         formatted = self._formatter(messages=messages)  # type: ignore[arg-type]
         tokens = self.llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
