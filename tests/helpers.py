@@ -7,10 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from yarn_cli.gguf.values import Value
 
 # a chapter of Pride and Prejudice: the text the perplexity runs score
 TEXT = Path(__file__).parent / "data" / "pride-and-prejudice-chapter-1.txt"
@@ -93,3 +97,15 @@ def sweep(cases: Iterable[object], quick: int = 1) -> list[object]:
         case if i < quick else pytest.param(*(case if isinstance(case, tuple) else (case,)), marks=pytest.mark.slow)
         for i, case in enumerate(cases)
     ]
+
+
+def edited_copy(model: Path, edits: Mapping[str, Value | None], path: Path) -> Path:
+    """A copy of ``model`` at ``path`` with header ``edits`` (None drops a key), its tensors as they are."""
+    from yarn_cli.gguf.header import build_header, read_header
+
+    header = read_header(model)
+    with model.open("rb") as src, path.open("wb") as dst:
+        dst.write(build_header(header, edits))
+        src.seek(header.data_offset)
+        shutil.copyfileobj(src, dst)
+    return path

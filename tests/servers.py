@@ -128,11 +128,60 @@ class FakeServer:
 
 
 def forward(target: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
-    """The same request to the real server at ``target`` (its /v1 URL)."""
+    """The same request to the real server at ``target`` (its /v1 URL); a streamed answer comes back whole."""
     root = target[: -len("/v1")]
     url = root + path
     response = httpx.get(url, timeout=600) if body is None else httpx.post(url, json=body, timeout=600)
+    if body is not None and body.get("stream"):
+        return response.status_code, response.text  # its server-sent events, as they came
     return response.status_code, response.json()
+
+
+def with_template_report(target: str, server: str, template: str | None, paths: list[str] | None = None) -> Handler:
+    """A proxy in front of a real llama-cpp-python server that reports its chat template as ``server`` does.
+
+    ``llama-server``: /props with ``chat_template`` (llama.cpp's ChatML fallback when the model has none)
+    and the context; ``ollama``: /api/show with ``template`` (``{{ .Prompt }}`` when it has none);
+    ``vllm``: /tokenize of messages answers tokens, or refuses a model without a template with vLLM's 400.
+    ``template`` None: the model has none. The real server answers everything else; ``paths`` collects
+    the paths asked.
+    """
+
+    def handle(request: Any, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+        if paths is not None:
+            paths.append(path)
+        if server == "llama-server" and path == "/props":
+            shown = LLAMA_SERVER_CHATML_FALLBACK if template is None else template
+            return 200, {"chat_template": shown, "default_generation_settings": {"n_ctx": 2048}, "total_slots": 1}
+        if server == "ollama" and path == "/api/show":
+            return 200, {"template": OLLAMA_DEFAULT_TEMPLATE if template is None else template, "parameters": ""}
+        if server == "vllm" and path == "/tokenize" and body is not None and "messages" in body:
+            if template is None:
+                return 400, {"object": "error", "message": VLLM_NO_TEMPLATE, "type": "BadRequestError", "code": 400}
+            status, data = forward(target, "/extras/tokenize", {"input": body["messages"][0]["content"]})
+            return status, {"count": len(data["tokens"]), "max_model_len": 2048, "tokens": data["tokens"]}
+        if path in ("/props", "/api/show", "/tokenize"):
+            return 404, {"detail": "Not Found"}
+        return forward(target, path, body)
+
+    return handle
+
+
+# What llama-server reports and uses for a model without a chat template: CHATML_TEMPLATE_SRC in llama.cpp's
+# common/chat.cpp, written out here as llama-server sends it.
+LLAMA_SERVER_CHATML_FALLBACK = r"""{%- for message in messages -%}
+  {{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+  {{- '<|im_start|>assistant\n' -}}
+{%- endif -%}"""
+# Ollama's template for a model without one (template/template.go: DefaultTemplate)
+OLLAMA_DEFAULT_TEMPLATE = "{{ .Prompt }}"
+# vLLM 0.x's answer to a chat request for a model whose tokenizer has no chat template
+VLLM_NO_TEMPLATE = (
+    "As of transformers v4.44, default chat template is no longer allowed, so you must provide a chat template if "
+    "the tokenizer does not define one."
+)
 
 
 def vllm_shapes(target: str, *, content: str = "refused", fail_with: int | None = None,

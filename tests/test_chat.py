@@ -72,6 +72,8 @@ def test_json_result(run_cli) -> None:
     assert data["settings"]["n_layers"] == 31
     assert data["settings"]["gpu_layers"] == (31 if expected_backend() != "CPU" else 0)
     assert data["mode"] == "chat"  # SmolLM2's file has a chat template
+    assert data["scale"] == data["settings"]["rope_scale"] == 1  # the RoPE factor it ran with: none
+    assert data["settings"]["n_ctx_train"] == data["settings"]["trained_context"] == 8192
 
 
 @pytest.mark.parametrize("n_predict", sweep([3, 10, None]))
@@ -195,6 +197,9 @@ def test_converted_file_answers_like_runtime_yarn(run_cli, smollm2: Path, tmp_pa
     assert a["settings"]["rope_scale"] == b["settings"]["rope_scale"] == 4.0
     assert a["settings"]["yarn_orig_ctx"] == b["settings"]["yarn_orig_ctx"] == 8192
     assert (a["settings"]["n_ctx_train"], b["settings"]["n_ctx_train"]) == (32768, 8192)
+    # trained on 8192 tokens either way: llama.cpp's n_ctx_train is the converted file's raised context_length
+    assert a["settings"]["trained_context"] == b["settings"]["trained_context"] == 8192
+    assert a["scale"] == b["scale"] == 4.0
 
 
 @pytest.mark.slow
@@ -203,6 +208,7 @@ def test_yarn_auto_applies_yarn_beyond_the_native_context(run_cli) -> None:
     assert result.returncode == 0, result.stderr
     assert "--yarn auto: YaRN x2 (original context 8192) for -c 16384" in result.stderr
     assert "rope yarn x2 (original 8192)" in result.stderr
+    assert "llama.cpp: n_ctx 16384 (trained 8192), rope yarn x2" in result.stderr  # not llama.cpp's raised 16384
 
 
 @pytest.mark.slow
@@ -261,6 +267,30 @@ def test_effective_settings_are_read_back(tiny_model: Path) -> None:
     assert effective.scaling_type == "yarn" and effective.original_context == 256
     assert effective.describe().startswith("n_ctx 512 (trained 256), rope yarn x4 (original 256), freq_base 10000")
     llm.close()
+
+
+def test_a_converted_file_shows_its_trained_context_and_runs_at_its_scale(run_cli, tiny_model: Path) -> None:
+    """On a YaRN x2 file llama.cpp's n_ctx_train is the raised context_length; trained is the model's 256."""
+    x2 = convert_file(tiny_model, ConvertRequest(factor=2.0), output=tiny_model.with_name("x2.gguf")).outputs[0].path
+    args = ("chat", x2, "-p", "the", "--temp", "0", "-n", "1", "-t", "1")
+    shown = run_cli(*args)
+    assert shown.returncode == 0, shown.stderr
+    assert "llama.cpp: n_ctx 512 (trained 256), rope yarn x2 (original 256), freq_base 10000" in shown.stderr
+    data = json.loads(run_cli(*args, "--json").stdout)
+    settings = data["settings"]
+    assert (settings["n_ctx_train"], settings["trained_context"], settings["yarn_orig_ctx"]) == (512, 256, 256)
+    assert data["scale"] == settings["rope_scale"] == 2.0  # the factor the reply ran with, as the file says
+
+
+@pytest.mark.slow
+def test_the_scale_is_the_flags_factor_when_they_set_one(run_cli, tiny_model: Path) -> None:
+    x2 = convert_file(tiny_model, ConvertRequest(factor=2.0), output=tiny_model.with_name("x2.gguf")).outputs[0].path
+    args = ("chat", x2, "-p", "the", "--temp", "0", "-n", "1", "-t", "1", "--json")
+    flagged = json.loads(run_cli(*args, "--rope-scaling", "linear", "--rope-scale", "3").stdout)
+    assert (flagged["scale"], flagged["settings"]["rope_scaling"]) == (3.0, "linear")
+    assert flagged["settings"]["trained_context"] == 256
+    unscaled = json.loads(run_cli(*args, "--rope-scaling", "none").stdout)
+    assert unscaled["scale"] == unscaled["settings"]["rope_scale"] == 1.0
 
 
 # --- bad input -------------------------------------------------------------------------------

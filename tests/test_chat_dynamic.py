@@ -12,6 +12,8 @@ from pathlib import Path
 
 import llama_cpp
 import pytest
+from gguf import GGUFValueType
+from ggufs import write_tiny_llama
 from terminal import Terminal
 
 from yarn_cli.conversion import ConvertRequest, convert_file
@@ -67,27 +69,29 @@ def test_the_scale_grows_at_the_threshold_and_each_reply_equals_a_static_run(tin
     session = ChatSession(llm, GREEDY, dynamic=dynamic)
     try:
         reply, stats = session.reply("the")
-        assert (stats.scale, stats.rescaled) == (None, False)
+        assert (stats.ladder_factor, stats.rescaled) == (None, False)
+        assert stats.scale == 1.0  # the model as it came: no scaling
         assert reply == static_reply(tiny_model, None, [{"role": "user", "content": "the"}])
 
         tokens, _ = session.prompt_tokens([*session.conversation.messages(), {"role": "user", "content": LONG}])
         expected = dynamic_factor(len(tokens) + MIN_REPLY_ROOM, 256)
         assert expected is not None and expected > 1
         reply, stats = session.reply(LONG)
-        assert (stats.scale, stats.rescaled, stats.rescaled_from) == (expected, True, None)
+        assert (stats.ladder_factor, stats.rescaled, stats.rescaled_from) == (expected, True, None)
+        assert stats.scale == expected
         loaded = session.llm.model  # llama.cpp's own figures for the model the session now runs
         assert llama_cpp.llama_model_rope_freq_scale_train(loaded) == pytest.approx(1 / expected)
         assert llama_cpp.llama_model_n_ctx_train(loaded) == round(256 * expected)
         assert reply == static_reply(tiny_model, expected, session.conversation.turns[:-1])
 
         reply, stats = session.reply("it")  # a short turn: the scale stays where it is
-        assert (stats.scale, stats.rescaled) == (expected, False)
+        assert (stats.ladder_factor, stats.scale, stats.rescaled) == (expected, expected, False)
         assert reply == static_reply(tiny_model, expected, session.conversation.turns[:-1])
 
         session.clear()  # a new conversation starts as the model came
         assert llama_cpp.llama_model_rope_freq_scale_train(session.llm.model) == 1.0
         reply, stats = session.reply("the")
-        assert (stats.scale, stats.rescaled) == (None, False)
+        assert (stats.ladder_factor, stats.scale, stats.rescaled) == (None, 1.0, False)
         assert reply == static_reply(tiny_model, None, [{"role": "user", "content": "the"}])
     finally:
         session.llm.close()
@@ -109,7 +113,7 @@ def test_a_converted_file_starts_from_its_original_state(tiny_model: Path) -> No
 def test_one_shot_chooses_the_scale_from_the_prompt(run_cli, tiny_model: Path) -> None:
     args = ("chat", tiny_model, "--yarn", "dynamic", "-c", str(N_CTX), "--temp", "0", "-n", "1", "-t", "1", "--json")
     short = json.loads(run_cli(*args, "-p", "the").stdout)
-    assert short["scale"] is None
+    assert short["scale"] == 1  # the model as it came ran unscaled: a number, never null
     assert (short["settings"]["rope_scaling"], short["settings"]["n_ctx_train"]) == ("none", 256)
     long = run_cli(*args, "-p", LONG)
     assert long.returncode == 0, long.stderr
@@ -119,6 +123,7 @@ def test_one_shot_chooses_the_scale_from_the_prompt(run_cli, tiny_model: Path) -
     ran = scaled["settings"]
     assert ran["rope_scaling"] == "yarn" and ran["rope_scale"] == pytest.approx(scaled["scale"], rel=1e-5)
     assert ran["n_ctx_train"] == 256 * scaled["scale"]
+    assert ran["trained_context"] == 256  # llama.cpp's n_ctx_train grew with the scale; the model's did not
     shown = run_cli(*args[:-1], "-p", LONG)
     assert "--yarn dynamic: YaRN x" in shown.stderr and "from this reply (was the model as it came)" in shown.stderr
     refused = run_cli("chat", tiny_model, "--yarn", "dynamic", "--rope-scale", "2", "-p", "the")
@@ -149,3 +154,27 @@ def test_the_repl_says_when_the_scale_changes(tiny_model: Path, tmp_path: Path) 
     assert "scale per reply: 1 as the model came\r" in term.expect("> ")
     term.type("/exit\r")
     assert term.wait() == 0
+
+
+@pytest.mark.slow
+def test_a_model_with_its_own_yarn_runs_at_its_factor_as_it_came(run_cli, tmp_path: Path) -> None:
+    """YaRN x4 over 64 tokens in the file: x4 as it came, the ladder's factor times 4 after a rescale."""
+    own = {
+        "llama.rope.scaling.type": ("yarn", GGUFValueType.STRING),
+        "llama.rope.scaling.factor": (4.0, GGUFValueType.FLOAT32),
+        "llama.rope.scaling.original_context_length": (64, GGUFValueType.UINT32),
+    }
+    model = write_tiny_llama(tmp_path / "own-yarn.gguf", extra=own, extra_with_rope=True)
+    args = ("chat", model, "--yarn", "dynamic", "-c", str(N_CTX), "--temp", "0", "-n", "1", "-t", "1")
+    short = json.loads(run_cli(*args, "--json", "-p", "the").stdout)
+    assert short["scale"] == short["settings"]["rope_scale"] == 4.0
+    assert (short["settings"]["trained_context"], short["settings"]["n_ctx_train"]) == (64, 256)
+    long = json.loads(run_cli(*args, "--json", "-p", LONG).stdout)
+    factor = long["scale"] / 4
+    assert factor in LADDER and long["settings"]["rope_scale"] == long["scale"]
+    shown = run_cli(*args, "-p", LONG)
+    assert shown.returncode == 0, shown.stderr
+    assert "llama.cpp: n_ctx 1024 (trained 64), rope yarn x4 (original 64)" in shown.stderr
+    assert f"--yarn dynamic: YaRN x{factor:g} (x{long['scale']:g} with the model's own YaRN) from this reply" in (
+        shown.stderr
+    )

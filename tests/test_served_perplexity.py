@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +18,9 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from helpers import assert_drawn_png, error_line, sweep
+from helpers import assert_drawn_png, edited_copy, error_line, sweep
 from servers import FakeServer, LlamaServer, forward, vllm_shapes
 
-from yarn_cli.gguf.header import build_header, read_header
 from yarn_cli.gguf.values import boolean
 from yarn_cli.llama.evaluation import negative_log_likelihoods, vocabulary
 from yarn_cli.llama.loader import LoadOptions, load_model
@@ -36,13 +34,8 @@ TEXT = (Path(__file__).parent / "data" / "pride-and-prejudice-chapter-1.txt").re
 @pytest.fixture(scope="module")
 def smol_bos(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SmolLM2 told to start every prompt with its BOS token (id 1), as most models do."""
-    header = read_header(smollm2)
     path = tmp_path_factory.mktemp("bos") / "smol-bos.gguf"
-    with smollm2.open("rb") as src, path.open("wb") as dst:
-        dst.write(build_header(header, {"tokenizer.ggml.add_bos_token": boolean(True)}))
-        src.seek(header.data_offset)
-        shutil.copyfileobj(src, dst)
-    return path
+    return edited_copy(smollm2, {"tokenizer.ggml.add_bos_token": boolean(True)}, path)
 
 
 @pytest.fixture(scope="module")

@@ -35,8 +35,11 @@ class TurnStats:
     stopped: str = "eos"  # eos, length, loop, interrupted
     dropped_turns: int = 0
     prompt_counted: bool = True  # False: a server that does not report its prompt tokens
-    scale: float | None = None  # --yarn dynamic: the YaRN factor this reply ran with (None: as the model came)
-    rescaled_from: float | None = None  # --yarn dynamic: the factor before this reply, when it changed
+    # The RoPE scale factor the reply ran with, as llama.cpp set it up (1: no scaling; a model that came
+    # with its own YaRN x40 runs at 40); None where it is not known (a served model).
+    scale: float | None = None
+    ladder_factor: float | None = None  # --yarn dynamic: the ladder's YaRN factor (None: the model as it came)
+    rescaled_from: float | None = None  # --yarn dynamic: the ladder factor before this reply, when it changed
     rescaled: bool = False
     rescale_seconds: float = 0.0  # loading the model with the new scale (the re-evaluation is in prompt_ms)
 
@@ -53,6 +56,10 @@ class TurnStats:
         data["prompt_tokens_per_s"] = round(self.prompt_tps, 2)
         data["generation_tokens_per_s"] = round(self.generation_tps, 2)
         return data
+
+
+# Between one reply and the next input, in plain completion.
+PLAIN_TURN_SEPARATOR = "\n"
 
 
 def ends_in_loop(text: str) -> bool:
@@ -78,6 +85,16 @@ class Conversation:
     def messages(self) -> list[dict[str, str]]:
         head = [{"role": "system", "content": self.system}] if self.system else []
         return head + self.turns
+
+    @staticmethod
+    def plain_text(messages: list[dict[str, str]]) -> str:
+        """Messages as one text to continue, for a model without a chat template (a base model).
+
+        A reply continues the text before it; every other message starts on a new line. An invented
+        template would only teach a base model to echo role markers.
+        """
+        parts = [m["content"] if m["role"] == "assistant" else PLAIN_TURN_SEPARATOR + m["content"] for m in messages]
+        return "".join(parts).removeprefix(PLAIN_TURN_SEPARATOR)
 
     def save(self, path: Path) -> None:
         data = {"system": self.system, "messages": self.turns}

@@ -191,7 +191,7 @@ def chat_command(
                     f"1.25, 1.5, 2, 3, 4... up to x{dynamic.max_factor:g} (-c {llm.n_ctx()})[/]",
                     soft_wrap=True,
                 )
-        session = ChatSession(llm, sampling, system=system, dynamic=dynamic)
+        session = ChatSession(llm, sampling, system=system, dynamic=dynamic, scale=effective.factor)
         if session.plain and not json_output:
             err.print(
                 "[dim]the file has no chat template (a base model): the text is continued as plain completion[/]",
@@ -222,10 +222,23 @@ def _served_chat(
 
     with ServerClient(url, model) as client:
         session = ServerChatSession(client, sampling, system=system)
-        context = f"context {session.n_ctx}" if session.n_ctx else "context not reported"
+        template = session.template
         if not json_output:
-            err.print(f"[dim]server: {escape(client.url)}, model {escape(client.model)}, {context}[/]", soft_wrap=True)
-        settings = {"server": client.url, "model": client.model, "n_ctx": session.n_ctx or None}
+            context = f"context {session.n_ctx}" if session.n_ctx else "context not reported"
+            err.print(
+                f"[dim]server: {escape(client.url)}, model {escape(client.model)}, {context}, "
+                f"chat template: {template.describe()}[/]",
+                soft_wrap=True,
+            )
+            if session.plain:
+                warn(
+                    f"the served model has no chat template ({template.source}): the text is continued as plain "
+                    "completion (/v1/completions), as a local chat does"
+                )
+        settings = {
+            "server": client.url, "model": client.model, "n_ctx": session.n_ctx or None,
+            "chat_template": template.present,
+        }  # fmt: skip
         _converse(session, prompt, lambda: settings, json_output, stream)
 
 

@@ -72,8 +72,12 @@ def _scale_note(stats: TurnStats) -> str | None:
     if not stats.rescaled:
         return None
     was = "the model as it came" if stats.rescaled_from is None else f"YaRN x{stats.rescaled_from:g}"
+    factor = stats.ladder_factor or 1.0
+    overall = ""
+    if stats.scale and f"{stats.scale:g}" != f"{factor:g}":  # a model that came with its own YaRN: multiplied
+        overall = f" (x{stats.scale:g} with the model's own YaRN)"
     return (
-        f"--yarn dynamic: YaRN x{stats.scale:g} from this reply (was {was}); model loaded again in "
+        f"--yarn dynamic: YaRN x{factor:g}{overall} from this reply (was {was}); model loaded again in "
         f"{stats.rescale_seconds:.2f} s, {stats.prompt_evaluated} tokens evaluated at the new scale"
     )
 
@@ -82,10 +86,10 @@ def scale_history(history: list[TurnStats]) -> str:
     """--yarn dynamic: which replies ran at which scale, e.g. "1-3 as the model came; 4-5 YaRN x1.25"."""
     spans: list[list[Any]] = []  # [first, last, scale, seconds to rescale]
     for number, stats in enumerate(history, start=1):
-        if spans and spans[-1][2] == stats.scale and not stats.rescaled:
+        if spans and spans[-1][2] == stats.ladder_factor and not stats.rescaled:
             spans[-1][1] = number
         else:
-            spans.append([number, number, stats.scale, stats.rescale_seconds if stats.rescaled else None])
+            spans.append([number, number, stats.ladder_factor, stats.rescale_seconds if stats.rescaled else None])
     parts = []
     for first, last, scale, seconds in spans:
         replies = str(first) if first == last else f"{first}-{last}"
@@ -100,7 +104,7 @@ def _stats_line(stats: TurnStats) -> str:
     if not stats.prompt_counted:
         prompt = f"first token after {stats.first_token_ms / 1000:.2f} s"
     context = f"{stats.context_used}/{stats.n_ctx}" if stats.n_ctx else f"{stats.context_used} tokens"
-    scale = f", YaRN x{stats.scale:g}" if stats.scale else ""
+    scale = f", YaRN x{stats.ladder_factor:g}" if stats.ladder_factor else ""  # --yarn dynamic, once rescaled
     return f"{prompt}, generation {stats.generation_tps:.1f} tok/s, context {context}{scale}"
 
 

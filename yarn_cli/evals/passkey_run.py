@@ -244,8 +244,9 @@ def answer(session: Session, trial: Planned, read: Callable[[int], None] | None 
         raise ContextExceededError(
             f"{exc}. The prompt was {len(prompt.tokens):,} tokens ({spec.length:,} asked): start the server with a "
             "larger context (llama-server -c N, Ollama's num_ctx, vLLM's --max-model-len) or test shorter --lengths; "
-            "llama-server gives no more than the model's trained context whatever -c says, so a longer one needs a "
-            "file extended by yarn-cli convert (for vLLM: the --hf-overrides yarn-cli inspect shows for it)"
+            "llama-server gives no more than the file's context_length (llama.cpp's n_ctx_train) whatever -c says, "
+            "so a longer one needs a file extended by yarn-cli convert (for vLLM: the --hf-overrides yarn-cli "
+            "inspect shows for it)"
         ) from exc
     seconds = time.perf_counter() - start
     result = trial_result(trial.column, spec, prompt, completion.text, seconds, completion.evaluated_tokens)

@@ -86,8 +86,9 @@ def run_perplexity(
                 except ContextExceededError as exc:
                     raise ContextExceededError(
                         f"{exc}; score shorter --contexts, or raise the server's context (llama-server -c, "
-                        "llama-cpp-python --n_ctx, vLLM --max-model-len; llama-server gives no more than the model's "
-                        "trained context, so a longer one needs a file extended by yarn-cli convert)"
+                        "llama-cpp-python --n_ctx, vLLM --max-model-len; llama-server gives no more than the file's "
+                        "context_length (llama.cpp's n_ctx_train), so a longer one needs a file extended by yarn-cli "
+                        "convert)"
                     ) from exc
                 evaluated += scores.evaluated_tokens
                 _add(sums, counts, column, p, scores)

@@ -41,9 +41,14 @@ class DynamicYarn:
         self.model = model
         self.options = options
         self.native = native
-        self.factor: float | None = None
+        self.factor: float | None = None  # the ladder's factor over the model as it came (None: as it came)
         self.max_factor = 1.0  # the context's size over the native one, known once loaded
         self.effective: Effective | None = None  # what llama.cpp made of the latest load
+
+    @property
+    def scale(self) -> float | None:
+        """The RoPE scale factor the latest load runs with: the ladder's factor times the model's own YaRN, if any."""
+        return self.effective.factor if self.effective is not None else None
 
     def load(self, factor: float | None = None) -> tuple[llama_cpp.Llama, Effective]:
         rope = self.model.rope

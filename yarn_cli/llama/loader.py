@@ -48,10 +48,17 @@ class LoadOptions:
 
 @dataclass(frozen=True)
 class Effective:
-    """What llama.cpp set up, read from its own log and model accessors."""
+    """What llama.cpp set up, read from its own log and model accessors.
+
+    ``n_ctx_train`` is llama.cpp's figure: the file's ``context_length`` as loaded, which a conversion
+    and yarn-cli's run-time YaRN (``--yarn auto``, ``--yarn dynamic``) raise with the scale.
+    ``trained_context`` is the context the model was trained with, before any scaling (YaRN's original
+    context), as ``inspect`` shows it.
+    """
 
     n_ctx: int
     n_ctx_train: int
+    trained_context: int
     scaling_type: str
     freq_scale: float
     original_context: int
@@ -64,7 +71,8 @@ class Effective:
 
     @property
     def factor(self) -> float:
-        return 1.0 / self.freq_scale if self.freq_scale else 1.0
+        """The RoPE scale factor, 1 / freq_scale, to the 6 significant digits llama.cpp's log gives freq_scale in."""
+        return float(f"{1.0 / self.freq_scale:.6g}") if self.freq_scale else 1.0
 
     def describe(self) -> str:
         if self.scaling_type == "yarn":
@@ -74,7 +82,7 @@ class Effective:
         else:
             rope = "none"
         return (
-            f"n_ctx {self.n_ctx} (trained {self.n_ctx_train}), rope {rope}, freq_base {self.freq_base:g}, "
+            f"n_ctx {self.n_ctx} (trained {self.trained_context}), rope {rope}, freq_base {self.freq_base:g}, "
             f"{self.backend} ({self.gpu_layers}/{self.n_layers} layers on GPU), "
             f"flash-attn {'on' if self.flash_attn else 'off'}"
         )
@@ -83,6 +91,7 @@ class Effective:
         return {
             "n_ctx": self.n_ctx,
             "n_ctx_train": self.n_ctx_train,
+            "trained_context": self.trained_context,
             "rope_scaling": self.scaling_type,
             "rope_scale": self.factor,
             "yarn_orig_ctx": self.original_context,
@@ -267,10 +276,12 @@ def _effective(llm: llama_cpp.Llama, model: Model, options: LoadOptions, log: li
         scaling_type = "none"
     # The model's own figure as llama.cpp loaded it; llama_model_n_ctx_train() reports it rescaled
     # once a context with a run-time freq_scale exists.
-    n_ctx_train = _log_value(log, "print_info", "n_ctx_train")
+    logged_train = _log_value(log, "print_info", "n_ctx_train")
+    n_ctx_train = int(logged_train) if logged_train else llama_cpp.llama_model_n_ctx_train(loaded)
     return Effective(
         n_ctx=llama_cpp.llama_n_ctx(llm.ctx),
-        n_ctx_train=int(n_ctx_train) if n_ctx_train else llama_cpp.llama_model_n_ctx_train(loaded),
+        n_ctx_train=n_ctx_train,
+        trained_context=model.original_context or n_ctx_train,
         scaling_type=scaling_type,
         freq_scale=scale,
         original_context=original,

@@ -23,8 +23,6 @@ from yarn_cli.sampling import Sampling
 
 # Room kept free for the reply when older turns must be dropped to fit a new one.
 MIN_REPLY_ROOM = 64
-# Between one reply and the next input, in plain completion.
-PLAIN_TURN_SEPARATOR = "\n"
 
 
 class ContextOverflowError(InputError):
@@ -37,11 +35,17 @@ class ChatSession(TurnTaking):
     _retract_on = (ContextOverflowError,)  # a message that can never fit is taken back
 
     def __init__(
-        self, llm: llama_cpp.Llama, sampling: Sampling, system: str | None = None, dynamic: DynamicYarn | None = None
+        self,
+        llm: llama_cpp.Llama,
+        sampling: Sampling,
+        system: str | None = None,
+        dynamic: DynamicYarn | None = None,
+        scale: float | None = None,
     ) -> None:
         sampling.check()
         self.llm = llm
         self.dynamic = dynamic  # --yarn dynamic: the scale follows the conversation's size
+        self.scale = scale  # the RoPE scale factor llm runs with (Effective.factor); --yarn dynamic keeps its own
         self.sampling = sampling
         self.conversation = Conversation(system=system)
         template = llm.metadata.get("tokenizer.chat_template")
@@ -65,11 +69,7 @@ class ChatSession(TurnTaking):
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> tuple[list[int], Any]:
         if self._formatter is None:
-            # a reply continues the text before it; a new input starts on a new line
-            parts = [
-                m["content"] if m["role"] == "assistant" else PLAIN_TURN_SEPARATOR + m["content"] for m in messages
-            ]
-            text = "".join(parts).removeprefix(PLAIN_TURN_SEPARATOR)
+            text = Conversation.plain_text(messages)
             return self.llm.tokenize(text.encode("utf-8"), add_bos=True, special=False), None
         formatted = self._formatter(messages=messages)  # type: ignore[arg-type]
         tokens = self.llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
@@ -114,8 +114,9 @@ class ChatSession(TurnTaking):
         before, change = self._rescale()
         tokens, formatted, dropped = self._fit()
         stats = TurnStats(prompt_tokens=len(tokens), n_ctx=self.n_ctx, dropped_turns=dropped)
+        stats.scale = self.scale
         if self.dynamic is not None:
-            stats.scale = self.dynamic.factor
+            stats.scale, stats.ladder_factor = self.dynamic.scale, self.dynamic.factor
             if change is not None:
                 stats.rescaled, stats.rescaled_from, stats.rescale_seconds = True, before, change.seconds
         ctx = self.llm.ctx

@@ -2,7 +2,10 @@
 
 The same interface as the local ``ChatSession`` (a ``Conversation``, ``reply``, ``regenerate``,
 ``clear``), so the chat command's one-shot and REPL modes work unchanged. Token counts and the
-context come from the server where it reports them (``usage``, llama-server's ``/props``).
+context come from the server where it reports them (``usage``, llama-server's ``/props``). A model
+the server says has no chat template of its own (a base model) is not handed to the template the
+server would invent: the conversation is continued as plain completion (``/v1/completions``), as a
+local chat does.
 """
 
 from __future__ import annotations
@@ -19,24 +22,30 @@ from yarn_cli.serving.client import ServerClient
 class ServerChatSession(TurnTaking):
     """A conversation bound to a served model."""
 
-    plain = False  # the server formats the messages with the model's template
-
     def __init__(self, client: ServerClient, sampling: Sampling, system: str | None = None) -> None:
         sampling.check()
         self.client = client
         self.sampling = sampling
         self.conversation = Conversation(system=system)
         self.n_ctx = client.context_size() or 0  # 0: the server does not say
+        self.template = client.chat_template()
+
+    @property
+    def plain(self) -> bool:
+        """The server says the model has no chat template: the text so far is continued as it is."""
+        return self.template.present is False
 
     def prompt_tokens(self, messages: list[dict[str, str]]) -> tuple[list[int], None]:
         """The messages' text in the server's tokens (without the template's markers), where it can count them."""
-        return self.client.tokenize("\n".join(m["content"] for m in messages)) or [], None
+        text = Conversation.plain_text(messages) if self.plain else "\n".join(m["content"] for m in messages)
+        return self.client.tokenize(text) or [], None
 
     def _body(self) -> dict[str, Any]:
         s = self.sampling
+        messages = self.conversation.messages()
         body: dict[str, Any] = {
             "model": self.client.model,
-            "messages": self.conversation.messages(),
+            **({"prompt": Conversation.plain_text(messages)} if self.plain else {"messages": messages}),
             "stream": True,
             "stream_options": {"include_usage": True},
             "temperature": s.temp,
@@ -58,13 +67,14 @@ class ServerChatSession(TurnTaking):
         chunks = 0
         usage: dict[str, Any] = {}
         start = time.perf_counter()
-        events = self.client.stream_chat(self._body())
+        events = self.client.stream("completions" if self.plain else "chat/completions", self._body())
         try:
             for event in events:
                 if isinstance(event.get("usage"), dict):
                     usage = event["usage"]
                 for choice in event.get("choices") or []:
-                    piece = (choice.get("delta") or {}).get("content") or ""
+                    # a chat answer streams deltas, a completion its text
+                    piece = (choice.get("delta") or {}).get("content") or choice.get("text") or ""
                     if piece:
                         if not chunks:
                             stats.first_token_ms = (time.perf_counter() - start) * 1000

@@ -37,6 +37,33 @@ class Completion:
 
 
 @dataclass(frozen=True)
+class ServedTemplate:
+    """Whether the served model has a chat template of its own, as the server says; None: it does not say."""
+
+    present: bool | None
+    source: str | None = None  # where the server said it, for the one line that tells the user
+
+    def describe(self) -> str:
+        if self.present is None:
+            return "not reported"
+        return "the model's" if self.present else "none"
+
+
+# What llama-server's /props reports as its chat template when the model has none: llama.cpp's ChatML
+# fallback (common/chat.cpp, CHATML_TEMPLATE_SRC), which the model was never trained on.
+LLAMA_CPP_CHATML_FALLBACK = (
+    "{%- for message in messages -%}\n"
+    "  {{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' -}}\n"
+    "{%- endfor -%}\n"
+    "{%- if add_generation_prompt -%}\n"
+    "  {{- '<|im_start|>assistant\\n' -}}\n"
+    "{%- endif -%}"
+)
+# Ollama's template for a model that has none (template/template.go, DefaultTemplate): the prompt as it is.
+OLLAMA_NO_TEMPLATE = "{{ .Prompt }}"
+
+
+@dataclass(frozen=True)
 class PromptScores:
     """What a server echoed of a prompt: per token, its log-probability given the ones before.
 
@@ -98,6 +125,8 @@ class ServerClient:
         )
         self.read_timeout = read_timeout
         self._dialects: dict[str, str] = {}  # tokenize/detokenize: the server's request shape, once one worked
+        self._props: dict[str, Any] | None = None  # llama-server's /props, once asked (None: no such endpoint)
+        self._props_asked = False
         self.model = model or self._first_model()
 
     def close(self) -> None:
@@ -157,10 +186,7 @@ class ServerClient:
 
         None elsewhere (llama-cpp-python, Ollama and LM Studio's OpenAI APIs do not say).
         """
-        try:
-            data = self._request("GET", f"{self.root}/props", missing_ok=True)
-        except ServerError:
-            data = None
+        data = self.props()
         if isinstance(data, dict):
             settings = data.get("default_generation_settings")
             n_ctx = (settings.get("n_ctx") if isinstance(settings, dict) else None) or data.get("n_ctx")
@@ -177,12 +203,55 @@ class ServerClient:
                 return length if isinstance(length, int) and length > 0 else None
         return None
 
-    def stream_chat(self, body: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
-        """The events of a streamed /v1/chat/completions answer; closing the generator ends the request.
+    def props(self) -> dict[str, Any] | None:
+        """llama-server's /props (its context, its chat template), asked once; None from other servers."""
+        if not self._props_asked:
+            try:
+                data = self._request("GET", f"{self.root}/props", missing_ok=True)
+            except ServerError:
+                data = None
+            self._props, self._props_asked = (data if isinstance(data, dict) else None), True
+        return self._props
+
+    def chat_template(self) -> ServedTemplate:
+        """Whether the served model has a chat template of its own, where the server says so.
+
+        llama-server's /props gives the template it uses (llama.cpp's ChatML fallback when the model has
+        none); Ollama's /api/show gives its own template (``{{ .Prompt }}`` when the model has none);
+        vLLM's /tokenize of a message refuses a model without one. llama-cpp-python's server (which falls
+        back to a llama-2 template) and LM Studio say nothing: not reported.
+        """
+        props = self.props()
+        if props is not None and isinstance(props.get("chat_template"), str):
+            template = props["chat_template"].strip()
+            return ServedTemplate(bool(template) and template != LLAMA_CPP_CHATML_FALLBACK, "llama-server's /props")
+        try:  # Ollama's own API; "name" for its versions before "model"
+            shown = self._request(
+                "POST", f"{self.root}/api/show", json={"model": self.model, "name": self.model}, missing_ok=True
+            )
+        except (MissingEndpointError, ServerStatusError):
+            shown = None
+        if isinstance(shown, dict) and isinstance(shown.get("template"), str):
+            return ServedTemplate(shown["template"].strip() not in ("", OLLAMA_NO_TEMPLATE), "Ollama's /api/show")
+        message = {"model": self.model, "messages": [{"role": "user", "content": "."}], "add_generation_prompt": True}
+        try:
+            tokenized = self._request("POST", f"{self.root}/tokenize", json=message, missing_ok=True)
+        except MissingEndpointError:
+            return ServedTemplate(None)
+        except ServerStatusError as exc:  # vLLM: "... you must provide a chat template if the tokenizer does not ..."
+            refused = exc.status == 400 and "chat template" in str(exc).lower()
+            return ServedTemplate(False, "vLLM's /tokenize") if refused else ServedTemplate(None)
+        # vLLM's answer (with max_model_len), not a server that ignores a body it does not know
+        if isinstance(tokenized, dict) and tokenized.get("tokens") and "max_model_len" in tokenized:
+            return ServedTemplate(True, "vLLM's /tokenize")
+        return ServedTemplate(None)
+
+    def stream(self, endpoint: str, body: dict[str, Any]) -> Generator[dict[str, Any], None, None]:
+        """The events of a streamed answer from ``/v1/<endpoint>``; closing the generator ends the request.
 
         No retry once a request is under way: part of a reply may already be shown.
         """
-        url = f"{self.url}/chat/completions"
+        url = f"{self.url}/{endpoint}"
         try:
             with self._http.stream("POST", url, json=body) as response:
                 if response.status_code >= 400:
