@@ -120,7 +120,8 @@ class Backend(ABC):
     @property
     @abstractmethod
     def context_length(self) -> int | None:
-        """The context default sweeps go up to: the model's, as its file states it; None where unknown."""
+        """The context default sweeps go up to: the model's (8192 for a file that states none); None where
+        unknown (served models without their GGUF)."""
 
     @property
     @abstractmethod
@@ -140,13 +141,16 @@ class Backend(ABC):
         """Refuse, before any work, a backend whose log-likelihoods cannot be trusted."""
         return None
 
-    def dynamic(self, column: str) -> bool:
-        """Whether the column's scaling depends on the length (``dynamic-yarn``)."""
-        return False
-
     def scale_key(self, column: str, length: int) -> Hashable:
-        """Lengths with equal keys run under the same scaling, so one session serves them all."""
+        """Lengths with equal keys run under the same scaling (``dynamic-yarn``'s depends on the length)."""
         return None
+
+    def scale_groups(self, column: str, lengths: Sequence[int]) -> list[list[int]]:
+        """``lengths`` in groups that share a scaling, so that one session serves each group."""
+        groups: dict[Hashable, list[int]] = {}
+        for n in lengths:
+            groups.setdefault(self.scale_key(column, n), []).append(n)
+        return list(groups.values())
 
     @abstractmethod
     def session(self, column: str, n_ctx: int, length: int) -> contextlib.AbstractContextManager[Session]:

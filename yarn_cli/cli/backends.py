@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from yarn_cli.backend import Backend
 from yarn_cli.errors import InputError
+from yarn_cli.evals.lengths import default_lengths, parse_lengths
 from yarn_cli.llama.evaluation import Vocabulary
 from yarn_cli.llama.llama_backend import DEFAULT_CONTEXT, LlamaBackend
 from yarn_cli.llama.loader import LoadOptions
@@ -19,6 +21,15 @@ from yarn_cli.rope.variants import parse_variants
 
 if TYPE_CHECKING:
     from yarn_cli.serving.served_backend import ServedBackend
+
+
+def sweep(backend: Backend, given: str | None, option: str) -> list[int]:
+    """The lengths ``option`` gave, else powers of two up to the model's context."""
+    if given:
+        return parse_lengths(given, option)
+    if backend.context_length is None:
+        raise InputError(f"give {option} (or the served GGUF with --tokenizer, whose context sets the default)")
+    return default_lengths(backend.context_length)
 
 
 def local_backend(model: str | None, compare: str, options: LoadOptions, *, reuse: bool = True) -> LlamaBackend:

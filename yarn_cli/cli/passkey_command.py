@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from yarn_cli.backend import Backend
-from yarn_cli.cli.backends import local_backend, served_backend
+from yarn_cli.cli.backends import local_backend, served_backend, sweep
 from yarn_cli.cli.options import (
     COMPARE_SERVERS,
     FlashAttnOption,
@@ -22,8 +22,7 @@ from yarn_cli.cli.options import (
     refuse_local_only,
 )
 from yarn_cli.cli.render import WorkProgress, check_run_outputs, out, save_figure, say, warn
-from yarn_cli.errors import InputError, YarnCliError
-from yarn_cli.evals.lengths import default_lengths, parse_lengths
+from yarn_cli.errors import YarnCliError
 from yarn_cli.evals.passkey import (
     PasskeySettings,
     Summary,
@@ -123,12 +122,7 @@ def passkey_command(
     else:
         options = LoadOptions(n_gpu_layers=gpu_layers, n_threads=threads, flash_attn=flash_attn)
         backend = local_backend(model, compare, options, reuse=not no_reuse)
-    if lengths:
-        wanted = parse_lengths(lengths)
-    elif backend.context_length is not None:
-        wanted = default_lengths(backend.context_length)
-    else:
-        raise InputError("give --lengths (or the served GGUF with --tokenizer, whose context sets the default)")
+    wanted = sweep(backend, lengths, "--lengths")
     settings = PasskeySettings(lengths=wanted, trials=trials, depths=parse_depths(depths), seed=seed)
     finished = 0
     with backend, WorkProgress("tokens") as progress:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from yarn_cli.backend import Backend
-from yarn_cli.cli.backends import local_backend, served_backend
+from yarn_cli.cli.backends import local_backend, served_backend, sweep
 from yarn_cli.cli.options import (
     COMPARE_SERVERS,
     FlashAttnOption,
@@ -21,8 +21,6 @@ from yarn_cli.cli.options import (
     refuse_local_only,
 )
 from yarn_cli.cli.render import WorkProgress, check_run_outputs, err, out, save_figure, warn
-from yarn_cli.errors import InputError
-from yarn_cli.evals.lengths import default_lengths, parse_lengths
 from yarn_cli.evals.perplexity import PerplexityResult, PerplexitySettings, read_text
 from yarn_cli.evals.perplexity_run import run_perplexity
 from yarn_cli.llama.loader import LoadOptions
@@ -103,12 +101,7 @@ def perplexity_command(
     else:
         options = LoadOptions(n_gpu_layers=gpu_layers, n_threads=threads, flash_attn=flash_attn)
         backend = local_backend(model, compare, options)
-    if contexts:
-        wanted = parse_lengths(contexts, "--contexts")
-    elif backend.context_length is not None:
-        wanted = default_lengths(backend.context_length)
-    else:
-        raise InputError("give --contexts (or the served GGUF with --tokenizer, whose context sets the default)")
+    wanted = sweep(backend, contexts, "--contexts")
     settings = PerplexitySettings(contexts=wanted, chunks=chunks, stride=stride, nested=not no_nesting)
     settings.check(backend.scores_first_token)
     source = read_text(text)

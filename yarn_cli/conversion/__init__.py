@@ -7,7 +7,6 @@ One concept per module: ``plan`` (the keys, pure), ``outputs`` (names and checks
 
 from yarn_cli.conversion.in_use import InUseError
 from yarn_cli.conversion.modelfile import Modelfile
-from yarn_cli.conversion.outputs import output_paths
 from yarn_cli.conversion.plan import ConversionPlan, ConvertRequest, KeyChange, plan_conversion
 from yarn_cli.conversion.writing import (
     ConvertResult,
@@ -31,7 +30,6 @@ __all__ = [
     "Recovery",
     "WrittenFile",
     "convert_file",
-    "output_paths",
     "plan_conversion",
     "recover_file",
     "wants_modelfile_alone",

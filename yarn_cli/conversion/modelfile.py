@@ -42,7 +42,7 @@ class Modelfile:
 
 def modelfile_path(gguf: Path) -> Path:
     """``model.yarn-2x.gguf`` -> ``model.yarn-2x.Modelfile``, beside it."""
-    stem = gguf.name[: -len(".gguf")] if gguf.name.endswith(".gguf") else gguf.name
+    stem = gguf.name.removesuffix(".gguf")
     return gguf.with_name(stem + SUFFIX)
 
 

@@ -90,7 +90,7 @@ def output_paths(
     directory = output_dir if output_dir is not None else path.parent
     if split is None:
         if output is None:
-            stem = path.name[: -len(".gguf")] if path.name.endswith(".gguf") else path.name
+            stem = path.name.removesuffix(".gguf")
             output = directory / f"{_strip_suffix(stem)}.{suffix}.gguf"
         return [path], [output]
     parsed = parse_split_name(path)

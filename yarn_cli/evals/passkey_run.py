@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from yarn_cli.backend import Backend, Session
-from yarn_cli.errors import ContextExceededError
 from yarn_cli.evals.passkey import (
     ANSWER_TOKENS,
     PasskeySettings,
@@ -79,7 +78,7 @@ def run_passkey(
     ``on_start(prompt tokens to evaluate, trials to run, trials resumed)``; ``on_tokens(n, trial)`` as the
     prompt tokens are read, inside a trial where the backend can tell, else when it ends, so that the
     tokens add up to the first figure; ``on_trial(result, every result so far)``. Ctrl-C ends the run
-    after the trials in progress, which are kept; a failure leaves the record with every finished trial.
+    and a failure ends it too: either way every finished trial is kept, in the record and the result.
     """
     done = load_previous(json_path, backend, settings) if json_path else {}
     results = list(done.values())
@@ -119,10 +118,9 @@ def plan_run(backend: Backend, settings: PasskeySettings, done: dict[TrialKey, T
     plan: list[PassPlan] = []
     number = 0
     for column in backend.columns:
-        # A scaling fixed for the run shares one session across lengths, so a local KV cache is reused
-        # between all prompts; dynamic-yarn's scaling depends on the length, so it needs one each.
-        groups = [[n] for n in settings.lengths] if backend.dynamic(column) else [settings.lengths]
-        for group in groups:
+        # Lengths under one scaling share a session, so a local KV cache is reused between all their
+        # prompts; dynamic-yarn's scaling depends on the length, so it needs one per factor.
+        for group in backend.scale_groups(column, settings.lengths):
             todo = [
                 (s, prompts[(s.length, s.index)])
                 for s in specs
@@ -238,16 +236,7 @@ class TrialTokens:
 def answer(session: Session, trial: Planned, read: Callable[[int], None] | None = None) -> TrialResult:
     spec, prompt = trial.spec, trial.prompt
     start = time.perf_counter()
-    try:
-        completion = session.complete(prompt.text, prompt.tokens, ANSWER_TOKENS, read)
-    except ContextExceededError as exc:
-        raise ContextExceededError(
-            f"{exc}. The prompt was {len(prompt.tokens):,} tokens ({spec.length:,} asked): start the server with a "
-            "larger context (llama-server -c N, Ollama's num_ctx, vLLM's --max-model-len) or test shorter --lengths; "
-            "llama-server gives no more than the file's context_length (llama.cpp's n_ctx_train) whatever -c says, "
-            "so a longer one needs a file extended by yarn-cli convert (for vLLM: the --hf-overrides yarn-cli "
-            "inspect shows for it)"
-        ) from exc
+    completion = session.complete(prompt.text, prompt.tokens, ANSWER_TOKENS, read)
     seconds = time.perf_counter() - start
     result = trial_result(trial.column, spec, prompt, completion.text, seconds, completion.evaluated_tokens)
     return replace(result, server_prompt_tokens=completion.reported_prompt_tokens, truncated=completion.truncated)

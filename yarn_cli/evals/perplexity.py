@@ -14,7 +14,6 @@ before the first token is evaluated. ``perplexity_run`` runs the plan on a backe
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,10 +41,12 @@ class PerplexitySettings:
         """Refuse settings no run can follow; ``first_token_scored``: False over a server (see ``Backend``)."""
         if self.chunks < 1:
             raise InputError(f"--chunks must be at least 1, got {self.chunks}")
-        if first_token_scored and min(self.contexts) < 2:
-            raise InputError("every context needs at least 2 tokens: one to read and one to predict")
-        if not first_token_scored and min(self.contexts) < 3:
-            raise InputError("every context needs at least 3 tokens over a server: its first token has no score")
+        if min(self.contexts) < (2 if first_token_scored else 3):
+            raise InputError(
+                "every context needs at least 2 tokens: one to read and one to predict"
+                if first_token_scored
+                else "every context needs at least 3 tokens over a server: its first token has no score"
+            )
         if self.stride is not None and not 1 <= self.stride < min(self.contexts):
             raise InputError(
                 f"--stride must be between 1 and the shortest context minus one ({min(self.contexts) - 1}), "
@@ -90,14 +91,6 @@ def stream_span(settings: PerplexitySettings, bos: bool) -> int:
     return settings.chunks * (max(settings.contexts) - int(bos))
 
 
-def _scale_groups(backend: Backend, column: str, contexts: Sequence[int]) -> list[list[int]]:
-    """Contexts that share a scaling, so that one pass can serve them all."""
-    groups: dict[Hashable, list[int]] = {}
-    for c in contexts:
-        groups.setdefault(backend.scale_key(column, c), []).append(c)
-    return list(groups.values())
-
-
 def plan_passes(settings: PerplexitySettings, backend: Backend, bos: bool) -> list[Pass]:
     """Every pass of the run, grouped by column and scaling so each group shares one session."""
     w = int(bos)
@@ -105,7 +98,7 @@ def plan_passes(settings: PerplexitySettings, backend: Backend, bos: bool) -> li
     chunk = max(contexts) - w  # text tokens per chunk
     passes: list[Pass] = []
     for column in backend.columns:
-        for group in _scale_groups(backend, column, contexts):
+        for group in backend.scale_groups(column, contexts):
             scale = max(group)
             if settings.stride is not None:
                 for c in group:

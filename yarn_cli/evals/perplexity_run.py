@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from yarn_cli.backend import Backend, PromptCut, Scores, ScoresUnavailable
-from yarn_cli.errors import ContextExceededError, EvaluationError, InputError
+from yarn_cli.errors import EvaluationError, InputError
 from yarn_cli.evals.perplexity import (
     Pass,
     PerplexityResult,
@@ -83,13 +83,6 @@ def run_perplexity(
                 except ScoresUnavailable as exc:
                     unscored[column] = str(exc)
                     break
-                except ContextExceededError as exc:
-                    raise ContextExceededError(
-                        f"{exc}; score shorter --contexts, or raise the server's context (llama-server -c, "
-                        "llama-cpp-python --n_ctx, vLLM --max-model-len; llama-server gives no more than the file's "
-                        "context_length (llama.cpp's n_ctx_train), so a longer one needs a file extended by yarn-cli "
-                        "convert)"
-                    ) from exc
                 evaluated += scores.evaluated_tokens
                 _add(sums, counts, column, p, scores)
     run = PerplexityRun(
@@ -144,7 +137,7 @@ def _results(
         for c in sorted(settings.contexts):
             key = (column, c)
             if not counts.get(key):
-                raise EvaluationError(f"{column} echoed no log-probability for the first {c:,} tokens of a window")
+                raise EvaluationError(f"{column} gave no log-likelihood for the first {c:,} tokens of a window")
             mean = sums[key] / counts[key]
             results.append(PerplexityResult(column, c, math.exp(mean), counts[key], mean))
     return results

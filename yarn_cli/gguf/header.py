@@ -10,6 +10,7 @@ the start of the data section, so the data can be copied as one block.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import struct
@@ -99,8 +100,13 @@ class GGUFHeader:
         """sha256 of the header as stored (every key and tensor record): which model, and in which state.
 
         Two conversions of one model have the same size but different fingerprints; a file
-        converted in place changes its fingerprint. No file is read: the bytes are at hand.
+        converted in place changes its fingerprint. No file is read: the bytes are at hand, and
+        they are hashed once (a run's record names the model after every trial).
         """
+        return self._fingerprint
+
+    @functools.cached_property
+    def _fingerprint(self) -> str:
         digest = hashlib.sha256(f"GGUF{self.version}{self.byteorder}{self.alignment}".encode())
         for f in self.fields.values():
             digest.update(f.raw)

@@ -29,5 +29,5 @@ def split_prefix_for(output: Path, count: int) -> tuple[Path, str]:
     parsed = parse_split_name(output)
     if parsed is not None and parsed[2] == count:
         return output.parent, parsed[0]
-    name = output.name[: -len(".gguf")] if output.name.endswith(".gguf") else output.name
+    name = output.name.removesuffix(".gguf")
     return output.parent, name

@@ -112,18 +112,14 @@ def _read_ahead(llm: llama_cpp.Llama, tokens: Sequence[int], on_tokens: Callable
     state is not the one this expects, nothing is read ahead.
     """
     try:
-        cached = list(llm._input_ids)  # the tokens llama-cpp-python holds in the cache, as it compares them
-        n_batch = int(llm.n_batch)
+        cached = llm._input_ids.tolist()  # the tokens llama-cpp-python holds in the cache, as it compares them
+        n_batch, memory = int(llm.n_batch), llm._ctx
         recurrent = bool(getattr(llm, "_is_recurrent", False) or getattr(llm, "_is_hybrid", False))
     except AttributeError:
         return
-    if recurrent:  # a recurrent state cannot be cut back to a prefix
+    if recurrent or len(tokens) >= llm.n_ctx():  # a recurrent state cannot be cut back; too long: its own error
         return
-    start = 0
-    for a, b in zip(cached, tokens, strict=False):
-        if a != b:
-            break
-        start += 1
+    start = llama_cpp.Llama.longest_token_prefix(cached, tokens)
     if start >= len(tokens) - 1:
         return  # all cached: create_completion evaluates at most one token
     batches = (len(tokens) - 1 - start) // n_batch
@@ -131,7 +127,7 @@ def _read_ahead(llm: llama_cpp.Llama, tokens: Sequence[int], on_tokens: Callable
         return
     if start == 0:
         llm.reset()  # as create_completion does when nothing is shared
-    elif not llm._ctx.kv_cache_seq_rm(-1, start, -1):
+    elif not memory.kv_cache_seq_rm(-1, start, -1):
         return
     llm.n_tokens = start
     for k in range(batches):

@@ -99,12 +99,9 @@ class LlamaBackend(Backend):
         check_kv_memory(self.model, n_tokens, advice, self.options.n_gpu_layers)
         self._checked = max(self._checked, n_tokens)
 
-    def dynamic(self, column: str) -> bool:
-        return self.variants[column].method == "dynamic-yarn"
-
     def scale_key(self, column: str, length: int) -> Hashable:
         variant = self.variants[column]
-        return variant.runtime(length, self.model.rope) if self.dynamic(column) else None
+        return variant.runtime(length, self.model.rope) if variant.method == "dynamic-yarn" else None
 
     @contextlib.contextmanager
     def session(self, column: str, n_ctx: int, length: int) -> Iterator[LlamaSession]:

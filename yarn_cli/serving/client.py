@@ -329,7 +329,10 @@ class ServerClient:
         data = self._request("POST", f"{self.url}/completions", json=body)
         try:
             entry = data["choices"][0]["logprobs"]["top_logprobs"][0]
-            return {str(k): float(v) for k, v in entry.items()}
+            found = {str(k): float(v) for k, v in entry.items()}
+            if not found:
+                raise ValueError("no tokens")
+            return found
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             raise ServerError(
                 f"{self.url}/completions gave no log-probabilities of a generated token ({exc!r})"

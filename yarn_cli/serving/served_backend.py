@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from yarn_cli.backend import Backend, Completion, PromptCut, Scores, ScoresUnavailable, Session, Tokenizer
-from yarn_cli.errors import InputError, ServerError
+from yarn_cli.errors import ContextExceededError, InputError, ServerError
 from yarn_cli.serving import DEFAULT_READ_TIMEOUT
 from yarn_cli.serving.client import NonFiniteScoresError, PromptScores, ServerClient
 from yarn_cli.serving.endpoints import Endpoint
@@ -38,6 +38,13 @@ ESTIMATE_MARGIN = 0.05
 # The check of a server's echo: a prompt whose last token is a whole word.
 ALIGNMENT_PROBE = "The capital of France is Paris. The capital of Germany is"
 ALIGNMENT_TOLERANCE = 0.02  # nats: two evaluations of the same position on one server
+
+
+# What a server's context cannot go past, and how to get more.
+SERVER_CAP = (
+    "llama-server gives no more than the file's context_length (llama.cpp's n_ctx_train) whatever -c says, so a "
+    "longer one needs a file extended by yarn-cli convert (for vLLM: the --hf-overrides yarn-cli inspect shows)"
+)
 
 
 def truncated(sent: int, seen: int | None, margin: float = 0.0) -> bool:
@@ -116,7 +123,14 @@ class ServedSession(Session):
         self, text: str, tokens: Sequence[int], max_tokens: int, on_tokens: Callable[[int], None] | None = None
     ) -> Completion:
         """The answer, and nothing before it: a server does not say how far it has read."""
-        completion = self.client.complete(text, max_tokens)
+        try:
+            completion = self.client.complete(text, max_tokens)
+        except ContextExceededError as exc:
+            raise ContextExceededError(
+                f"{exc}. The prompt was {len(tokens):,} tokens: start the server with a larger context "
+                "(llama-server -c N, Ollama's num_ctx, vLLM's --max-model-len) or test shorter --lengths; "
+                f"{SERVER_CAP}"
+            ) from exc
         margin = ESTIMATE_MARGIN if self.backend.estimated else 0.0
         return Completion(
             text=completion.text,
@@ -133,6 +147,11 @@ class ServedSession(Session):
             scores = self.client.prompt_logprobs(window_text(tokenizer, text_tokens, self.backend.strip))
         except NonFiniteScoresError as exc:  # the model's numbers broke down: the other columns go on
             raise ScoresUnavailable(f"{exc}: its perplexity is infinite or undefined at this length") from exc
+        except ContextExceededError as exc:
+            raise ContextExceededError(
+                f"{exc}; score shorter --contexts, or raise the server's context (llama-server -c, "
+                f"llama-cpp-python --n_ctx, vLLM --max-model-len); {SERVER_CAP}"
+            ) from exc
         entries = text_scores(scores, bool(w), len(text_tokens))
         evaluated = scores.prompt_tokens or len(entries) + w
         if len(entries) < len(text_tokens) - TOKEN_SLACK:
