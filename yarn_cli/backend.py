@@ -18,6 +18,8 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from yarn_cli.errors import InputError
+
 
 class Tokenizer(ABC):
     """A model's own tokens: what prompts are sized in and windows cut in."""
@@ -42,6 +44,14 @@ class Tokenizer(ABC):
     @abstractmethod
     def describe(self) -> dict[str, Any] | str:
         """What a run's record says of whose tokens sized it."""
+
+    def chat_prompt(self, message: str, answer_start: str) -> tuple[str, list[int]]:
+        """``message`` as the one user turn of the model's chat template, the assistant's turn opened and begun
+        with ``answer_start``: the text and its tokens (the template's special tokens read as such)."""
+        raise InputError(
+            "the served model's chat template is not known here: give its GGUF as --tokenizer to wrap prompts "
+            "in the template it holds, or leave out --chat-template"
+        )
 
     def close(self) -> None:
         """Free what the tokenizer holds (a vocabulary loaded in llama.cpp)."""

@@ -14,7 +14,14 @@ from typing import Annotated
 import typer
 
 from yarn_cli import __version__
-from yarn_cli.cli import chat_command, convert_command, inspect_command, passkey_command, perplexity_command
+from yarn_cli.cli import (
+    chat_command,
+    convert_command,
+    inspect_command,
+    passkey_command,
+    perplexity_command,
+    ruler_command,
+)
 from yarn_cli.cli.helptext import Command
 from yarn_cli.cli.render import err, show_error
 from yarn_cli.errors import YarnCliError
@@ -52,6 +59,7 @@ app.command("convert", cls=Command, epilog=convert_command.EPILOG)(convert_comma
 app.command("chat", cls=Command, epilog=chat_command.EPILOG)(chat_command.chat_command)
 app.command("passkey", cls=Command, epilog=passkey_command.EPILOG)(passkey_command.passkey_command)
 app.command("perplexity", cls=Command, epilog=perplexity_command.EPILOG)(perplexity_command.perplexity_command)
+app.command("ruler", cls=Command, epilog=ruler_command.EPILOG)(ruler_command.ruler_command)
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -53,11 +53,16 @@ def warn(message: str) -> None:
 
 
 def check_run_outputs(
-    json_path: Path | None, csv_path: Path | None, plot: Path | None, inputs: Sequence[str | Path | None] = ()
+    json_path: Path | None,
+    csv_path: Path | None,
+    plot: Path | None,
+    prompts: Path | None = None,
+    inputs: Sequence[str | Path | None] = (),
 ) -> None:
     """A long run's output files, checked before it starts: a bad path never costs a finished run, and no
     output replaces one of the run's own inputs (the model, the text, the tokenizer) or another output."""
-    given = [(option, path) for option, path in (("--json", json_path), ("--csv", csv_path), ("--plot", plot)) if path]
+    named = (("--json", json_path), ("--csv", csv_path), ("--plot", plot), ("--prompts", prompts))
+    given = [(option, path) for option, path in named if path]
     for option, path in given:
         check_writable(path, option)
         for source in inputs:

@@ -9,14 +9,13 @@ model and settings is resumed: its trials are kept, not run again.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from yarn_cli.backend import Backend, Session
+from yarn_cli.evals.completions import kept_costs, run_jobs
 from yarn_cli.evals.passkey import (
     ANSWER_TOKENS,
     PasskeySettings,
@@ -129,25 +128,13 @@ def plan_run(backend: Backend, settings: PasskeySettings, done: dict[TrialKey, T
             if not todo:
                 continue
             ordered = reuse_order(todo) if backend.reuses_prefix else todo
+            costs = kept_costs([prompt.tokens for _, prompt in ordered], backend.reuses_prefix)
             trials = []
-            previous: list[int] = []
-            for spec, prompt in ordered:
-                kept = shared_prefix(previous, prompt.tokens) if backend.reuses_prefix else 0
+            for (spec, prompt), cost in zip(ordered, costs, strict=True):
                 number += 1
-                trials.append(Planned(column, spec, prompt, len(prompt.tokens) - min(kept, len(prompt.tokens) - 1),
-                                      number))  # fmt: skip
-                previous = prompt.tokens
+                trials.append(Planned(column, spec, prompt, cost, number))
             plan.append(PassPlan(column, max(s.length for s, _ in todo), trials))
     return plan
-
-
-def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def answer_all(
@@ -157,80 +144,7 @@ def answer_all(
     keep: Callable[[TrialResult], None],
     on_tokens: Callable[[int, Planned], None] | None,
 ) -> None:
-    """The trials in order, or with up to ``parallel`` in flight; Ctrl-C or a failure keeps what finished.
-
-    Each result is kept before the last of its tokens is reported, so progress shows it.
-    """
-    if parallel == 1:
-        for trial in todo:
-            tokens = TrialTokens(trial, on_tokens)
-            keep(answer(session, trial, tokens))
-            tokens.finish()
-        return
-
-    lock = threading.Lock()
-
-    def report(n: int, trial: Planned) -> None:  # from the pool's threads, one at a time
-        if on_tokens:
-            with lock:
-                on_tokens(n, trial)
-
-    readers: dict[Future[TrialResult], TrialTokens] = {}
-
-    def collect(finished: set[Future[TrialResult]]) -> BaseException | None:
-        """Keep every trial that finished well; the first failure, if any, to raise after."""
-        failure = None
-        for future in finished:
-            error = future.exception() if not future.cancelled() else None
-            if future.cancelled() or (error is not None and failure is None):
-                failure = failure or error
-                continue
-            if error is None:
-                keep(future.result())
-                readers[future].finish()
-        return failure
-
-    pending: set[Future[TrialResult]] = set()
-    queue = iter(todo)
-    pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="passkey")
-    try:
-        while True:
-            while len(pending) < parallel and (item := next(queue, None)) is not None:
-                reader = TrialTokens(item, report)
-                future = pool.submit(answer, session, item, reader)
-                readers[future] = reader
-                pending.add(future)
-            if not pending:
-                break
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            failure = collect(finished)
-            if failure is not None:
-                raise failure  # a failure ends the run; the finished trials are kept
-    except BaseException:
-        # Keep what else has finished, and do not wait for the requests in flight: closing the
-        # backend ends them.
-        collect({f for f in pending if f.done()})
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
-
-
-class TrialTokens:
-    """Reports a trial's prompt tokens as they are read, and the rest of what its plan counted when it ends."""
-
-    def __init__(self, trial: Planned, on_tokens: Callable[[int, Planned], None] | None) -> None:
-        self.trial = trial
-        self.on_tokens = on_tokens
-        self.reported = 0
-
-    def __call__(self, n: int) -> None:
-        n = min(n, self.trial.tokens - self.reported)  # what the plan counted, no more
-        self.reported += n
-        if self.on_tokens and n > 0:
-            self.on_tokens(n, self.trial)
-
-    def finish(self) -> None:
-        self(self.trial.tokens - self.reported)
+    run_jobs(session, todo, parallel, answer, keep, on_tokens)
 
 
 def answer(session: Session, trial: Planned, read: Callable[[int], None] | None = None) -> TrialResult:

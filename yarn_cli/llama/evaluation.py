@@ -16,7 +16,7 @@ import llama_cpp
 import numpy as np
 
 from yarn_cli.backend import Tokenizer
-from yarn_cli.errors import EvaluationError, ModelLoadError
+from yarn_cli.errors import EvaluationError, InputError, ModelLoadError
 from yarn_cli.llama.loader import captured_log, load_error
 from yarn_cli.llama.scoring import LogitScorer
 from yarn_cli.model import Model
@@ -54,6 +54,29 @@ class Vocabulary(Tokenizer):
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self._loaded().detokenize(list(tokens)).decode("utf-8", errors="replace")
+
+    def chat_prompt(self, message: str, answer_start: str) -> tuple[str, list[int]]:
+        """The GGUF's ``tokenizer.chat_template`` (through llama-cpp-python's Jinja formatter, as chat uses it)."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter  # jinja2: only for --chat-template
+
+        llm = self._loaded()
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise InputError(
+                f"{self.model.path.name} has no chat template (tokenizer.chat_template): leave out --chat-template "
+                "to give it the raw prompt, as RULER gives base models"
+            )
+        eos_id, bos_id = llm.token_eos(), llm.token_bos()
+        formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=llm._model.token_get_text(eos_id) if eos_id != -1 else "",
+            bos_token=llm._model.token_get_text(bos_id) if bos_id != -1 else "",
+            stop_token_ids=[eos_id],
+        )
+        formatted = formatter(messages=[{"role": "user", "content": message}])
+        text = formatted.prompt + answer_start
+        tokens = llm.tokenize(text.encode("utf-8"), add_bos=not formatted.added_special, special=True)
+        return text, tokens
 
     def describe(self) -> dict[str, Any]:
         """The served GGUF whose tokens sized a run: its header, wherever the file lies."""
