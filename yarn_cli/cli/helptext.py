@@ -32,6 +32,7 @@ VALUE_NAMES_BY_OPTION = {
     "--lengths": "LIST",
     "--contexts": "LIST",
     "--compare": "LIST",
+    "--tasks": "LIST",
     "--depths": "SPEC",
     "--rope-scaling": "[none|linear|yarn]",
     "--yarn": "[off|auto|dynamic]",

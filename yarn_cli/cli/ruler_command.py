@@ -37,17 +37,11 @@ from yarn_cli.evals.ruler_haystack import Essay, read_essay
 from yarn_cli.evals.ruler_prompts import essay_identity
 from yarn_cli.evals.ruler_report import truncation_note
 from yarn_cli.evals.ruler_run import Planned, run_ruler
-from yarn_cli.evals.ruler_tasks import LEFT_OUT, TASKS, parse_tasks
+from yarn_cli.evals.ruler_tasks import TASKS, parse_tasks
 from yarn_cli.llama.loader import LoadOptions
 from yarn_cli.serving import DEFAULT_READ_TIMEOUT
 
-EPILOG = f"""\
-Tasks (RULER's synthetic ones; {LEFT_OUT}, so they are left out):
-  niah_single_1/2/3, niah_multikey_1/2/3, niah_multivalue, niah_multiquery  needles in noise, an essay
-  or other needles; vt  variable tracking; cwe  common words; fwe  frequent words. Groups: niah, all.
-  The essay haystack (niah_single_2/3, niah_multikey_1, niah_multivalue, niah_multiquery) is the
-  text of --haystack FILE (RULER uses Paul Graham's essays); without it, those tasks are refused.
-
+EPILOG = """\
 Examples:
 
   yarn-cli ruler --tasks niah_single_1,vt,cwe,fwe --lengths 1k,2k --samples 3     # no haystack needed
@@ -137,6 +131,14 @@ def ruler_command(
     scores it (the share of expected strings in the answer), and the effective context is the longest
     length whose mean over tasks reaches --threshold, counting lengths from the shortest up. With
     --server, samples a server cut short are reported as truncated, not scored.
+
+    Tasks: niah_single_1/2/3, niah_multikey_1/2/3, niah_multivalue and niah_multiquery (needles in
+    noise, an essay or other needles), vt (variable tracking), cwe (common words), fwe (frequent
+    words); groups niah and all. RULER's qa_1 and qa_2 need SQuAD and HotpotQA, which cannot be had
+    offline: they are left out.
+
+    niah_single_2/3, niah_multikey_1, niah_multivalue and niah_multiquery hide their needles in an
+    essay: give a long plain text as --haystack FILE (RULER uses Paul Graham's essays).
     """
     check_run_outputs(json_path, csv_path, plot, prompts_path, inputs=[model, tokenizer, haystack])
     chosen = parse_tasks(tasks)
