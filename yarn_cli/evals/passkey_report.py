@@ -24,6 +24,7 @@ from yarn_cli.evals.passkey import (
     trial_key,
 )
 from yarn_cli.evals.records import software
+from yarn_cli.evals.records import truncation_note as served_truncation_note
 from yarn_cli.evals.records import write_csv as write_rows
 
 DEPTH_BINS = 5
@@ -111,15 +112,5 @@ def depth_grid(results: list[TrialResult], variant: str, lengths: list[int]) -> 
 
 
 def truncation_note(results: Sequence[TrialResult]) -> str | None:
-    """One sentence when a server cut prompts, with the likely cause; None when none was cut."""
-    cut = [r for r in results if r.truncated]
-    if not cut:
-        return None
-    worst = min(cut, key=lambda r: (r.server_prompt_tokens or 0) / r.prompt_tokens)
-    labels = sorted({r.variant for r in cut})
-    return (
-        f"{len(cut)} of {len(results)} trials were truncated by the server ({', '.join(labels)}): it saw "
-        f"{worst.server_prompt_tokens:,} of {worst.prompt_tokens:,} tokens sent. They are marked truncated, not "
-        "counted as failures; raise the server's context (Ollama: num_ctx or OLLAMA_CONTEXT_LENGTH; "
-        "llama-server: -c) to test those lengths"
-    )
+    """One sentence when a server cut prompts; None when none was cut."""
+    return served_truncation_note(results, "trials", "counted as failures")

@@ -16,6 +16,7 @@ from typing import Any
 from yarn_cli.backend import Backend
 from yarn_cli.errors import InputError
 from yarn_cli.evals.records import software
+from yarn_cli.evals.records import truncation_note as served_truncation_note
 from yarn_cli.evals.records import write_csv as write_rows
 from yarn_cli.evals.ruler import (
     SCHEMA_VERSION,
@@ -124,15 +125,5 @@ def write_prompts(path: Path, prompts: Sequence[RulerPrompt]) -> None:
 
 
 def truncation_note(results: Sequence[SampleResult]) -> str | None:
-    """One sentence when a server cut prompts, with the likely cause; None when none was cut."""
-    cut = [r for r in results if r.truncated]
-    if not cut:
-        return None
-    worst = min(cut, key=lambda r: (r.server_prompt_tokens or 0) / r.prompt_tokens)
-    labels = sorted({r.variant for r in cut})
-    return (
-        f"{len(cut)} of {len(results)} samples were truncated by the server ({', '.join(labels)}): it saw "
-        f"{worst.server_prompt_tokens:,} of {worst.prompt_tokens:,} tokens sent. They are marked truncated, not "
-        "scored; raise the server's context (Ollama: num_ctx or OLLAMA_CONTEXT_LENGTH; llama-server: -c) to test "
-        "those lengths"
-    )
+    """One sentence when a server cut prompts; None when none was cut."""
+    return served_truncation_note(results, "samples", "scored")
