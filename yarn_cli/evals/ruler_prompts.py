@@ -9,7 +9,7 @@ haystack's grain allows; a prompt must use at least 85% of its length.
 from __future__ import annotations
 
 import hashlib
-import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,7 @@ class PromptBuilder:
         self.essay = essay
         self.chat_template = chat_template
         self._vt_example: str | None = None
+        self._sizes: dict[tuple[str, int], int] = {}  # the last sample's haystack, per task and length
 
     def render(self, input_text: str, answer_prefix: str) -> tuple[str, list[int]]:
         if self.chat_template:
@@ -117,9 +118,15 @@ class PromptBuilder:
                 f"{task.tokens_to_generate} tokens it generates take {smallest.sized:,}; test longer lengths"
             )
         most = len(essay.words) if essay is not None else None
-        size = _largest(task.smallest, most, lambda n: at(n).sized <= length, at(task.smallest).sized / length)
+        guess = self._sizes.get((name, length))
+        if guess is None:  # from the tokens one more unit of haystack costs
+            doubled = at(task.smallest * 2).sized
+            per_unit = max(doubled - smallest.sized, 1) / task.smallest
+            guess = task.smallest + int((length - smallest.sized) / per_unit)
+        size = _largest(task.smallest, most, lambda n: at(n).sized <= length, guess)
         assert size is not None
         prompt = at(size)
+        self._sizes[(name, length)] = size  # the next sample's search starts here
         if prompt.sized < FILL * length:
             if essay is not None and size == most:
                 raise InputError(
@@ -133,23 +140,38 @@ class PromptBuilder:
         return prompt
 
 
-def _largest(low: int, most: int | None, fits: Any, share: float | None = None) -> int | None:
-    """The largest size from ``low`` (up to ``most``) for which ``fits``, sizes being monotone; None if none fits.
+def _largest(low: int, most: int | None, fits: Callable[[int], bool], guess: int | None = None) -> int | None:
+    """The largest size from ``low`` (up to ``most``) that ``fits``, sizes being monotone; None if none fits.
 
-    ``share``: the part of the length the smallest size takes, to start the search near the answer.
+    The search starts at ``guess`` and widens its steps from there, so a good guess costs a few fits.
     """
     if not fits(low):
         return None
-    high = low * 2 if share is None or share <= 0 else max(low + 1, math.ceil(low / share))
-    while True:
-        if most is not None and high >= most:
-            if fits(most):
-                return most
-            high = most
-            break
-        if not fits(high):
-            break
-        low, high = high, high * 2
+    guess = max(low + 1, guess if guess is not None else low * 2)
+    if most is not None:
+        if most <= low:
+            return low
+        guess = min(guess, most)
+    step = max(1, guess // 512)
+    if fits(guess):
+        low, high = guess, guess + step
+        while True:
+            if most is not None and high >= most:
+                if fits(most):
+                    return most
+                high = most
+                break
+            if not fits(high):
+                break
+            step *= 2
+            low, high = high, high + step
+    else:
+        high = guess
+        while (candidate := high - step) > low:
+            if fits(candidate):
+                low = candidate
+                break
+            high, step = candidate, step * 2
     while high - low > 1:
         mid = (low + high) // 2
         if fits(mid):
