@@ -78,6 +78,39 @@ class Scores(ABC):
         """The negative log-likelihood summed over the scored positions in ``[start, stop)``, and their count."""
 
 
+class Comparison(ABC):
+    """A window scored under a reference and a variant at once: each position's whole distributions compared.
+
+    Position ``i`` is the prediction of window token ``i + 1``, as in ``Scores``.
+    """
+
+    evaluated_tokens: int  # tokens the backend evaluated for the window, in both models
+
+    @property
+    @abstractmethod
+    def reference(self) -> Scores: ...
+
+    @property
+    @abstractmethod
+    def variant(self) -> Scores: ...
+
+    @abstractmethod
+    def divergences(self, start: int, stop: int) -> Sequence[float]:
+        """KL(P_reference || P_variant) in nats at each position in ``[start, stop)``."""
+
+    @abstractmethod
+    def agreements(self, start: int, stop: int) -> int:
+        """Positions in ``[start, stop)`` where both give the same most likely token."""
+
+
+class ComparedSession(ABC):
+    """A reference's model and a variant's, loaded together, evaluating the same windows batch by batch."""
+
+    @abstractmethod
+    def score(self, tokens: Sequence[int], on_tokens: Callable[[int], None] | None = None) -> Comparison:
+        """Both models' scores of ``tokens`` (a BOS first where the model wants one), from fresh contexts."""
+
+
 class PromptCut(Exception):
     """The backend saw less of a window than was sent (a server that truncates): the column is not scored."""
 
@@ -165,6 +198,14 @@ class Backend(ABC):
     @abstractmethod
     def session(self, column: str, n_ctx: int, length: int) -> contextlib.AbstractContextManager[Session]:
         """The column's model for prompts of up to ``n_ctx`` tokens, with its scaling for ``length``."""
+
+    def compared_session(
+        self, reference: str, column: str, n_ctx: int, length: int
+    ) -> contextlib.AbstractContextManager[ComparedSession]:
+        """The columns ``reference`` and ``column`` loaded together, for windows of up to ``n_ctx`` tokens."""
+        raise InputError(
+            "comparing distributions needs every position's whole distribution, which only a model run here gives"
+        )
 
     @abstractmethod
     def record(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from yarn_cli.cli.render import WorkProgress, check_run_outputs, err, out, save_
 from yarn_cli.evals.perplexity import PerplexityResult, PerplexitySettings, read_text
 from yarn_cli.evals.perplexity_run import run_perplexity
 from yarn_cli.llama.loader import LoadOptions
+from yarn_cli.rope.variants import parse_variant
 from yarn_cli.serving import DEFAULT_READ_TIMEOUT
 
 EPILOG = """\
@@ -54,6 +55,15 @@ def perplexity_command(
     stride: Annotated[
         int | None,
         typer.Option(help="Sliding windows moved by S tokens, each scoring only new tokens (default: the paper's)."),
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            metavar="VARIANT",
+            help="Compare every other variant with this one (typically none), token by token: mean KL "
+            "divergence, its 99th percentile and top-1 agreement, as llama-perplexity's --kl-divergence. Added to "
+            "--compare if missing.",
+        ),
     ] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Write the run (settings, results) here.")] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Write one row per variant and context here.")] = None,
@@ -94,15 +104,22 @@ def perplexity_command(
     if servers:
         refuse_local_only(
             {"--compare": compare != "as-is", "--stride": stride is not None, "--no-nesting": no_nesting,
-             "-ngl": gpu_layers is not None, "-t": threads is not None, "-fa": flash_attn},
+             "-ngl": gpu_layers is not None, "-t": threads is not None, "-fa": flash_attn,
+             "--reference": reference is not None},
             COMPARE_SERVERS,
         )  # fmt: skip
         backend = served_backend(servers, server_model, timeout, model, tokenizer)
     else:
         options = LoadOptions(n_gpu_layers=gpu_layers, n_threads=threads, flash_attn=flash_attn)
+        if reference is not None:
+            reference = parse_variant(reference).name
+            if reference not in [parse_variant(v).name for v in compare.split(",") if v.strip()]:
+                compare = f"{reference},{compare}"
         backend = local_backend(model, compare, options)
     wanted = sweep(backend, contexts, "--contexts")
-    settings = PerplexitySettings(contexts=wanted, chunks=chunks, stride=stride, nested=not no_nesting)
+    settings = PerplexitySettings(
+        contexts=wanted, chunks=chunks, stride=stride, nested=not no_nesting, reference=reference
+    )
     settings.check(backend.scores_first_token)
     source = read_text(text)
     check_run_outputs(json_path, csv_path, plot, inputs=[model, tokenizer, text])
@@ -124,6 +141,8 @@ def perplexity_command(
         scored = [c for c in backend.columns if c not in missing]
         _plot(plot, run.results, scored, backend.native_context, backend.name)
     out.print(_table(run.results, settings.contexts, backend.columns, backend.native_context, missing))
+    if settings.reference is not None and len(backend.columns) > 1:
+        out.print(_comparison_table(run.results, settings.reference, backend.columns))
     for label, what in run.truncated.items():
         warn(
             f"{label} cut the prompt ({what}): not scored. Raise the server's context (Ollama: num_ctx or "
@@ -169,6 +188,20 @@ def _table(
             ppl = row[c].ppl
             cells.append(f"[bold]{ppl:.2f}[/]" if ppl == best[c] and len(variants) > 1 else f"{ppl:.2f}")
         table.add_row(variant, *cells)
+    return table
+
+
+def _comparison_table(results: list[PerplexityResult], reference: str, variants: list[str]) -> Table:
+    """Per variant and context, what it changes in the reference's next-token distributions."""
+    table = Table(title=f"Against {reference}, token by token", title_justify="left", caption_justify="left")
+    table.caption = "KL: mean KL(P_reference || P_variant) in nats per token; p99: its 99th percentile"
+    for name in ("variant", "context", "KL", "KL p99", "top-1 agreement"):
+        table.add_column(name, justify="left" if name == "variant" else "right")
+    for variant in variants:
+        for r in (r for r in results if r.variant == variant and r.kl_divergence is not None):
+            assert r.kl_divergence_p99 is not None and r.top1_agreement is not None
+            table.add_row(variant, f"{r.context:,}", f"{r.kl_divergence:.4f}", f"{r.kl_divergence_p99:.4f}",
+                          f"{r.top1_agreement:.1%}")  # fmt: skip
     return table
 
 

@@ -30,6 +30,7 @@ class PerplexitySettings:
     chunks: int = 1
     stride: int | None = None  # None: the paper's nested protocol
     nested: bool = True  # False: one pass per context, for checking and benchmarking the nesting
+    reference: str | None = None  # a column every other is compared with, distribution by distribution
 
     @property
     def protocol(self) -> str:
@@ -81,9 +82,21 @@ class PerplexityResult:
     ppl: float
     tokens: int  # tokens scored
     nll: float  # mean negative log-likelihood, nats per token
+    # against the run's reference (--reference), over the same scored tokens; None for the reference itself
+    kl_divergence: float | None = None  # mean KL(P_reference || P_variant), nats per token
+    kl_divergence_p99: float | None = None  # its 99th percentile over the tokens
+    top1_agreement: float | None = None  # share of tokens whose most likely next token is the reference's
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self, *, compared: bool = False) -> dict[str, Any]:
+        """The result's fields; the comparison's only where the run had a reference (``compared``)."""
+        data = asdict(self)
+        if not compared:
+            for key in COMPARISON_FIELDS:
+                del data[key]
+        return data
+
+
+COMPARISON_FIELDS = ("kl_divergence", "kl_divergence_p99", "top1_agreement")
 
 
 def stream_span(settings: PerplexitySettings, bos: bool) -> int:

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any
 
 from yarn_cli.backend import Backend
-from yarn_cli.evals.perplexity import SCHEMA_VERSION, PerplexityRun, PerplexitySettings, Text
+from yarn_cli.evals.perplexity import COMPARISON_FIELDS, SCHEMA_VERSION, PerplexityRun, PerplexitySettings, Text
 from yarn_cli.evals.records import software
 from yarn_cli.evals.records import write_csv as write_rows
 
 CSV_COLUMNS = ["variant", "context", "ppl", "tokens", "nll"]
+COMPARED_CSV_COLUMNS = [*CSV_COLUMNS, *COMPARISON_FIELDS]
 
 
 def build_record(backend: Backend, settings: PerplexitySettings, text: Text, run: PerplexityRun) -> dict[str, Any]:
@@ -23,11 +24,12 @@ def build_record(backend: Backend, settings: PerplexitySettings, text: Text, run
             "chunks": settings.chunks,
             "stride": settings.stride,
             "protocol": settings.protocol,
+            **({"reference": settings.reference} if settings.reference else {}),
             "bos": run.bos,
             "text": {"path": str(text.path), "characters": len(text.content), "tokens": run.text_tokens},
         },
         "software": software(),
-        "results": [r.to_dict() for r in run.results],
+        "results": [r.to_dict(compared=settings.reference is not None) for r in run.results],
     }
     if backend.may_truncate:  # which columns were left out, and why
         record |= {"truncated": run.truncated, "unscored": run.unscored}
@@ -36,5 +38,7 @@ def build_record(backend: Backend, settings: PerplexitySettings, text: Text, run
     return record
 
 
-def write_csv(path: Path, run: PerplexityRun) -> None:
-    write_rows(path, CSV_COLUMNS, (r.to_dict() for r in run.results))
+def write_csv(path: Path, run: PerplexityRun, settings: PerplexitySettings) -> None:
+    compared = settings.reference is not None
+    columns = COMPARED_CSV_COLUMNS if compared else CSV_COLUMNS
+    write_rows(path, columns, (r.to_dict(compared=compared) for r in run.results))

@@ -11,8 +11,11 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from yarn_cli.backend import Backend, PromptCut, Scores, ScoresUnavailable
+import numpy as np
+
+from yarn_cli.backend import Backend, Comparison, PromptCut, Scores, ScoresUnavailable
 from yarn_cli.errors import EvaluationError, InputError
 from yarn_cli.evals.perplexity import (
     Pass,
@@ -42,7 +45,12 @@ def run_perplexity(
     ``on_start(tokens to evaluate)``, ``on_tokens(tokens just evaluated, the pass they belong to)``.
     """
     settings.check(backend.scores_first_token)
-    backend.check_fits(max(settings.contexts), "score shorter contexts")
+    if settings.reference is not None and settings.reference not in backend.columns:
+        raise InputError(f"the reference {settings.reference} is not one of the variants compared")
+    if settings.reference is not None and len(backend.columns) > 1:  # two KV caches at once
+        backend.check_fits(2 * max(settings.contexts), "score shorter contexts (a reference keeps two KV caches)")
+    else:
+        backend.check_fits(max(settings.contexts), "score shorter contexts")
     backend.check_scores()
     tokenizer = backend.tokenizer
     bos = tokenizer.add_bos
@@ -59,23 +67,35 @@ def run_perplexity(
         on_start(sum(p.length for p in passes))
     sums: dict[tuple[str, int], float] = {}
     counts: dict[tuple[str, int], int] = {}
+    divergence = Divergence()
     truncated: dict[str, str] = {}
     unscored: dict[str, str] = {}
     evaluated = 0
     started = time.perf_counter()
     number = 0
+    reference = settings.reference
     for group in _sessions(passes):
         column = group[0].column
         if column in truncated or column in unscored:
             continue
-        with backend.session(column, max(p.length for p in group), group[0].scale_length) as session:
+        n_ctx, scale = max(p.length for p in group), group[0].scale_length
+        if reference is not None and column != reference:
+            # every window under the reference and the column at once, distributions compared batch by batch
+            with backend.compared_session(reference, column, n_ctx, scale) as compared:
+                for p in group:
+                    number += 1
+                    window = bos_token + stream[p.offset : p.offset + p.length - int(bos)]
+                    comparison = compared.score(window, _reporter(on_tokens, column, number, len(passes), p))
+                    evaluated += comparison.evaluated_tokens
+                    _add(sums, counts, column, p, comparison.variant)
+                    divergence.add(column, p, comparison)
+            continue
+        with backend.session(column, n_ctx, scale) as session:
             for p in group:
                 number += 1
                 window = bos_token + stream[p.offset : p.offset + p.length - int(bos)]
-                label = f"{column}, pass {number}/{len(passes)} ({p.length:,} tokens)"
-                report = (lambda n, label=label: on_tokens(n, label)) if on_tokens else None
                 try:
-                    scores = session.score(window, report)
+                    scores = session.score(window, _reporter(on_tokens, column, number, len(passes), p))
                 except PromptCut as cut:
                     evaluated += cut.evaluated_tokens
                     truncated[column] = str(cut)
@@ -86,7 +106,7 @@ def run_perplexity(
                 evaluated += scores.evaluated_tokens
                 _add(sums, counts, column, p, scores)
     run = PerplexityRun(
-        results=_results(backend, settings, sums, counts, truncated, unscored),
+        results=_results(backend, settings, sums, counts, truncated, unscored, divergence),
         evaluated_tokens=evaluated,
         seconds=time.perf_counter() - started,
         timings=backend.timings(),
@@ -98,7 +118,7 @@ def run_perplexity(
     if json_path:
         write_json(json_path, build_record(backend, settings, text, run))
     if csv_path:
-        write_csv(csv_path, run)
+        write_csv(csv_path, run, settings)
     return run
 
 
@@ -111,6 +131,40 @@ def _sessions(passes: list[Pass]) -> list[list[Pass]]:
         else:
             groups.append([p])
     return groups
+
+
+def _reporter(
+    on_tokens: Callable[[int, str], None] | None, column: str, number: int, total: int, p: Pass
+) -> Callable[[int], None] | None:
+    if on_tokens is None:
+        return None
+    label = f"{column}, pass {number}/{total} ({p.length:,} tokens)"
+    return lambda n: on_tokens(n, label)
+
+
+class Divergence:
+    """Each column's KL divergences from the reference and top-1 agreements, per context, over its scored tokens."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, int], list[Any]] = {}
+        self.agreements: dict[tuple[str, int], int] = {}
+
+    def add(self, column: str, p: Pass, comparison: Comparison) -> None:
+        for t in p.targets:
+            key = (column, t.context)
+            self.values.setdefault(key, []).append(np.asarray(comparison.divergences(t.start, t.stop)))
+            self.agreements[key] = self.agreements.get(key, 0) + comparison.agreements(t.start, t.stop)
+
+    def figures(self, column: str, context: int) -> dict[str, float]:
+        key = (column, context)
+        if key not in self.values:
+            return {}
+        values = np.concatenate(self.values[key])
+        return {
+            "kl_divergence": float(values.mean()),
+            "kl_divergence_p99": float(np.percentile(values, 99)),
+            "top1_agreement": self.agreements[key] / len(values),
+        }
 
 
 def _add(sums: dict[tuple[str, int], float], counts: dict[tuple[str, int], int], column: str, p: Pass,
@@ -129,6 +183,7 @@ def _results(
     counts: dict[tuple[str, int], int],
     truncated: dict[str, str],
     unscored: dict[str, str],
+    divergence: Divergence,
 ) -> list[PerplexityResult]:
     results = []
     for column in backend.columns:
@@ -139,5 +194,6 @@ def _results(
             if not counts.get(key):
                 raise EvaluationError(f"{column} gave no log-likelihood for the first {c:,} tokens of a window")
             mean = sums[key] / counts[key]
-            results.append(PerplexityResult(column, c, math.exp(mean), counts[key], mean))
+            compared = divergence.figures(column, c)
+            results.append(PerplexityResult(column, c, math.exp(mean), counts[key], mean, **compared))
     return results

@@ -179,15 +179,68 @@ def negative_log_likelihoods(
     Only one batch of logits (n_batch x n_vocab floats) is alive at a time, so a 64k-token pass
     does not need gigabytes for logits; each is scored before the next ``llama_decode`` reuses it.
     """
-    ctx = llm.ctx
-    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
-    n_batch = int(llama_cpp.llama_n_batch(ctx))
-    n_vocab = int(llm.n_vocab())
     targets = np.asarray(tokens[1:], dtype=np.int64)
     nll = np.empty(len(tokens) - 1, dtype=np.float64)
-    timings = timings if timings is not None else EvaluationTime()
     own_scorer = scorer is None
-    scorer = scorer if scorer is not None else LogitScorer(n_vocab)
+    scorer = scorer if scorer is not None else LogitScorer(int(llm.n_vocab()))
+    try:
+        for start, (logits,) in _decoded_batches([llm], tokens, len(targets), on_batch, timings):
+            scorer.score(logits, targets[start : start + len(logits)], nll[start : start + len(logits)])
+    finally:
+        if own_scorer:
+            scorer.close()
+    return nll
+
+
+@dataclass(frozen=True)
+class ComparedLikelihoods:
+    """A window under a reference and a variant, position by position (as ``negative_log_likelihoods``)."""
+
+    reference: Any  # nll, float64
+    variant: Any
+    kl: Any  # KL(P_reference || P_variant), nats
+    same_top: Any  # bool: both give the same most likely token
+
+
+def compared_log_likelihoods(
+    reference: llama_cpp.Llama,
+    variant: llama_cpp.Llama,
+    tokens: Sequence[int],
+    on_batch: Callable[[int], None] | None = None,
+    *,
+    scorer: LogitScorer,
+    timings: EvaluationTime | None = None,
+) -> ComparedLikelihoods:
+    """Both models over the same batches, each batch's two logit arrays compared before the next decode.
+
+    Exact and streamed: two batches of logits are alive at a time, never a window's, and nothing is
+    written to disk (llama-perplexity's ``--kl-divergence-base`` file is about 10 GB at 10k tokens).
+    """
+    targets = np.asarray(tokens[1:], dtype=np.int64)
+    n = len(targets)
+    out = (np.empty(n), np.empty(n), np.empty(n), np.empty(n, dtype=bool))
+    for start, (ref, var) in _decoded_batches([reference, variant], tokens, n, on_batch, timings):
+        rows = slice(start, start + len(ref))
+        scorer.compare(ref, var, targets[rows], (out[0][rows], out[1][rows], out[2][rows], out[3][rows]))
+    return ComparedLikelihoods(*out)
+
+
+def _decoded_batches(
+    llms: Sequence[llama_cpp.Llama],
+    tokens: Sequence[int],
+    scored: int,
+    on_batch: Callable[[int], None] | None,
+    timings: EvaluationTime | None,
+) -> Iterator[tuple[int, list[Any]]]:
+    """``tokens`` decoded batch by batch from fresh KV caches in every model; per batch, its first position
+    and each model's logits for the rows that have a target (``scored`` in all), while they are valid.
+
+    The time inside ``llama_decode`` and the time the caller spends on the logits go to ``timings``.
+    """
+    timings = timings if timings is not None else EvaluationTime()
+    for llm in llms:
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm.ctx), True)
+    n_batch = min(int(llama_cpp.llama_n_batch(llm.ctx)) for llm in llms)
     batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
     try:
         for start in range(0, len(tokens), n_batch):
@@ -200,23 +253,29 @@ def negative_log_likelihoods(
                 batch.seq_id[i][0] = 0
                 batch.logits[i] = True
             began = time.perf_counter()
-            code = llama_cpp.llama_decode(ctx, batch)
-            llama_cpp.llama_synchronize(ctx)  # a GPU finishes the batch here, not inside the scoring
+            for llm in llms:
+                code = llama_cpp.llama_decode(llm.ctx, batch)
+                llama_cpp.llama_synchronize(llm.ctx)  # a GPU finishes the batch here, not inside the scoring
+                if code != 0:
+                    raise EvaluationError(
+                        f"llama.cpp could not evaluate tokens {start}..{start + len(part)} (llama_decode returned "
+                        f"{code})"
+                    )
             decoded = time.perf_counter()
             timings.decode += decoded - began
-            if code != 0:
-                raise EvaluationError(
-                    f"llama.cpp could not evaluate tokens {start}..{start + len(part)} (llama_decode returned {code})"
-                )
-            rows = min(len(part), len(targets) - start)
+            rows = min(len(part), scored - start)
             if rows > 0:
-                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx), shape=(len(part), n_vocab))[:rows]
-                scorer.score(logits, targets[start : start + rows], nll[start : start + rows])
+                yield (
+                    start,
+                    [
+                        np.ctypeslib.as_array(
+                            llama_cpp.llama_get_logits(llm.ctx), shape=(len(part), int(llm.n_vocab()))
+                        )[:rows]
+                        for llm in llms
+                    ],
+                )
             timings.scoring += time.perf_counter() - decoded
             if on_batch:
                 on_batch(len(part))
     finally:
         llama_cpp.llama_batch_free(batch)
-        if own_scorer:
-            scorer.close()
-    return nll

@@ -15,8 +15,15 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-from yarn_cli.backend import Backend, Completion, Scores, Session
-from yarn_cli.llama.evaluation import EvaluationTime, Vocabulary, greedy_completion, negative_log_likelihoods
+from yarn_cli.backend import Backend, ComparedSession, Comparison, Completion, Scores, Session
+from yarn_cli.llama.evaluation import (
+    ComparedLikelihoods,
+    EvaluationTime,
+    Vocabulary,
+    compared_log_likelihoods,
+    greedy_completion,
+    negative_log_likelihoods,
+)
 from yarn_cli.llama.loader import LoadOptions, load_model
 from yarn_cli.llama.memory import check_kv_memory
 from yarn_cli.llama.scoring import LogitScorer
@@ -59,6 +66,42 @@ class LlamaSession(Session):
         if self._scorer is not None:
             self._scorer.close()
         self.llm.close()
+
+
+@dataclass(frozen=True)
+class LocalComparison(Comparison):
+    likelihoods: ComparedLikelihoods
+    evaluated_tokens: int
+
+    @property
+    def reference(self) -> Scores:
+        return LocalScores(self.likelihoods.reference, self.evaluated_tokens // 2)
+
+    @property
+    def variant(self) -> Scores:
+        return LocalScores(self.likelihoods.variant, self.evaluated_tokens // 2)
+
+    def divergences(self, start: int, stop: int) -> Sequence[float]:
+        return self.likelihoods.kl[start:stop]  # type: ignore[no-any-return]
+
+    def agreements(self, start: int, stop: int) -> int:
+        return int(self.likelihoods.same_top[start:stop].sum())
+
+
+class LlamaComparedSession(ComparedSession):
+    def __init__(self, reference: llama_cpp.Llama, variant: llama_cpp.Llama, *, timings: EvaluationTime) -> None:
+        self.models = (reference, variant)
+        self.timings = timings
+        self._scorer = LogitScorer(variant.n_vocab(), workers=variant.context_params.n_threads_batch)
+
+    def score(self, tokens: Sequence[int], on_tokens: Callable[[int], None] | None = None) -> Comparison:
+        compared = compared_log_likelihoods(*self.models, tokens, on_tokens, scorer=self._scorer, timings=self.timings)
+        return LocalComparison(compared, 2 * len(tokens))
+
+    def close(self) -> None:
+        self._scorer.close()
+        for llm in self.models:
+            llm.close()
 
 
 class LlamaBackend(Backend):
@@ -117,6 +160,29 @@ class LlamaBackend(Backend):
             yield session
         finally:
             session.close()  # freed in order now, not by the garbage collector later
+
+    @contextlib.contextmanager
+    def compared_session(self, reference: str, column: str, n_ctx: int, length: int) -> Iterator[LlamaComparedSession]:
+        """Both variants loaded at once: on a CPU the weights are mapped once, the KV caches are two."""
+        loaded = []
+        try:
+            for name in (reference, column):
+                options = replace(
+                    self.options,
+                    n_ctx=n_ctx,
+                    scaling=self.variants[name].runtime(length, self.model.rope),
+                    memory_checked=n_ctx <= self._checked,
+                )
+                loaded.append(load_model(self.model, options)[0])
+            session = LlamaComparedSession(loaded[0], loaded[1], timings=self._timings)
+        except BaseException:
+            for llm in loaded:
+                llm.close()
+            raise
+        try:
+            yield session
+        finally:
+            session.close()
 
     def record(self) -> dict[str, Any]:
         return self.model.record()
