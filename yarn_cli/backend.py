@@ -199,6 +199,11 @@ class Backend(ABC):
     def session(self, column: str, n_ctx: int, length: int) -> contextlib.AbstractContextManager[Session]:
         """The column's model for prompts of up to ``n_ctx`` tokens, with its scaling for ``length``."""
 
+    def with_columns(self, columns: Sequence[str]) -> Backend:
+        """The same model under other columns (variants), sharing what this backend loaded; closing it closes
+        nothing of this one's."""
+        raise InputError("a served model's scaling is the server's: only a model run here can be given others")
+
     def compared_session(
         self, reference: str, column: str, n_ctx: int, length: int
     ) -> contextlib.AbstractContextManager[ComparedSession]:

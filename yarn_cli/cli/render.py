@@ -187,10 +187,13 @@ class WorkProgress:
             self._bar.stop()
 
     def begin(self, total: int) -> None:
+        """Start counting towards ``total`` (again, for a run in stages: each stage its own bar and ETA)."""
         self.total = total
+        self.done = 0
+        self._next = 0.1
         self.start = time.monotonic()
         if self._bar is not None:
-            self._bar.update(self._task, total=total)
+            self._bar.update(self._task, total=total, completed=0)
 
     def advance(self, n: int, label: str, note: str | None = None) -> None:
         self.done += n

@@ -31,6 +31,7 @@ class PerplexitySettings:
     stride: int | None = None  # None: the paper's nested protocol
     nested: bool = True  # False: one pass per context, for checking and benchmarking the nesting
     reference: str | None = None  # a column every other is compared with, distribution by distribution
+    score_reference: bool = True  # False: the reference only compared with, its own figures not given
 
     @property
     def protocol(self) -> str:

@@ -63,6 +63,8 @@ def run_perplexity(
             f"need {span:,}: give a longer text, fewer --chunks or shorter --contexts"
         )
     passes = plan_passes(settings, backend, bos)
+    if settings.reference is not None and not settings.score_reference:
+        passes = [p for p in passes if p.column != settings.reference]
     if on_start:
         on_start(sum(p.length for p in passes))
     sums: dict[tuple[str, int], float] = {}
@@ -188,6 +190,8 @@ def _results(
     results = []
     for column in backend.columns:
         if column in truncated or column in unscored:
+            continue
+        if column == settings.reference and not settings.score_reference:
             continue
         for c in sorted(settings.contexts):
             key = (column, c)

@@ -28,7 +28,7 @@ from yarn_cli.llama.loader import LoadOptions, load_model
 from yarn_cli.llama.memory import check_kv_memory
 from yarn_cli.llama.scoring import LogitScorer
 from yarn_cli.model import Model
-from yarn_cli.rope.variants import Variant
+from yarn_cli.rope.variants import Variant, parse_variants
 
 DEFAULT_CONTEXT = 8192  # what a sweep goes up to for a file that states no context
 
@@ -117,6 +117,7 @@ class LlamaBackend(Backend):
         self._vocabulary = Vocabulary(model)
         self._timings = EvaluationTime()
         self._checked = 0  # the longest context already checked against free memory
+        self._owns_vocabulary = True
 
     @property
     def columns(self) -> list[str]:
@@ -183,6 +184,17 @@ class LlamaBackend(Backend):
             yield session
         finally:
             session.close()
+
+    def with_columns(self, columns: Sequence[str]) -> LlamaBackend:
+        other = LlamaBackend(self.model, parse_variants(",".join(columns), self.model.rope), self.options,
+                             reuse=self.reuses_prefix)  # fmt: skip
+        other._vocabulary, other._timings, other._checked = self._vocabulary, self._timings, self._checked
+        other._owns_vocabulary = False
+        return other
+
+    def close(self) -> None:
+        if self._owns_vocabulary:
+            super().close()
 
     def record(self) -> dict[str, Any]:
         return self.model.record()

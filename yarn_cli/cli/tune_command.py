@@ -1,0 +1,228 @@
+"""``yarn-cli tune``: measure the ways to reach a context, choose one, and bake the best static one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from yarn_cli.cli.backends import local_backend
+from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ThreadsOption
+from yarn_cli.cli.render import WorkProgress, check_run_outputs, out, save_figure, say
+from yarn_cli.conversion import convert_variant
+from yarn_cli.errors import InputError
+from yarn_cli.evals.lengths import parse_length
+from yarn_cli.evals.perplexity import read_text
+from yarn_cli.evals.tune import (
+    DEFAULT_MAX_KL,
+    PASSKEY_TRIALS,
+    TuneSettings,
+    default_candidates,
+    scale_factor,
+    short_context_for,
+)
+from yarn_cli.evals.tune_report import rule
+from yarn_cli.evals.tune_run import TuneRun, run_tune
+from yarn_cli.llama.loader import LoadOptions
+
+EPILOG = """\
+Examples:
+
+  yarn-cli tune --context 16k --text book.txt                         # the embedded SmolLM2, 8k -> 16k
+
+  yarn-cli tune model.gguf --context 32k --text book.txt --json tune.json --plot tune.png
+
+  yarn-cli tune model.gguf --context 32k --text book.txt --write model.tuned.gguf
+
+  yarn-cli tune model.gguf --context 12k --text book.txt --candidates yarn:1.5,ntk-by-parts:1.5,dynamic-yarn
+"""
+
+
+def tune_command(
+    model: ModelArgument = None,
+    context: Annotated[str, typer.Option(metavar="N", help="The context to reach, in tokens: 16k, 32768...")] = "",
+    text: Annotated[
+        Path | None, typer.Option(help="UTF-8 text to measure perplexity on: at least --context tokens long.")
+    ] = None,
+    candidates: Annotated[
+        str | None,
+        typer.Option(
+            metavar="LIST",
+            help="Variants to measure, as --compare takes them. Default: linear, ntk, ntk-by-parts and yarn at "
+            "S = N / native, yarn with its attention factor x0.9 and x1.1 (yarn:S@F), dynamic-yarn, dynamic-ntk.",
+        ),
+    ] = None,
+    short_context: Annotated[
+        str | None,
+        typer.Option(metavar="N", help="Where the cost at short lengths is measured. Default: min(native, 2048)."),
+    ] = None,
+    max_kl: Annotated[
+        float,
+        typer.Option(
+            metavar="X",
+            help="The most KL divergence from the unscaled model at the short context (nats per token) a choice "
+            "may cost.",
+        ),
+    ] = DEFAULT_MAX_KL,
+    trials: Annotated[int, typer.Option(help="Passkey trials at N, for the choice and the best static one.")] = (
+        PASSKEY_TRIALS
+    ),
+    seed: Annotated[int, typer.Option(help="Seed for the passkey trials.")] = 0,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the measurements here; an existing tune is resumed.")
+    ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Draw long perplexity against short KL, the front and the choice, to this PNG.")
+    ] = None,
+    write: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="OUT.gguf", help="Write the model with the best static scaling baked in, as convert does."
+        ),
+    ] = None,
+    gpu_layers: GpuLayersOption = None,
+    threads: ThreadsOption = None,
+    flash_attn: FlashAttnOption = False,
+    servers: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--server",
+            metavar="URL",
+            help="Not taken: a server fixes its scaling when it loads the model.",
+            rich_help_panel="Served models",
+        ),
+    ] = None,
+) -> None:
+    """Measure the ways to reach a longer context on this model, and say which to use.
+
+    Each candidate gets the figures other commands give: perplexity at --context on --text (perplexity
+    --contexts N), its cost at short lengths as KL divergence from the unscaled model and top-1 agreement
+    (perplexity --reference none), and passkey retrieval at N. The rule: among the candidates whose short
+    KL is at most --max-kl, the lowest long perplexity; the table marks the Pareto front of the two.
+    Static scalings can be written into the file (--write); a dynamic one is a run-time setting.
+    """
+    if servers:
+        raise InputError("tune measures a model run here: a server fixes its scaling when it loads the model")
+    if not context:
+        raise InputError("give the context to reach: --context 16k")
+    if text is None:
+        raise InputError("give a long text to measure perplexity on: --text FILE")
+    n = parse_length(context)
+    check_run_outputs(json_path, None, plot, inputs=[model, text, write])
+    source = read_text(text)
+    options = LoadOptions(n_gpu_layers=gpu_layers, n_threads=threads, flash_attn=flash_attn)
+    backend = local_backend(model, "none", options)
+    native = backend.native_context
+    scale_factor(n, native)  # refuses a context within the native one
+    short = parse_length(short_context) if short_context else short_context_for(native)
+    names = [v.strip() for v in candidates.split(",") if v.strip()] if candidates else default_candidates(n, native)
+    names = backend.with_columns(names).columns  # checked and named as --compare names them
+    settings = TuneSettings(context=n, short_context=short, candidates=names, max_kl=max_kl, trials=trials, seed=seed)
+    with backend, WorkProgress("tokens") as progress:
+        say(f"Tuning {backend.name} from {native:,} to {n:,} tokens, {len(names)} candidates.")
+        say(f"The rule: {rule(settings)}.")
+
+        stage = [""]
+
+        def on_stage(what: str, tokens: int) -> None:
+            stage[0] = what
+            progress.begin(tokens)
+
+        run = run_tune(backend, source, settings, json_path=json_path, on_stage=on_stage,
+                       on_tokens=lambda count, label: progress.advance(count, stage[0]))  # fmt: skip
+    if plot is not None and run.front:
+        _plot(plot, run, settings)
+    out.print(_table(run, settings))
+    if run.interrupted:
+        if json_path:
+            say(f"The measurements so far are in {json_path}; the same command resumes the tune.")
+        raise typer.Exit(130)
+    _verdict(run, model)
+    if write is not None:
+        if run.best_static.variant is None:
+            raise InputError(f"nothing written to {write}: {run.best_static.why}")
+        result = convert_variant(model, run.best_static.variant, write)
+        say(f"Wrote {result} with {run.best_static.variant} baked in (undo: yarn-cli convert {result} --method none).")
+
+
+CHAT_NTK = " (chat's --yarn dynamic is dynamic-yarn: dynamic-ntk has no chat form)"
+
+
+CHAT_NTK = " (chat's --yarn dynamic is dynamic-yarn: dynamic-ntk has no chat form)"
+
+
+def _table(run: TuneRun, settings: TuneSettings) -> Table:
+    n, short = settings.context, settings.short_context
+    table = Table(title=f"Ways to reach {n:,} tokens", title_justify="left", caption_justify="left")
+    table.caption = "* the Pareto front of (perplexity, KL): no other candidate is better on both"
+    for name in ("variant", f"ppl @ {n:,}", f"KL @ {short:,}", "KL p99", "top-1", f"passkey @ {n:,}", ""):
+        table.add_column(name, justify="left" if name in ("variant", "") else "right")
+    for c in run.candidates:
+        marks = []
+        if c.variant == run.choice.variant:
+            marks.append("[bold green]choice[/]")
+        if c.variant == run.best_static.variant and c.variant != run.choice.variant:
+            marks.append("[green]best static[/]")
+        if c.stopped:
+            marks.append(f"[dim]{c.stopped}[/]")
+        table.add_row(
+            c.variant + (" *" if c.variant in run.front else ""),
+            _number(c.long_perplexity, ".3f"),
+            _number(c.short_kl, ".4f"),
+            _number(c.short_kl_p99, ".4f"),
+            _number(c.short_top1, ".1%"),
+            f"{c.passkey:.0%} ({c.passkey_trials})" if c.passkey is not None else "-",
+            ", ".join(marks),
+        )
+    return table
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _verdict(run: TuneRun, model: str | None) -> None:
+    file = model or "default"
+    if run.choice.variant is None:
+        out.print(f"No choice: {run.choice.why}. Raise --max-kl to accept a larger cost at short lengths.")
+        return
+    out.print(f"Choice: {run.choice.variant}, {run.choice.why}.")
+    if run.choice.variant in ("dynamic-yarn", "dynamic-ntk"):
+        out.print(
+            f"{run.choice.variant} is a run-time setting (llama.cpp has no dynamic type in files): chat with it as "
+            f"yarn-cli chat {file} --yarn dynamic" + (CHAT_NTK if run.choice.variant == "dynamic-ntk" else "")
+        )
+    if run.best_static.variant is not None and run.best_static.variant != run.choice.variant:
+        out.print(f"Best static: {run.best_static.variant}, {run.best_static.why}; --write bakes it into a file.")
+    elif run.best_static.variant is None:
+        out.print(f"No static choice: {run.best_static.why}.")
+
+
+def _plot(path: Path, run: TuneRun, settings: TuneSettings) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = {c.variant: (c.short_kl, c.long_perplexity) for c in run.candidates
+              if c.long_perplexity is not None and c.short_kl is not None}  # fmt: skip
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for variant, (kl, ppl) in points.items():
+        on_front = variant in run.front
+        ax.scatter(kl, ppl, s=60 if on_front else 30, marker="o" if on_front else "x",
+                   color="tab:blue" if on_front else "grey", zorder=3)  # fmt: skip
+        ax.annotate(variant, (kl, ppl), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    line = sorted(points[v] for v in run.front if v in points)
+    ax.plot([p[0] for p in line], [p[1] for p in line], color="tab:blue", linewidth=1, label="Pareto front")
+    if run.choice.variant in points:
+        kl, ppl = points[run.choice.variant]
+        ax.scatter(kl, ppl, s=220, facecolors="none", edgecolors="tab:green", linewidths=2,
+                   label=f"choice: {run.choice.variant}", zorder=4)  # fmt: skip
+    ax.axvline(settings.max_kl, color="grey", linestyle=":", linewidth=1, label=f"--max-kl {settings.max_kl:g}")
+    ax.set_xlabel(f"KL from the unscaled model at {settings.short_context:,} tokens (nats/token)")
+    ax.set_ylabel(f"perplexity at {settings.context:,} tokens")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
