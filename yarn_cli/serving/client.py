@@ -153,8 +153,13 @@ class ServerClient:
         return str(models[0]["id"])
 
     def complete(self, prompt: str, max_tokens: int) -> Completion:
-        """Greedy completion of ``prompt``, and how many prompt tokens the server says it took."""
-        body = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "top_k": 1}
+        """Greedy completion of ``prompt``, and how many prompt tokens the server says it took.
+
+        ``repeat_penalty`` 1 (off), as a local run: llama-cpp-python's server defaults to 1.1,
+        which changes a greedy answer that repeats a token of its last 64 (RULER's numbers, word lists).
+        """
+        body = {"model": self.model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "top_k": 1,
+                "repeat_penalty": 1.0}  # fmt: skip
         data = self._request("POST", f"{self.url}/completions", json=body)
         try:
             choice = data["choices"][0]
