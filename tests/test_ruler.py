@@ -184,7 +184,7 @@ SHORT_ESSAY = "The old farmer walked down the road. Mr. Darcy stayed at home. " 
             (["--tasks", "qa_1"], "--tasks qa_1: qa_1 and qa_2 need SQuAD and HotpotQA, which cannot be had offline"),
             (
                 ["--tasks", "vt,niah_single_2"],
-                "niah_single_2 hide their needles in an essay: give a long plain text as --haystack FILE",
+                "niah_single_2 hides its needles in an essay: give a long plain text as --haystack FILE",
             ),
             (
                 ["--tasks", "niah_single_2", "--haystack", "short.txt"],

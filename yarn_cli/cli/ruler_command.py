@@ -232,7 +232,8 @@ def _essay(path: Path | None, tasks: list[str]) -> Essay | None:
         return None
     if path is None:
         raise InputError(
-            f"{', '.join(needing)} hide their needles in an essay: give a long plain text as --haystack FILE (RULER "
+            f"{', '.join(needing)} {'hides its' if len(needing) == 1 else 'hide their'} needles in an essay: give a "
+            "long plain text as --haystack FILE (RULER "
             "uses Paul Graham's essays), or choose other --tasks (niah_single_1, niah_multikey_2/3, vt, cwe, fwe "
             "need none)"
         )
