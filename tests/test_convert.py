@@ -7,10 +7,12 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from gguf import GGUFReader, GGUFValueType
 from ggufs import CONTEXT, FREQ_BASE, HEAD_DIM, write_tiny_llama
 from helpers import interrupt_on_call, sha256
+from logits import TINY_TOKENS, logits
 
 from yarn_cli.conversion import ConvertRequest, convert_file, plan_conversion
 from yarn_cli.errors import InputError, OutputError, UnsupportedModelError
@@ -18,6 +20,7 @@ from yarn_cli.gguf.header import read_header
 from yarn_cli.model import open_model
 from yarn_cli.rope.keys import RECORD_KEY, VERSION_KEY
 from yarn_cli.rope.scaling import Method
+from yarn_cli.rope.variants import parse_variant
 
 
 def fields(path: Path) -> dict[str, tuple[GGUFValueType, object]]:
@@ -75,6 +78,30 @@ def test_ntk_raises_base_and_context_without_scaling_type(tiny_model: Path) -> N
     assert math.isclose(f["llama.rope.freq_base"][1], expected, rel_tol=1e-6)  # type: ignore[arg-type]
     assert f["llama.context_length"] == (GGUFValueType.UINT32, 2 * CONTEXT)
     assert "llama.rope.scaling.type" not in f
+
+
+def test_ntk_by_parts_writes_yarn_and_the_attn_factor_that_cancels_its_temperature(tiny_model: Path) -> None:
+    out = convert(tiny_model, method=Method.NTK_BY_PARTS, factor=2.0, beta_fast=16.0)
+    assert out == tiny_model.with_name("tiny.ntk-by-parts-2x.gguf")
+    f = fields(out)
+    assert f["llama.rope.scaling.type"] == (GGUFValueType.STRING, "yarn")
+    assert f["llama.rope.scaling.factor"] == (GGUFValueType.FLOAT32, 2.0)
+    assert f["llama.rope.scaling.original_context_length"] == (GGUFValueType.UINT32, CONTEXT)
+    assert f["llama.context_length"] == (GGUFValueType.UINT32, 2 * CONTEXT)
+    kind, attn = f["llama.rope.scaling.attn_factor"]
+    assert kind == GGUFValueType.FLOAT32
+    assert attn == float(np.float32(1 / (0.1 * math.log(2) + 1)))
+    assert f["llama.rope.scaling.yarn_beta_fast"] == (GGUFValueType.FLOAT32, 16.0)  # YaRN's ramp options apply
+
+
+def test_a_ntk_by_parts_file_runs_as_the_variant_does(tiny_model: Path) -> None:
+    """What llama.cpp makes of the written keys is what passkey and perplexity run as ntk-by-parts:2."""
+    out = convert(tiny_model, method=Method.NTK_BY_PARTS, factor=2.0)
+    variant = parse_variant("ntk-by-parts:2").runtime(2 * CONTEXT, open_model(tiny_model).rope)
+    assert variant is not None
+    as_file = logits(out, TINY_TOKENS, CONTEXT)
+    assert np.array_equal(as_file, logits(tiny_model, TINY_TOKENS, CONTEXT, **variant.as_kwargs()))
+    assert np.abs(as_file - logits(convert(tiny_model, factor=2.0), TINY_TOKENS, CONTEXT)).max() > 1e-2
 
 
 def test_context_derives_factor(tiny_model: Path) -> None:
@@ -140,7 +167,12 @@ def test_tensor_bytes_and_other_keys_unchanged(tiny_model: Path) -> None:
 
 @pytest.mark.parametrize(
     "request_kwargs",
-    [{"factor": 4.0}, {"method": Method.LINEAR, "factor": 3.0}, {"method": Method.NTK, "factor": 2.0}],
+    [
+        {"factor": 4.0},
+        {"method": Method.LINEAR, "factor": 3.0},
+        {"method": Method.NTK, "factor": 2.0},
+        {"method": Method.NTK_BY_PARTS, "factor": 2.0},
+    ],
 )
 def test_none_restores_the_original_file_byte_for_byte(tiny_model: Path, request_kwargs: dict) -> None:
     original = sha256(tiny_model)
@@ -168,8 +200,13 @@ TRAINED_SCALINGS = {
 @pytest.mark.parametrize("trained", list(TRAINED_SCALINGS))
 @pytest.mark.parametrize(
     "request_kwargs",
-    [{"factor": 2.0}, {"method": Method.LINEAR, "factor": 2.0}, {"method": Method.NTK, "factor": 2.0}],
-    ids=["yarn", "linear", "ntk"],
+    [
+        {"factor": 2.0},
+        {"method": Method.LINEAR, "factor": 2.0},
+        {"method": Method.NTK, "factor": 2.0},
+        {"method": Method.NTK_BY_PARTS, "factor": 2.0},
+    ],
+    ids=["yarn", "linear", "ntk", "ntk-by-parts"],
 )
 @pytest.mark.parametrize("in_place", [False, True], ids=["copy", "in-place"])
 def test_undo_is_byte_exact_when_the_file_had_scaling_keys_of_its_own(
@@ -294,6 +331,14 @@ def test_missing_freq_base_uses_llama_cpp_default(tmp_path: Path) -> None:
         ({"factor": 2.0, "context": 1024}, "not both"),
         ({}, "--factor S or the target context"),
         ({"method": Method.LINEAR, "factor": 2.0, "attn_factor": 1.2}, "--attn-factor applies only to --method yarn"),
+        (
+            {"method": Method.NTK, "factor": 2.0, "beta_fast": 8.0},
+            "--beta-fast applies only to --method yarn and ntk-by-parts",
+        ),
+        (
+            {"method": Method.NTK_BY_PARTS, "factor": 2.0, "attn_factor": 1.2},
+            "--method ntk-by-parts sets rope.scaling.attn_factor itself",
+        ),
         ({"factor": 2.0, "attn_factor": 0.0}, "--attn-factor must be a positive"),
         ({"factor": 2.0, "beta_fast": float("nan")}, "--beta-fast must be a positive"),
         ({"method": Method.NONE, "factor": 2.0}, "takes no --factor"),

@@ -99,6 +99,12 @@ def test_warnings_for_options_the_architecture_ignores(run_cli, tiny_model: Path
             (["--context", "-5"], 1, "--context -5 is not above the original context 256"),
             ([], 1, "give the scale with --factor S or the target context with --context N"),
             (["--method", "rope"], 2, "Invalid value for '--method'"),
+            (
+                ["--method", "ntk-by-parts", "--factor", "2", "--attn-factor", "1.1"],
+                1,
+                "Error: --method ntk-by-parts sets rope.scaling.attn_factor itself, to 1 / (0.1 ln S + 1), which "
+                "cancels YaRN's temperature; for another attention factor use --method yarn --attn-factor A",
+            ),
             (["--factor", "2", "--bogus"], 2, "No such option: --bogus"),
         ]
     ),

@@ -10,6 +10,7 @@ reads YaRN's betas from the file.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from yarn_cli.errors import InputError, UnsupportedModelError
 from yarn_cli.gguf.header import read_header
 from yarn_cli.model import open_model
 from yarn_cli.rope.scaling import Method
-from yarn_cli.rope.variants import parse_variant
+from yarn_cli.rope.variants import parse_variant, parse_variants
 
 ORIGINAL = 64  # the tiny models' own context is 256: YaRN x4 over 64 tokens
 
@@ -91,6 +92,31 @@ def test_replacing_a_trained_yarn_needs_force_and_never_shortens_silently(tmp_pa
         plan_conversion(model, ConvertRequest(method=Method.NTK, factor=2.0, force=True))
     plan = plan_conversion(model, ConvertRequest(method=Method.NTK, factor=2.0, force=True, allow_shorter_context=True))
     assert plan.context_length == 128
+
+
+def test_ntk_by_parts_on_a_yarn_model_is_refused_unless_it_replaces_it(tmp_path: Path) -> None:
+    model = open_model(with_yarn(tmp_path))
+    with pytest.raises(
+        UnsupportedModelError,
+        match=r"^--method ntk-by-parts: the model came with YaRN x4 and.*, or --force to replace it$",
+    ):
+        plan_conversion(model, ConvertRequest(method=Method.NTK_BY_PARTS, context=512))
+    plan = plan_conversion(model, ConvertRequest(method=Method.NTK_BY_PARTS, context=512, force=True))
+    assert plan.replaced == "yarn x4 (original context 64)"
+    attn = plan.target[model.rope.keys.attn_factor]
+    assert attn is not None and attn.value == pytest.approx(1 / (0.1 * math.log(8) + 1), rel=1e-6)  # x8 over 64
+
+
+def test_ntk_by_parts_is_refused_under_deepseeks_attention_scaling(tmp_path: Path) -> None:
+    """llama.cpp's temperature there is not 0.1 ln S + 1, so no attn_factor of ours cancels it, even with --force."""
+    path = write_tiny_llama(
+        tmp_path / "log-mul.gguf", extra={"llama.rope.scaling.yarn_log_multiplier": (0.1, GGUFValueType.FLOAT32)}
+    )
+    for force in (False, True):
+        with pytest.raises(UnsupportedModelError, match="yarn_log_multiplier"):
+            plan_conversion(open_model(path), ConvertRequest(method=Method.NTK_BY_PARTS, factor=2.0, force=force))
+    with pytest.raises(UnsupportedModelError, match="yarn_log_multiplier"):
+        parse_variants("ntk-by-parts:2", open_model(path).rope)
 
 
 def test_longrope_replaced_only_with_force_and_a_context_that_does_not_shrink(tmp_path: Path) -> None:

@@ -72,6 +72,23 @@ def test_inspect_a_converted_file(run_cli, tiny_model: Path) -> None:
     assert "undo: convert --method none" in result.stdout
 
 
+def test_inspect_names_ntk_by_parts_and_a_yarn_with_another_attn_factor_apart(run_cli, tiny_model: Path) -> None:
+    """NTK-by-parts is written as YaRN whose attn_factor cancels the temperature: inspect says which it is."""
+    assert run_cli("convert", tiny_model, "--method", "ntk-by-parts", "--factor", "2", "-q").returncode == 0
+    assert run_cli("convert", tiny_model, "--factor", "2", "--attn-factor", "0.9", "-q").returncode == 0
+    notes = {}
+    for name in ("tiny.ntk-by-parts-2x.gguf", "tiny.yarn-2x.gguf"):
+        result = run_cli("inspect", tiny_model.with_name(name), "--json")
+        assert result.returncode == 0, result.stderr
+        notes[name] = json.loads(result.stdout)["rope"]["llama_cpp"]
+    assert notes["tiny.ntk-by-parts-2x.gguf"][0].startswith(
+        "NTK-by-parts x2 (YaRN whose temperature the attn_factor cancels) over 256 tokens:"
+    )
+    assert notes["tiny.ntk-by-parts-2x.gguf"][0].endswith("times the file's attn_factor 0.935178: attention unscaled")
+    assert notes["tiny.yarn-2x.gguf"][0].startswith("YaRN x2 over 256 tokens:")
+    assert notes["tiny.yarn-2x.gguf"][0].endswith("times the file's attn_factor 0.9")
+
+
 def test_inspect_default_model(run_cli) -> None:
     result = run_cli("inspect", "--json")
     assert result.returncode == 0, result.stderr

@@ -35,6 +35,8 @@ Examples:
 
   yarn-cli convert model.gguf out.gguf --method ntk --factor 2
 
+  yarn-cli convert model.gguf --method ntk-by-parts --factor 2  # YaRN's blend, no temperature
+
   yarn-cli convert model.yarn-4x.gguf --method none # undo -> model.orig.gguf
 
   yarn-cli convert default --factor 4               # the embedded SmolLM2-135M -> ./
@@ -59,7 +61,8 @@ def convert_command(
     output: Annotated[
         Path | None,
         typer.Argument(
-            help="Output file. Default: beside INPUT, named <stem>.yarn-<S>x.gguf (.linear-, .ntk-, .orig).",
+            help="Output file. Default: beside INPUT, named <stem>.yarn-<S>x.gguf (.linear-, .ntk-, .ntk-by-parts-, "
+            ".orig).",
             metavar="OUTPUT",
         ),
     ] = None,
@@ -73,7 +76,11 @@ def convert_command(
     method: Annotated[
         Method | None,
         typer.Option(
-            "--method", "-m", help="yarn, linear (PI), ntk (NTK-aware base) or none (undo).", show_default="yarn"
+            "--method",
+            "-m",
+            help="yarn, ntk-by-parts (YaRN's blend without its attention temperature: rope.scaling.attn_factor = "
+            "1 / (0.1 ln S + 1)), linear (PI), ntk (NTK-aware base) or none (undo).",
+            show_default="yarn",
         ),
     ] = None,
     original_context: Annotated[
@@ -83,10 +90,11 @@ def convert_command(
     attn_factor: Annotated[
         float | None, typer.Option(help="YaRN: extra multiplier on the attention factor (rope.scaling.attn_factor).")
     ] = None,
-    beta_fast: Annotated[float | None, typer.Option(help="YaRN: beta_fast (default 32).")] = None,
-    beta_slow: Annotated[float | None, typer.Option(help="YaRN: beta_slow (default 1).")] = None,
+    beta_fast: Annotated[float | None, typer.Option(help="YaRN, NTK-by-parts: beta_fast (default 32).")] = None,
+    beta_slow: Annotated[float | None, typer.Option(help="YaRN, NTK-by-parts: beta_slow (default 1).")] = None,
     finetuned: Annotated[
-        bool | None, typer.Option("--finetuned/--not-finetuned", help="YaRN: mark the model as fine-tuned for it.")
+        bool | None,
+        typer.Option("--finetuned/--not-finetuned", help="YaRN, NTK-by-parts: mark the model as fine-tuned for it."),
     ] = None,
     in_place: Annotated[
         bool,
@@ -126,7 +134,7 @@ def convert_command(
     json_output: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
 ) -> None:
-    """Write YaRN (or linear, NTK-aware, or no scaling) into a GGUF file's metadata.
+    """Write YaRN (or NTK-by-parts, linear, NTK-aware, or no scaling) into a GGUF file's metadata.
 
     Raises context_length to S x original, so llama-server, Ollama and LM Studio offer the longer context.
 

@@ -67,7 +67,11 @@ def passkey_command(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for keys and depths: the same seed runs the same trials.")] = 0,
     compare: Annotated[
-        str, typer.Option(help="Variants, run on the same trials: as-is, none, yarn:S, linear:S, ntk:S, dynamic-yarn.")
+        str,
+        typer.Option(
+            help="Variants, run on the same trials: as-is, none, yarn:S, linear:S, ntk:S, "
+            "ntk-by-parts:S (YaRN without its temperature), dynamic-yarn, dynamic-ntk (per length)."
+        ),
     ] = "as-is",
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the run here; an existing run is resumed.")

@@ -49,7 +49,10 @@ def perplexity_command(
     ] = None,
     compare: Annotated[
         str,
-        typer.Option(help="Variants scored on the same tokens: as-is, none, yarn:S, linear:S, ntk:S, dynamic-yarn."),
+        typer.Option(
+            help="Variants scored on the same tokens: as-is, none, yarn:S, linear:S, ntk:S, "
+            "ntk-by-parts:S (YaRN without its temperature), dynamic-yarn, dynamic-ntk (per length)."
+        ),
     ] = "as-is",
     chunks: Annotated[int, typer.Option(help="Consecutive chunks of the longest context to average over.")] = 1,
     stride: Annotated[

@@ -80,7 +80,11 @@ def ruler_command(
         ),
     ] = False,
     compare: Annotated[
-        str, typer.Option(help="Variants, run on the same samples: as-is, none, yarn:S, linear:S, ntk:S, dynamic-yarn.")
+        str,
+        typer.Option(
+            help="Variants, run on the same samples: as-is, none, yarn:S, linear:S, ntk:S, "
+            "ntk-by-parts:S (YaRN without its temperature), dynamic-yarn, dynamic-ntk (per length)."
+        ),
     ] = "as-is",
     threshold: Annotated[
         float, typer.Option(help="Mean score (percent) a length must reach to count in the effective context.")

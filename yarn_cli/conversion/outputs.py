@@ -77,7 +77,7 @@ def method_suffix(method: Method, factor: float | None) -> str:
 
 def _strip_suffix(stem: str) -> str:
     """Drop an earlier conversion's suffix, so model.yarn-4x.gguf undone is model.orig.gguf."""
-    return re.sub(r"\.(?:(?:yarn|linear|ntk)-[0-9.e+]+x|orig)$", "", stem)
+    return re.sub(r"\.(?:(?:yarn|linear|ntk|ntk-by-parts)-[0-9.e+]+x|orig)$", "", stem)
 
 
 def output_paths(

@@ -115,6 +115,8 @@ def _check_convertible(rope: RopeState, method: Method, force: bool) -> None:
         raise UnsupportedModelError(
             f"{rope.architecture} models use {rope.no_rope_reason}, not RoPE: there is nothing to scale"
         )
+    if method == Method.NTK_BY_PARTS:
+        rope.check_ntk_by_parts("--method ntk-by-parts", "--method yarn", force=force)
     if force:
         return
     if rope.trained_yarn and method in (Method.LINEAR, Method.NTK):
@@ -191,15 +193,22 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
     keys = rope.keys
     method = request.chosen_method
     rope.check_keys()  # nothing is computed from, or written back with, a damaged value
-    yarn_only = {
+    if request.attn_factor is not None and method == Method.NTK_BY_PARTS:
+        # one spelling per file: ntk-by-parts with an extra factor A is --method yarn --attn-factor A/(0.1 ln S + 1)
+        raise InputError(
+            "--method ntk-by-parts sets rope.scaling.attn_factor itself, to 1 / (0.1 ln S + 1), which cancels "
+            "YaRN's temperature; for another attention factor use --method yarn --attn-factor A"
+        )
+    ramp_options = {  # YaRN's ramp, which NTK-by-parts shares
         "--attn-factor": request.attn_factor,
         "--beta-fast": request.beta_fast,
         "--beta-slow": request.beta_slow,
         "--finetuned": request.finetuned,
     }
-    used = [name for name, value in yarn_only.items() if value is not None]
-    if used and method != Method.YARN:
-        raise InputError(f"{', '.join(used)} {'applies' if len(used) == 1 else 'apply'} only to --method yarn")
+    used = [name for name, value in ramp_options.items() if value is not None]
+    if used and method not in (Method.YARN, Method.NTK_BY_PARTS):
+        only = "--method yarn" if request.attn_factor is not None else "--method yarn and ntk-by-parts"
+        raise InputError(f"{', '.join(used)} {'applies' if len(used) == 1 else 'apply'} only to {only}")
 
     warnings: list[str] = []
     if method == Method.NONE:
@@ -233,7 +242,7 @@ def plan_conversion(model: Model, request: ConvertRequest) -> ConversionPlan:
             orig_ctx,
             context_length,
             extends=extends,
-            extra=_yarn_options(request, keys) if method == Method.YARN else None,
+            extra=_yarn_options(request, keys) if method in (Method.YARN, Method.NTK_BY_PARTS) else None,
         )
         warnings += _option_warnings(rope, request)
 

@@ -145,7 +145,7 @@ class LlamaBackend(Backend):
 
     def scale_key(self, column: str, length: int) -> Hashable:
         variant = self.variants[column]
-        return variant.runtime(length, self.model.rope) if variant.method == "dynamic-yarn" else None
+        return variant.runtime(length, self.model.rope) if variant.dynamic else None
 
     @contextlib.contextmanager
     def session(self, column: str, n_ctx: int, length: int) -> Iterator[LlamaSession]:

@@ -18,6 +18,15 @@ def yarn_temperature(factor: float) -> float:
     return 1.0 if factor <= 1 else 0.1 * math.log(factor) + 1.0
 
 
+def cancels_temperature(factor: float, attn_factor: float | None) -> bool:
+    """A YaRN x ``factor`` file whose attn_factor is 1 / (0.1 ln s + 1), as float32 holds it: NTK-by-parts."""
+    return (
+        attn_factor is not None
+        and factor > 1
+        and math.isclose(attn_factor * yarn_temperature(factor), 1.0, rel_tol=1e-6)
+    )
+
+
 def scaling_origin(rope: RopeState) -> str | None:
     """Where the current scaling comes from: yarn-cli, the file as it came, or None (no scaling)."""
     if not rope.is_scaled:
@@ -36,14 +45,18 @@ def explain(rope: RopeState) -> list[str]:
     attn = scaling.attn_factor
     if scaling.type == "yarn" and scaling.factor > 1:
         original = scaling.original_context or rope.current.context_length
+        name = f"YaRN x{scaling.factor:g}"
         if rope.yarn_log_multiplier:
             temperature = f"DeepSeek's attention scaling (yarn_log_multiplier {rope.yarn_log_multiplier:g})"
         else:
             temperature = f"attention scaled by 0.1 ln s + 1 = {yarn_temperature(scaling.factor):.4f}"
-        if attn is not None and attn != 1.0:
+        if not rope.yarn_log_multiplier and cancels_temperature(scaling.factor, attn):
+            name = f"NTK-by-parts x{scaling.factor:g} (YaRN whose temperature the attn_factor cancels)"
+            temperature += f", times the file's attn_factor {attn:.6g}: attention unscaled"
+        elif attn is not None and attn != 1.0:
             temperature += f", times the file's attn_factor {attn:g}"
         notes.append(
-            f"YaRN x{scaling.factor:g} over {original} tokens: llama.cpp keeps the fast-turning pairs, "
+            f"{name} over {original} tokens: llama.cpp keeps the fast-turning pairs, "
             f"interpolates the slow ones, blends between them; {temperature}"
         )
     elif scaling.type == "linear" and scaling.factor > 1:

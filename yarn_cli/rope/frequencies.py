@@ -58,6 +58,16 @@ def yarn_mscale(factor: float, attn_factor: float = 1.0) -> float:
     return base * attn_factor
 
 
+def temperature_cancel(factor: float) -> float:
+    """NTK-by-parts in llama.cpp: the ``rope.scaling.attn_factor`` that cancels YaRN's temperature, 1 / (0.1 ln s + 1).
+
+    llama.cpp multiplies the file's attn_factor into the attention factor of every YaRN load, whose
+    temperature it computes itself (a run-time ``yarn_attn_factor`` is overwritten), so YaRN x s with
+    this key rotates q and k as NTK-by-parts does, their magnitude unchanged.
+    """
+    return 1.0 / yarn_mscale(factor)
+
+
 def ntk_freq_base(base: float, factor: float, dims: int) -> float:
     """NTK-aware base b' = b * s^(d/(d-2)) (paper section 3.1)."""
     return base * factor ** (dims / (dims - 2))

@@ -195,6 +195,8 @@ def where_scaling_applies(architecture: str, method: Method, *, attn_factor: boo
     """
     if method == Method.NONE:
         return []
+    if method == Method.NTK_BY_PARTS:  # a YaRN file whose attn_factor cancels the temperature
+        method, attn_factor = Method.YARN, True
     return [
         Where(LLAMA_CPP, True, _llama_cpp(architecture, method), LLAMA_CPP_SOURCE),
         Where(

@@ -20,9 +20,15 @@ from yarn_cli.rope.keys import RopeKeys
 
 
 class Method(str, Enum):
-    """Scaling methods ``convert`` can write."""
+    """Scaling methods ``convert`` can write.
+
+    ``NTK_BY_PARTS`` is YaRN's per-dimension blend without its attention temperature: llama.cpp has
+    no type for it, so it is written as YaRN with ``rope.scaling.attn_factor`` = 1 / (0.1 ln S + 1),
+    which cancels the temperature llama.cpp applies to every YaRN file.
+    """
 
     YARN = "yarn"
+    NTK_BY_PARTS = "ntk-by-parts"
     LINEAR = "linear"
     NTK = "ntk"
     NONE = "none"

@@ -33,7 +33,7 @@ from yarn_cli.gguf.values import (
     uint32,
 )
 from yarn_cli.rope.architectures import DEFAULT_BETA_FAST_BY_ARCH, DEFAULT_WINDOW, NO_ROPE_ARCHS
-from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, ntk_freq_base
+from yarn_cli.rope.frequencies import DEFAULT_BETA_FAST, DEFAULT_BETA_SLOW, ntk_freq_base, temperature_cancel
 from yarn_cli.rope.keys import DEFAULT_FREQ_BASE, RECORD_KEY, RopeKeys
 from yarn_cli.rope.scaling import FileScaling, Method, OverrideValue, RuntimeScaling, scaling_from
 
@@ -234,11 +234,15 @@ class RopeState:
                 if not (k == keys.attn_factor and self.longrope_factors):
                     target[k] = None
         target[keys.context_length] = same_type(original.get(keys.context_length), uint32(context_length))
-        if method == Method.YARN:
+        if method in (Method.YARN, Method.NTK_BY_PARTS):
             target[keys.scaling_type] = same_type(original.get(keys.scaling_type), string("yarn"))
             target[keys.scaling_factor] = same_type(original.get(keys.scaling_factor), float32(factor))
             target[keys.original_context] = same_type(original.get(keys.original_context), uint32(original_context))
             target.update(extra or {})
+            if method == Method.NTK_BY_PARTS:  # YaRN whose temperature the attention factor cancels
+                kept = target.get(keys.attn_factor)  # Phi-3's, kept with its longrope tensors
+                cancel = temperature_cancel(factor) * (1.0 if kept is None else float(kept.value))  # type: ignore[arg-type]
+                target[keys.attn_factor] = same_type(kept, float32(cancel))
         elif method == Method.LINEAR:
             target[keys.scaling_type] = string("linear")
             target[keys.scaling_factor] = float32(factor)
@@ -260,6 +264,8 @@ class RopeState:
         self.check_keys()
         if method == Method.NONE:
             return self.overrides_for(self.unscaled_values())
+        if method == Method.NTK_BY_PARTS:
+            self.check_ntk_by_parts("ntk-by-parts")
         orig_ctx = original_context or self.trained_context
         if not orig_ctx:
             raise UnsupportedModelError(f"the file has no {self.keys.context_length}; its trained context is unknown")
@@ -270,6 +276,27 @@ class RopeState:
         else:
             total, context_length = factor, round(factor * orig_ctx)
         return self.overrides_for(self.scaled_values(method, total, orig_ctx, context_length, extends=extends))
+
+    def check_ntk_by_parts(self, what: str, yarn: str = "yarn:S", *, force: bool | None = None) -> None:
+        """NTK-by-parts is YaRN's blend on a model trained without a temperature; refused where it is undefined.
+
+        A model that came with YaRN was trained with YaRN's temperature: taking it out is not the
+        paper's NTK-by-parts of anything (``force``, where given: convert's, which replaces the
+        trained YaRN, as with linear and ntk). With DeepSeek's yarn_log_multiplier llama.cpp computes another
+        temperature, which 1 / (0.1 ln S + 1) does not cancel.
+        """
+        if self.trained_yarn and not force:
+            raise UnsupportedModelError(
+                f"{what}: the model came with YaRN x{self.trained_yarn:g} and was trained with its attention "
+                f"temperature, so YaRN without it (NTK-by-parts) is not defined on it; use {yarn}, which extends "
+                "the model's own YaRN" + ("" if force is None else ", or --force to replace it")
+            )
+        if self.yarn_log_multiplier:
+            raise UnsupportedModelError(
+                f"{what}: the file sets {self.keys.yarn_log_multiplier} (DeepSeek's attention scaling), under which "
+                "llama.cpp computes a temperature that rope.scaling.attn_factor = 1 / (0.1 ln S + 1) does not "
+                f"cancel; use {yarn}"
+            )
 
     def as_it_came(self) -> RuntimeScaling:
         """Load arguments that run this file as it was before yarn-cli converted it (its own scaling kept)."""

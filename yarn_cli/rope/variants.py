@@ -1,10 +1,13 @@
 """Scalings applied at run time, for comparing methods on the same trials without writing files.
 
-``as-is`` (the file's own), ``none``, ``yarn:S``, ``linear:S``, ``ntk:S`` and ``dynamic-yarn``
-(the paper's Dynamic Scaling: per length, YaRN with S = max(1, length / native context)).
-All but ``as-is`` are taken over the model's original state, so a file yarn-cli converted
-gives the same figures as the file it came from; ``yarn:S`` on a model that came with YaRN
-multiplies its factor, as ``convert`` does.
+The YaRN paper's methods, each over the model's original state: ``none``, ``linear:S`` (PI),
+``ntk:S`` (NTK-aware), ``ntk-by-parts:S`` (YaRN's per-dimension blend without its attention
+temperature), ``yarn:S``, and its Dynamic Scaling, per length with S = max(1, length / native
+context): ``dynamic-yarn`` and ``dynamic-ntk``. ``as-is`` keeps the file's own scaling.
+Taken over the original state, a file yarn-cli converted gives the same figures as the file
+it came from; ``yarn:S`` on a model that came with YaRN multiplies its factor, as ``convert``
+does (``ntk-by-parts`` and ``dynamic-ntk`` are refused there: that model's YaRN is not theirs
+to replace).
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from yarn_cli.gguf.values import FLOAT32_ABOVE_ONE, f32
 from yarn_cli.rope.scaling import MAX_CONTEXT, Method, RuntimeScaling
 from yarn_cli.rope.state import RopeState
 
-FACTOR_METHODS = ("yarn", "linear", "ntk")
-PLAIN_METHODS = ("as-is", "none", "dynamic-yarn")
+FACTOR_METHODS = ("yarn", "linear", "ntk", "ntk-by-parts")
+DYNAMIC_METHODS = ("dynamic-yarn", "dynamic-ntk")
+PLAIN_METHODS = ("as-is", "none", *DYNAMIC_METHODS)
+NAMES = "as-is, none, yarn:S, linear:S, ntk:S, ntk-by-parts:S, dynamic-yarn or dynamic-ntk"
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,11 @@ class Variant:
     def scales(self) -> bool:
         return self.method not in ("as-is", "none")
 
+    @property
+    def dynamic(self) -> bool:
+        """Its scaling depends on the length: lengths with equal runtimes share a session."""
+        return self.method in DYNAMIC_METHODS
+
     def runtime(self, length: int, rope: RopeState) -> RuntimeScaling | None:
         """llama.cpp arguments for a context of ``length`` tokens; None keeps the file's own scaling."""
         if self.method == "as-is":
@@ -44,8 +54,34 @@ class Variant:
             if factor == 1 and not rope.trained_yarn:
                 return rope.runtime(Method.NONE)
             return rope.runtime(Method.YARN, factor)  # a model that came with YaRN keeps it at short lengths
+        if self.method == "dynamic-ntk":
+            return dynamic_ntk(length, rope)
         assert self.factor is not None
         return rope.runtime(Method(self.method), self.factor)
+
+
+def dynamic_ntk(length: int, rope: RopeState) -> RuntimeScaling:
+    """The paper's Dynamic NTK: NTK-aware with s = max(1, length / native), so the unscaled model up to native.
+
+    Every length gets base' = base * s^(d/(d-2)) over the original base, exactly ``ntk:s``.
+    Hugging Face transformers' ``dynamic`` rope type is another formula: base' = base *
+    ((factor * seq_len / max_pos) - (factor - 1))^(d/(d-2)) for seq_len > max_pos, a configured
+    factor included, which at seq_len = factor * max_pos gives base * (factor^2 - factor + 1)^(d/(d-2)),
+    not ``ntk:factor``. yarn-cli offers only the paper's.
+    """
+    check_dynamic_ntk(rope, "dynamic-ntk")
+    factor = length / (rope.native_context or length)
+    if factor <= 1:
+        return rope.runtime(Method.NONE)
+    return rope.runtime(Method.NTK, factor)
+
+
+def check_dynamic_ntk(rope: RopeState, what: str) -> None:
+    if rope.trained_yarn:
+        raise UnsupportedModelError(
+            f"{what}: the model came with YaRN x{rope.trained_yarn:g}; NTK-aware scaling would replace the "
+            "YaRN it was trained with, at every length; use dynamic-yarn, which keeps it"
+        )
 
 
 def parse_variant(text: str) -> Variant:
@@ -65,9 +101,7 @@ def parse_variant(text: str) -> Variant:
                     f"scaling; give {FLOAT32_ABOVE_ONE:.8g} or more"
                 )
             return Variant(method, factor)
-    raise InputError(
-        f"cannot read the variant {text!r}: use as-is, none, yarn:S, linear:S, ntk:S or dynamic-yarn (S > 1)"
-    )
+    raise InputError(f"cannot read the variant {text!r}: use {NAMES} (S > 1)")
 
 
 def _check_context(variant: Variant, text: str, rope: RopeState) -> None:
@@ -98,4 +132,9 @@ def parse_variants(text: str, rope: RopeState) -> list[Variant]:
         raise UnsupportedModelError(
             f"{rope.architecture} models use {rope.no_rope_reason}, not RoPE: {', '.join(scaled)} cannot apply"
         )
+    for variant in variants:  # before any work: these are undefined on some models
+        if variant.method == "ntk-by-parts":
+            rope.check_ntk_by_parts(f"--compare {variant.name}")
+        elif variant.method == "dynamic-ntk":
+            check_dynamic_ntk(rope, "--compare dynamic-ntk")
     return variants
