@@ -48,9 +48,10 @@ def test_default_candidates_are_the_papers_methods_at_n_over_native() -> None:
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """One whole tune on the tiny model, its record, and the same figures from perplexity and passkey."""
-    from ggufs import write_tiny_llama
     import subprocess
     import sys
+
+    from ggufs import write_tiny_llama
 
     folder = tmp_path_factory.mktemp("tune")
     model = write_tiny_llama(folder / "tiny.gguf")
@@ -62,8 +63,8 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
     tune = cli("tune", model, "--context", "512", "--text", "t.txt", "--json", "tune.json", "--plot", "tune.png",
                "--write", "tuned.gguf", "--trials", "2")  # fmt: skip
-    return {"folder": folder, "model": model, "tune": tune, "cli": cli,
-            "record": json.loads((folder / "tune.json").read_text()) if (folder / "tune.json").exists() else None}  # fmt: skip
+    record = json.loads((folder / "tune.json").read_text()) if (folder / "tune.json").exists() else None
+    return {"folder": folder, "model": model, "tune": tune, "cli": cli, "record": record}
 
 
 def test_a_tune_measures_chooses_and_writes(tuned: dict[str, object]) -> None:

@@ -21,6 +21,7 @@ from yarn_cli.cli import (
     passkey_command,
     perplexity_command,
     ruler_command,
+    tune_command,
 )
 from yarn_cli.cli.helptext import Command
 from yarn_cli.cli.render import err, show_error
@@ -60,6 +61,7 @@ app.command("chat", cls=Command, epilog=chat_command.EPILOG)(chat_command.chat_c
 app.command("passkey", cls=Command, epilog=passkey_command.EPILOG)(passkey_command.passkey_command)
 app.command("perplexity", cls=Command, epilog=perplexity_command.EPILOG)(perplexity_command.perplexity_command)
 app.command("ruler", cls=Command, epilog=ruler_command.EPILOG)(ruler_command.ruler_command)
+app.command("tune", cls=Command, epilog=tune_command.EPILOG)(tune_command.tune_command)
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -110,7 +110,7 @@ def tune_command(
     if text is None:
         raise InputError("give a long text to measure perplexity on: --text FILE")
     n = parse_length(context)
-    check_run_outputs(json_path, None, plot, inputs=[model, text, write])
+    check_run_outputs(json_path, None, plot, inputs=[model, text])
     source = read_text(text)
     options = LoadOptions(n_gpu_layers=gpu_layers, n_threads=threads, flash_attn=flash_attn)
     backend = local_backend(model, "none", options)
@@ -120,9 +120,15 @@ def tune_command(
     names = [v.strip() for v in candidates.split(",") if v.strip()] if candidates else default_candidates(n, native)
     names = backend.with_columns(names).columns  # checked and named as --compare names them
     settings = TuneSettings(context=n, short_context=short, candidates=names, max_kl=max_kl, trials=trials, seed=seed)
+    if write is not None:  # the output checked now, as convert checks it, not after the measurements
+        convert_variant(model or "default", f"yarn:{scale_factor(n, native):g}", write, dry_run=True)
     with backend, WorkProgress("tokens") as progress:
-        say(f"Tuning {backend.name} from {native:,} to {n:,} tokens, {len(names)} candidates.")
-        say(f"The rule: {rule(settings)}.")
+
+        def on_start(resumed: int) -> None:
+            say(f"Tuning {backend.name} from {native:,} to {n:,} tokens, {len(names)} candidates.")
+            if resumed:
+                say(f"Resuming {json_path}: {resumed} candidates' measurements kept.")
+            say(f"The rule: {rule(settings)}.")
 
         stage = [""]
 
@@ -130,7 +136,7 @@ def tune_command(
             stage[0] = what
             progress.begin(tokens)
 
-        run = run_tune(backend, source, settings, json_path=json_path, on_stage=on_stage,
+        run = run_tune(backend, source, settings, json_path=json_path, on_start=on_start, on_stage=on_stage,
                        on_tokens=lambda count, label: progress.advance(count, stage[0]))  # fmt: skip
     if plot is not None and run.front:
         _plot(plot, run, settings)
@@ -143,8 +149,10 @@ def tune_command(
     if write is not None:
         if run.best_static.variant is None:
             raise InputError(f"nothing written to {write}: {run.best_static.why}")
-        result = convert_variant(model, run.best_static.variant, write)
-        say(f"Wrote {result} with {run.best_static.variant} baked in (undo: yarn-cli convert {result} --method none).")
+        written = convert_variant(model or "default", run.best_static.variant, write).outputs[0].path
+        say(
+            f"Wrote {written} with {run.best_static.variant} baked in (undo: yarn-cli convert {written} --method none)."
+        )
 
 
 CHAT_NTK = " (chat's --yarn dynamic is dynamic-yarn: dynamic-ntk has no chat form)"
@@ -156,19 +164,22 @@ CHAT_NTK = " (chat's --yarn dynamic is dynamic-yarn: dynamic-ntk has no chat for
 def _table(run: TuneRun, settings: TuneSettings) -> Table:
     n, short = settings.context, settings.short_context
     table = Table(title=f"Ways to reach {n:,} tokens", title_justify="left", caption_justify="left")
-    table.caption = "* the Pareto front of (perplexity, KL): no other candidate is better on both"
-    for name in ("variant", f"ppl @ {n:,}", f"KL @ {short:,}", "KL p99", "top-1", f"passkey @ {n:,}", ""):
-        table.add_column(name, justify="left" if name in ("variant", "") else "right")
+    table.caption = (
+        f"KL: from the unscaled model at {short:,} tokens, nats per token. front: no other candidate has both a "
+        "lower perplexity and a lower KL."
+    )
+    for name in ("variant", f"ppl {n:,}", "KL", "KL p99", "top-1", "passkey", ""):
+        table.add_column(name, justify="left" if name in ("variant", "") else "right", no_wrap=name == "variant")
     for c in run.candidates:
-        marks = []
+        marks = ["front"] if c.variant in run.front else []
         if c.variant == run.choice.variant:
             marks.append("[bold green]choice[/]")
         if c.variant == run.best_static.variant and c.variant != run.choice.variant:
             marks.append("[green]best static[/]")
         if c.stopped:
-            marks.append(f"[dim]{c.stopped}[/]")
+            marks.append("[dim]stopped: KL too high[/]")
         table.add_row(
-            c.variant + (" *" if c.variant in run.front else ""),
+            c.variant,
             _number(c.long_perplexity, ".3f"),
             _number(c.short_kl, ".4f"),
             _number(c.short_kl_p99, ".4f"),

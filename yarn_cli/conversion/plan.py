@@ -32,6 +32,7 @@ from yarn_cli.rope.scaling import (
     check_positive,
 )
 from yarn_cli.rope.state import RopeState, Values, record_json, rope_params
+from yarn_cli.rope.variants import Variant
 
 PAGE = 4096
 
@@ -373,3 +374,13 @@ def _option_warnings(rope: RopeState, request: ConvertRequest) -> list[str]:
                 "frequencies, so dimensions the divisors already stretched count as shorter than they are"
             )
     return warnings
+
+
+def request_for_variant(variant: Variant) -> ConvertRequest:
+    """The conversion that writes a run-time variant into a file (``tune --write``): the keys its run loads."""
+    if variant.dynamic or variant.factor is None or variant.method not in {m.value for m in Method}:
+        raise InputError(
+            f"{variant.name} is not a scaling a file can hold: llama.cpp has no dynamic type in files; chat runs "
+            "dynamic YaRN with --yarn dynamic"
+        )
+    return ConvertRequest(method=Method(variant.method), factor=variant.factor, attn_factor=variant.attn_factor)

@@ -20,7 +20,7 @@ from yarn_cli.conversion.outputs import (
     name_modelfile_alone,
     name_outputs,
 )
-from yarn_cli.conversion.plan import ConversionPlan, ConvertRequest, plan_conversion
+from yarn_cli.conversion.plan import ConversionPlan, ConvertRequest, plan_conversion, request_for_variant
 from yarn_cli.default_model import resolve_model
 from yarn_cli.errors import InputError, OutputError
 from yarn_cli.files.checks import check_free_space
@@ -32,6 +32,7 @@ from yarn_cli.gguf.rewrite import patch_in_place, write_patched
 from yarn_cli.model import Model, open_model
 from yarn_cli.rope.huggingface import HfScaling, hf_scaling
 from yarn_cli.rope.runtimes import Where, runtime_report
+from yarn_cli.rope.variants import parse_variant
 
 IN_PLACE = "changing it in place"
 RECOVERY = "finishing or undoing its interrupted in-place change"
@@ -167,6 +168,14 @@ def convert_file(
         if dry_run:
             return _timed(result, start)
         return _timed(_write(model, plan, outputs, in_place, progress, result), start)
+
+
+def convert_variant(
+    path: str | os.PathLike[str], variant: str, output: Path, *, dry_run: bool = False
+) -> ConvertResult:
+    """Bake a run-time variant (``yarn:1.5``, ``ntk-by-parts:2``...) into a new file, as ``convert`` writes it:
+    verified, atomic, undoable with ``--method none``. A dry run checks the output before any work."""
+    return convert_file(path, request_for_variant(parse_variant(variant)), output=output, dry_run=dry_run)
 
 
 def _timed(result: ConvertResult, start: float) -> ConvertResult:

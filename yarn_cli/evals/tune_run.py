@@ -38,11 +38,15 @@ def run_tune(
     settings: TuneSettings,
     *,
     json_path: Path | None = None,
+    on_start: Callable[[int], None] | None = None,
     on_stage: Stage | None = None,
     on_tokens: Tokens | None = None,
 ) -> TuneRun:
     """Measure every candidate as far as the budget says, choose, and keep the record; Ctrl-C keeps what was
-    measured (the same command resumes)."""
+    measured (the same command resumes).
+
+    ``on_start(candidates resumed)`` once the inputs are checked, before the first measurement.
+    """
     n, short = settings.context, settings.short_context
     stream = backend.tokenizer.tokenize(text.content, add_bos=False)
     if len(stream) < n:
@@ -54,6 +58,8 @@ def run_tune(
     previous = load_previous(json_path, backend, text, settings) if json_path else {}
     candidates = [previous.get(v) or Candidate(v) for v in settings.candidates]
     verdicts: tuple[Verdict, Verdict] | None = None
+    if on_start:
+        on_start(len(previous))
 
     def save() -> None:
         if json_path:
@@ -95,6 +101,11 @@ def _verdicts(candidates: list[Candidate], settings: TuneSettings) -> tuple[Verd
     )
 
 
+def _starter(on_stage: Stage | None, label: str) -> Callable[[int], None] | None:
+    """A run's ``on_start(tokens)`` as the start of a stage."""
+    return (lambda tokens: on_stage(label, tokens)) if on_stage else None
+
+
 def _short(backend: Backend, text: Text, settings: TuneSettings, c: Candidate, on_stage: Stage | None,
            on_tokens: Tokens | None) -> None:  # fmt: skip
     """``perplexity --contexts SHORT --reference none --compare VARIANT``'s comparison, the reference not scored
@@ -104,12 +115,11 @@ def _short(backend: Backend, text: Text, settings: TuneSettings, c: Candidate, o
         c.short_kl, c.short_kl_p99, c.short_top1 = 0.0, 0.0, 1.0
         c.cost["short"] = Cost()
         return
-    if on_stage:
-        on_stage(f"{c.variant}: KL from none at {short:,} tokens", 2 * short)
+    label = f"{c.variant}: KL from none at {short:,} tokens"
     start = time.perf_counter()
     with backend.with_columns(["none", c.variant]) as pair:
         figures = PerplexitySettings(contexts=[short], reference="none", score_reference=False)
-        run = run_perplexity(pair, text, figures, on_tokens=on_tokens)
+        run = run_perplexity(pair, text, figures, on_start=_starter(on_stage, label), on_tokens=on_tokens)
     result = next(r for r in run.results if r.variant == c.variant)
     c.short_kl, c.short_kl_p99, c.short_top1 = result.kl_divergence, result.kl_divergence_p99, result.top1_agreement
     c.cost["short"] = Cost(run.evaluated_tokens, time.perf_counter() - start)
@@ -119,11 +129,11 @@ def _long(backend: Backend, text: Text, settings: TuneSettings, c: Candidate, on
           on_tokens: Tokens | None) -> None:  # fmt: skip
     """``perplexity --contexts N --compare VARIANT``'s figure."""
     n = settings.context
-    if on_stage:
-        on_stage(f"{c.variant}: perplexity at {n:,} tokens", n)
+    label = f"{c.variant}: perplexity at {n:,} tokens"
     start = time.perf_counter()
     with backend.with_columns([c.variant]) as one:
-        run = run_perplexity(one, text, PerplexitySettings(contexts=[n]), on_tokens=on_tokens)
+        run = run_perplexity(one, text, PerplexitySettings(contexts=[n]), on_start=_starter(on_stage, label),
+                             on_tokens=on_tokens)  # fmt: skip
     c.long_perplexity = run.results[0].ppl
     c.cost["long"] = Cost(run.evaluated_tokens, time.perf_counter() - start)
 
@@ -132,12 +142,13 @@ def _passkey(backend: Backend, settings: TuneSettings, c: Candidate, on_stage: S
              on_tokens: Tokens | None) -> None:  # fmt: skip
     """``passkey --lengths N --trials T --seed SEED --compare VARIANT``'s accuracy."""
     n = settings.context
-    if on_stage:
-        on_stage(f"{c.variant}: passkey at {n:,} tokens, {settings.trials} trials", settings.trials * n)
+    label = f"{c.variant}: passkey at {n:,} tokens, {settings.trials} trials"
     start = time.perf_counter()
     with backend.with_columns([c.variant]) as one:
-        report = (lambda count, trial: on_tokens(count, f"{c.variant}: passkey trial")) if on_tokens else None
+        report = (lambda count, trial: on_tokens(count, label)) if on_tokens else None
+        begin = _starter(on_stage, label)
         run = run_passkey(one, PasskeySettings(lengths=[n], trials=settings.trials, seed=settings.seed),
+                          on_start=(lambda tokens, trials, resumed: begin(tokens)) if begin else None,
                           on_tokens=report)  # fmt: skip
     if run.interrupted:
         raise KeyboardInterrupt

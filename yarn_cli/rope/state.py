@@ -252,14 +252,22 @@ class RopeState:
             return self.unscaled_values()
         return target
 
-    def runtime(self, method: Method, factor: float = 1.0, *, original_context: int | None = None) -> RuntimeScaling:
+    def runtime(
+        self,
+        method: Method,
+        factor: float = 1.0,
+        *,
+        original_context: int | None = None,
+        attn_factor: float | None = None,
+    ) -> RuntimeScaling:
         """Load arguments that run this file as ``convert`` would write the original state scaled by ``method``.
 
         The model is loaded with the keys that conversion would write (llama.cpp's key overrides),
         not with context flags, so every layer is scaled as in the converted file: some
         architectures keep their sliding-window layers out of the flags' reach (see
         ``rope.architectures``). ``Method.NONE`` is no scaling at all. YaRN on a model that came
-        with YaRN multiplies its factor (see ``trained_yarn``); ``original_context`` overrides L.
+        with YaRN multiplies its factor (see ``trained_yarn``); ``original_context`` overrides L;
+        ``attn_factor`` is YaRN's ``rope.scaling.attn_factor`` key, as ``convert --attn-factor`` writes it.
         """
         self.check_keys()
         if method == Method.NONE:
@@ -275,7 +283,10 @@ class RopeState:
             context_length = round(factor * (self.native_context or orig_ctx))
         else:
             total, context_length = factor, round(factor * orig_ctx)
-        return self.overrides_for(self.scaled_values(method, total, orig_ctx, context_length, extends=extends))
+        extra = {self.keys.attn_factor: float32(attn_factor)} if attn_factor is not None else None
+        return self.overrides_for(
+            self.scaled_values(method, total, orig_ctx, context_length, extends=extends, extra=extra)
+        )
 
     def check_ntk_by_parts(self, what: str, yarn: str = "yarn:S", *, force: bool | None = None) -> None:
         """NTK-by-parts is YaRN's blend on a model trained without a temperature; refused where it is undefined.

@@ -2,8 +2,9 @@
 
 The YaRN paper's methods, each over the model's original state: ``none``, ``linear:S`` (PI),
 ``ntk:S`` (NTK-aware), ``ntk-by-parts:S`` (YaRN's per-dimension blend without its attention
-temperature), ``yarn:S``, and its Dynamic Scaling, per length with S = max(1, length / native
-context): ``dynamic-yarn`` and ``dynamic-ntk``. ``as-is`` keeps the file's own scaling.
+temperature), ``yarn:S`` (and ``yarn:S@F``, its attention factor times F, the file key
+``convert --attn-factor F`` writes), and its Dynamic Scaling, per length with S = max(1, length /
+native context): ``dynamic-yarn`` and ``dynamic-ntk``. ``as-is`` keeps the file's own scaling.
 Taken over the original state, a file yarn-cli converted gives the same figures as the file
 it came from; ``yarn:S`` on a model that came with YaRN multiplies its factor, as ``convert``
 does (``ntk-by-parts`` and ``dynamic-ntk`` are refused there: that model's YaRN is not theirs
@@ -22,17 +23,19 @@ from yarn_cli.rope.state import RopeState
 FACTOR_METHODS = ("yarn", "linear", "ntk", "ntk-by-parts")
 DYNAMIC_METHODS = ("dynamic-yarn", "dynamic-ntk")
 PLAIN_METHODS = ("as-is", "none", *DYNAMIC_METHODS)
-NAMES = "as-is, none, yarn:S, linear:S, ntk:S, ntk-by-parts:S, dynamic-yarn or dynamic-ntk"
+NAMES = "as-is, none, yarn:S, yarn:S@F, linear:S, ntk:S, ntk-by-parts:S, dynamic-yarn or dynamic-ntk"
 
 
 @dataclass(frozen=True)
 class Variant:
     method: str
     factor: float | None = None
+    attn_factor: float | None = None  # yarn:S@F: YaRN's rope.scaling.attn_factor key, as convert --attn-factor F
 
     @property
     def name(self) -> str:
-        return self.method if self.factor is None else f"{self.method}:{self.factor:g}"
+        name = self.method if self.factor is None else f"{self.method}:{self.factor:g}"
+        return name if self.attn_factor is None else f"{name}@{self.attn_factor:g}"
 
     @property
     def scales(self) -> bool:
@@ -57,7 +60,7 @@ class Variant:
         if self.method == "dynamic-ntk":
             return dynamic_ntk(length, rope)
         assert self.factor is not None
-        return rope.runtime(Method(self.method), self.factor)
+        return rope.runtime(Method(self.method), self.factor, attn_factor=self.attn_factor)
 
 
 def dynamic_ntk(length: int, rope: RopeState) -> RuntimeScaling:
@@ -89,6 +92,17 @@ def parse_variant(text: str) -> Variant:
     if value in PLAIN_METHODS:
         return Variant(value)
     method, _, factor_text = value.partition(":")
+    factor_text, at, attn_text = factor_text.partition("@")
+    attn = None
+    if at:
+        try:
+            attn = float(attn_text)
+        except ValueError:
+            attn = float("nan")
+        if method != "yarn" or not 0 < attn < float("inf") or f32(attn) == 0:
+            raise InputError(
+                f"cannot read the variant {text!r}: @F sets YaRN's attention factor, yarn:S@F with F a number above 0"
+            )
     if method in FACTOR_METHODS and factor_text:
         try:
             factor = float(factor_text)
@@ -100,7 +114,7 @@ def parse_variant(text: str) -> Variant:
                     f"--compare {text.strip()}: the factor is 1 once stored as a GGUF float32, which is no "
                     f"scaling; give {FLOAT32_ABOVE_ONE:.8g} or more"
                 )
-            return Variant(method, factor)
+            return Variant(method, factor, attn)
     raise InputError(f"cannot read the variant {text!r}: use {NAMES} (S > 1)")
 
 
