@@ -148,3 +148,14 @@ def test_bad_references_are_one_line(run_cli, tiny_model: Path, tmp_path: Path, 
     result = run_cli("perplexity", *model, "--text", text, "--contexts", "64", *args)
     assert result.returncode != 0
     assert expected in error_line(result)
+
+
+def test_the_references_own_figures_are_those_of_a_run_without_it(tiny_model: Path) -> None:
+    """The reference's perplexity comes from the windows it is compared on: the figure a plain run gives."""
+    compared = _ours(tiny_model, "none", "none,yarn:2", [64, 200])
+    model = open_model(tiny_model)
+    with LlamaBackend(model, parse_variants("none", model.rope), LoadOptions(n_threads=2)) as backend:
+        plain = run_perplexity(backend, Text(tiny_model, TEXT), PerplexitySettings(contexts=[64, 200]))
+    for r in plain.results:
+        assert compared[("none", r.context)]["ppl"] == pytest.approx(r.ppl, rel=1e-9)
+        assert compared[("none", r.context)]["tokens"] == r.tokens

@@ -63,7 +63,8 @@ def run_perplexity(
             f"need {span:,}: give a longer text, fewer --chunks or shorter --contexts"
         )
     passes = plan_passes(settings, backend, bos)
-    if settings.reference is not None and not settings.score_reference:
+    donor = _reference_donor(backend, settings)
+    if settings.reference is not None and (donor is not None or not settings.score_reference):
         passes = [p for p in passes if p.column != settings.reference]
     if on_start:
         on_start(sum(p.length for p in passes))
@@ -90,6 +91,8 @@ def run_perplexity(
                     comparison = compared.score(window, _reporter(on_tokens, column, number, len(passes), p))
                     evaluated += comparison.evaluated_tokens
                     _add(sums, counts, column, p, comparison.variant)
+                    if column == donor:  # the reference's own figures, from the same windows
+                        _add(sums, counts, reference, p, comparison.reference)
                     divergence.add(column, p, comparison)
             continue
         with backend.session(column, n_ctx, scale) as session:
@@ -133,6 +136,21 @@ def _sessions(passes: list[Pass]) -> list[list[Pass]]:
         else:
             groups.append([p])
     return groups
+
+
+def _reference_donor(backend: Backend, settings: PerplexitySettings) -> str | None:
+    """The first column compared with the reference whose windows are the reference's own (both scaled alike at
+    every context): the reference's figures come from those comparisons, and it needs no pass of its own."""
+    reference = settings.reference
+    if reference is None or not settings.score_reference or settings.stride is not None or not settings.nested:
+        return None
+    contexts = sorted(settings.contexts)
+    if len(backend.scale_groups(reference, contexts)) != 1:
+        return None
+    for column in backend.columns:
+        if column != reference and len(backend.scale_groups(column, contexts)) == 1:
+            return column
+    return None
 
 
 def _reporter(
