@@ -200,3 +200,27 @@ def test_the_commands_take_the_new_variants_and_refuse_bad_ones(run_cli, tiny_mo
     bad = run_cli("passkey", tiny_model, "--lengths", "128", "--compare", "ntk-by-parts:one")
     assert bad.returncode != 0
     assert error_line(bad).startswith("Error: cannot read the variant 'ntk-by-parts:one': use as-is, none,")
+
+
+# --- YaRN with another attention factor (yarn:S@F) --------------------------------------------------
+
+
+def test_yarn_with_an_attention_factor_is_the_key_set_by_hand(tiny: Path) -> None:
+    variant = parse_variant("yarn:2@0.9")
+    assert (variant.method, variant.factor, variant.attn_factor, variant.name) == ("yarn", 2.0, 0.9, "yarn:2@0.9")
+    assert np.array_equal(variant_logits(tiny, "yarn:2@0.9", 512), by_hand_yarn(tiny, 2.0, kv_overrides={ATTN: 0.9}))
+    assert not np.array_equal(variant_logits(tiny, "yarn:2@0.9", 512), variant_logits(tiny, "yarn:2", 512))
+
+
+def test_a_file_converted_with_attn_factor_runs_as_the_variant(tiny: Path, tmp_path: Path) -> None:
+    from yarn_cli.conversion import convert_variant
+
+    written = convert_variant(str(tiny), "yarn:2@0.9", tmp_path / "out.gguf").outputs[0].path
+    as_is = logits(written, TINY_TOKENS, CONTEXT)
+    assert np.array_equal(as_is, variant_logits(tiny, "yarn:2@0.9", 512))
+
+
+@pytest.mark.parametrize("text", ["ntk:2@0.9", "yarn:2@0", "yarn:2@x", "yarn:2@inf", "dynamic-yarn@2"])
+def test_an_attention_factor_only_takes_yarn_and_a_positive_number(text: str) -> None:
+    with pytest.raises(InputError, match="cannot read the variant"):
+        parse_variant(text)
