@@ -69,7 +69,8 @@ def passkey_command(
     compare: Annotated[
         str,
         typer.Option(
-            help="Variants, run on the same trials: as-is, none, yarn:S, linear:S, ntk:S, "
+            help="Variants, run on the same trials: as-is, none, yarn:S, yarn:S@F (its attention factor x F), "
+            "linear:S, ntk:S, "
             "ntk-by-parts:S (YaRN without its temperature), dynamic-yarn, dynamic-ntk (per length)."
         ),
     ] = "as-is",

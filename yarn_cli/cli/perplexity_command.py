@@ -50,7 +50,8 @@ def perplexity_command(
     compare: Annotated[
         str,
         typer.Option(
-            help="Variants scored on the same tokens: as-is, none, yarn:S, linear:S, ntk:S, "
+            help="Variants scored on the same tokens: as-is, none, yarn:S, yarn:S@F (its attention factor x F), "
+            "linear:S, ntk:S, "
             "ntk-by-parts:S (YaRN without its temperature), dynamic-yarn, dynamic-ntk (per length)."
         ),
     ] = "as-is",

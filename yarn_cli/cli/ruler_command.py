@@ -82,7 +82,8 @@ def ruler_command(
     compare: Annotated[
         str,
         typer.Option(
-            help="Variants, run on the same samples: as-is, none, yarn:S, linear:S, ntk:S, "
+            help="Variants, run on the same samples: as-is, none, yarn:S, yarn:S@F (its attention factor x F), "
+            "linear:S, ntk:S, "
             "ntk-by-parts:S (YaRN without its temperature), dynamic-yarn, dynamic-ntk (per length)."
         ),
     ] = "as-is",

@@ -41,11 +41,11 @@ Examples:
 
 
 def tune_command(
-    model: ModelArgument = None,
-    context: Annotated[str, typer.Option(metavar="N", help="The context to reach, in tokens: 16k, 32768...")] = "",
+    context: Annotated[str, typer.Option(metavar="N", help="The context to reach, in tokens: 16k, 32768...")],
     text: Annotated[
-        Path | None, typer.Option(help="UTF-8 text to measure perplexity on: at least --context tokens long.")
-    ] = None,
+        Path, typer.Option(help="UTF-8 text to measure perplexity on, as many tokens as the context or more.")
+    ],
+    model: ModelArgument = None,
     candidates: Annotated[
         str | None,
         typer.Option(
@@ -105,10 +105,6 @@ def tune_command(
     """
     if servers:
         raise InputError("tune measures a model run here: a server fixes its scaling when it loads the model")
-    if not context:
-        raise InputError("give the context to reach: --context 16k")
-    if text is None:
-        raise InputError("give a long text to measure perplexity on: --text FILE")
     n = parse_length(context)
     check_run_outputs(json_path, None, plot, inputs=[model, text])
     source = read_text(text)
