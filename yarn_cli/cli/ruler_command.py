@@ -292,7 +292,7 @@ def _plot(path: Path, results: list[SampleResult], variants: list[str], settings
     import matplotlib.pyplot as plt
 
     rows = summarize(results)
-    fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants), 4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants) + 2, 4), squeeze=False, sharey=True)
     labels = [f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in settings.lengths]
     for ax, variant in zip(axes[0], variants, strict=True):
         for task in settings.tasks:
@@ -315,6 +315,6 @@ def _plot(path: Path, results: list[SampleResult], variants: list[str], settings
         ax.set_xlabel("length (tokens)")
         ax.set_title(f"{variant}: effective {effective:,}" if effective else f"{variant}: no effective length")
     axes[0][0].set_ylabel("RULER score (%)")
-    axes[0][-1].legend(fontsize=7, loc="lower left")
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # beside, not over
     fig.tight_layout()
     save_figure(fig, path)
