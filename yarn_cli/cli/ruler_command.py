@@ -295,11 +295,12 @@ def _plot(path: Path, results: list[SampleResult], variants: list[str], settings
     fig, axes = plt.subplots(1, len(variants), figsize=(5.5 * len(variants) + 2, 4), squeeze=False, sharey=True)
     labels = [f"{n // 1024}k" if n % 1024 == 0 else str(n) for n in settings.lengths]
     for ax, variant in zip(axes[0], variants, strict=True):
-        for task in settings.tasks:
+        for i, task in enumerate(settings.tasks):
             points = sorted((r.length, r.score) for r in rows
                             if r.variant == variant and r.task == task and r.score is not None)  # fmt: skip
-            if points:
-                ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", linewidth=1, alpha=0.6, label=task)
+            if points:  # 20 colours, so that no two of the 11 tasks share one
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker=".", linewidth=1, alpha=0.7, label=task,
+                        color=plt.get_cmap("tab20")(i % 20))  # fmt: skip
         means = [(n, mean_over_tasks(rows, variant, n)) for n in settings.lengths]
         kept = [(n, m) for n, m in means if m is not None]
         if kept:
