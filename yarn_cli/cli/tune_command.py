@@ -151,21 +151,15 @@ def tune_command(
         )
 
 
-CHAT_NTK = " (chat's --yarn dynamic is dynamic-yarn: dynamic-ntk has no chat form)"
-
-
-CHAT_NTK = " (chat's --yarn dynamic is dynamic-yarn: dynamic-ntk has no chat form)"
-
-
 def _table(run: TuneRun, settings: TuneSettings) -> Table:
     n, short = settings.context, settings.short_context
-    table = Table(title=f"Ways to reach {n:,} tokens", title_justify="left", caption_justify="left")
+    table = Table(title=f"Ways to reach {n:,} tokens", title_justify="left", caption_justify="left", show_edge=False)
     table.caption = (
-        f"KL: from the unscaled model at {short:,} tokens, nats per token. front: no other candidate has both a "
-        "lower perplexity and a lower KL."
+        f"ppl: perplexity at {n:,} tokens. KL: from the unscaled model at {short:,} tokens, nats per token. front: "
+        "no other candidate has both a lower perplexity and a lower KL. stopped: its KL is too high to be chosen."
     )
-    for name in ("variant", f"ppl {n:,}", "KL", "KL p99", "top-1", "passkey", ""):
-        table.add_column(name, justify="left" if name in ("variant", "") else "right", no_wrap=name == "variant")
+    for name in ("variant", "ppl", "KL", "KL p99", "top-1", "passkey", ""):
+        table.add_column(name, justify="left" if name in ("variant", "") else "right", no_wrap=True)
     for c in run.candidates:
         marks = ["front"] if c.variant in run.front else []
         if c.variant == run.choice.variant:
@@ -173,7 +167,7 @@ def _table(run: TuneRun, settings: TuneSettings) -> Table:
         if c.variant == run.best_static.variant and c.variant != run.choice.variant:
             marks.append("[green]best static[/]")
         if c.stopped:
-            marks.append("[dim]stopped: KL too high[/]")
+            marks.append("[dim]stopped[/]")
         table.add_row(
             c.variant,
             _number(c.long_perplexity, ".3f"),
@@ -196,10 +190,17 @@ def _verdict(run: TuneRun, model: str | None) -> None:
         out.print(f"No choice: {run.choice.why}. Raise --max-kl to accept a larger cost at short lengths.")
         return
     out.print(f"Choice: {run.choice.variant}, {run.choice.why}.")
-    if run.choice.variant in ("dynamic-yarn", "dynamic-ntk"):
+    if run.choice.variant == "dynamic-yarn":
         out.print(
-            f"{run.choice.variant} is a run-time setting (llama.cpp has no dynamic type in files): chat with it as "
-            f"yarn-cli chat {file} --yarn dynamic" + (CHAT_NTK if run.choice.variant == "dynamic-ntk" else "")
+            "dynamic-yarn is a run-time setting (llama.cpp has no dynamic type in files): chat with it as "
+            f"yarn-cli chat {file} --yarn dynamic"
+        )
+    elif run.choice.variant == "dynamic-ntk":
+        twin = next((c for c in run.candidates if c.variant == "dynamic-yarn"), None)
+        figures = f" (here: perplexity {twin.long_perplexity:.3f}, KL 0)" if twin and twin.long_perplexity else ""
+        out.print(
+            "dynamic-ntk is a run-time setting no runtime offers yet: llama.cpp has no dynamic type in files, and "
+            f"yarn-cli chat --yarn dynamic runs dynamic-yarn{figures}"
         )
     if run.best_static.variant is not None and run.best_static.variant != run.choice.variant:
         out.print(f"Best static: {run.best_static.variant}, {run.best_static.why}; --write bakes it into a file.")
