@@ -209,6 +209,7 @@ def _verdict(run: TuneRun, model: str | None) -> None:
 
 
 def _plot(path: Path, run: TuneRun, settings: TuneSettings) -> None:
+    """Long perplexity against short KL: every measured candidate, and beside it the ones within --max-kl."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -216,21 +217,29 @@ def _plot(path: Path, run: TuneRun, settings: TuneSettings) -> None:
 
     points = {c.variant: (c.short_kl, c.long_perplexity) for c in run.candidates
               if c.long_perplexity is not None and c.short_kl is not None}  # fmt: skip
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    for variant, (kl, ppl) in points.items():
-        on_front = variant in run.front
-        ax.scatter(kl, ppl, s=60 if on_front else 30, marker="o" if on_front else "x",
-                   color="tab:blue" if on_front else "grey", zorder=3)  # fmt: skip
-        ax.annotate(variant, (kl, ppl), fontsize=8, xytext=(4, 4), textcoords="offset points")
-    line = sorted(points[v] for v in run.front if v in points)
-    ax.plot([p[0] for p in line], [p[1] for p in line], color="tab:blue", linewidth=1, label="Pareto front")
-    if run.choice.variant in points:
-        kl, ppl = points[run.choice.variant]
-        ax.scatter(kl, ppl, s=220, facecolors="none", edgecolors="tab:green", linewidths=2,
-                   label=f"choice: {run.choice.variant}", zorder=4)  # fmt: skip
-    ax.axvline(settings.max_kl, color="grey", linestyle=":", linewidth=1, label=f"--max-kl {settings.max_kl:g}")
-    ax.set_xlabel(f"KL from the unscaled model at {settings.short_context:,} tokens (nats/token)")
-    ax.set_ylabel(f"perplexity at {settings.context:,} tokens")
-    ax.legend(fontsize=8)
+    within = {v: p for v, p in points.items() if p[0] <= settings.max_kl}
+    panels = [points, within] if within and len(within) < len(points) else [points]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.4 * len(panels), 4.4), squeeze=False)
+    for ax, shown in zip(axes[0], panels, strict=True):
+        for i, (variant, (kl, ppl)) in enumerate(sorted(shown.items(), key=lambda item: item[1])):
+            on_front = variant in run.front
+            ax.scatter(kl, ppl, s=60 if on_front else 30, marker="o" if on_front else "x",
+                       color="tab:blue" if on_front else "grey", zorder=3)  # fmt: skip
+            # neighbours' labels on alternate sides, so that close candidates stay readable
+            ax.annotate(variant, (kl, ppl), fontsize=7, xytext=(6, 6 if i % 2 == 0 else -11),
+                        textcoords="offset points")  # fmt: skip
+        line = sorted(shown[v] for v in run.front if v in shown)
+        ax.plot([p[0] for p in line], [p[1] for p in line], color="tab:blue", linewidth=1, label="Pareto front")
+        if run.choice.variant in shown:
+            kl, ppl = shown[run.choice.variant]
+            ax.scatter(kl, ppl, s=220, facecolors="none", edgecolors="tab:green", linewidths=2,
+                       label=f"choice: {run.choice.variant}", zorder=4)  # fmt: skip
+        if shown is points:
+            ax.axvline(settings.max_kl, color="grey", linestyle=":", linewidth=1, label=f"--max-kl {settings.max_kl:g}")
+        else:
+            ax.set_title(f"within --max-kl {settings.max_kl:g}", fontsize=9)
+        ax.set_xlabel(f"KL from the unscaled model at {settings.short_context:,} tokens (nats/token)")
+        ax.set_ylabel(f"perplexity at {settings.context:,} tokens")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
