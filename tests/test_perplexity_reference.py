@@ -159,3 +159,13 @@ def test_the_references_own_figures_are_those_of_a_run_without_it(tiny_model: Pa
     for r in plain.results:
         assert compared[("none", r.context)]["ppl"] == pytest.approx(r.ppl, rel=1e-9)
         assert compared[("none", r.context)]["tokens"] == r.tokens
+
+
+def test_a_reference_whose_scaling_changes_across_the_contexts_is_refused(run_cli, tiny_model: Path,
+                                                                          tmp_path: Path) -> None:  # fmt: skip
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    result = run_cli("perplexity", tiny_model, "--text", text, "--contexts", "128,512", "--compare", "yarn:2",
+                     "--reference", "dynamic-yarn")  # fmt: skip
+    assert result.returncode != 0
+    assert "changes its scaling with the length" in error_line(result)

@@ -333,6 +333,9 @@ def test_too_short_a_length_or_haystack_is_refused(vocab: Vocabulary) -> None:
         builder.build("niah_single_1", 200, 0)
     with pytest.raises(InputError, match=r"--haystack short.txt is too short for niah_single_2 at 1,024 tokens"):
         builder.build("niah_single_2", 1024, 0)
+    tiny = PromptBuilder(vocab, 0, Essay("two.txt", "Two words."), chat_template=False)
+    with pytest.raises(InputError, match=r"--haystack two.txt is too short for niah_multikey_1: it has 2 words"):
+        tiny.build("niah_multikey_1", 1024, 0)  # fewer words than it has needles
 
 
 # --- scoring ------------------------------------------------------------------------------------------------

@@ -134,3 +134,45 @@ def test_bad_input_is_one_line(run_cli, tiny_model: Path, tmp_path: Path, args: 
     result = run_cli("tune", tiny_model, "--text", "t.txt", *args)
     assert result.returncode != 0
     assert expected in error_line(result)
+
+
+def test_a_model_that_came_with_a_scaling_is_refused(run_cli, tmp_path: Path) -> None:
+    from gguf import GGUFValueType
+    from ggufs import write_tiny_llama
+
+    keys = {
+        "llama.rope.scaling.type": ("yarn", GGUFValueType.STRING),
+        "llama.rope.scaling.factor": (4.0, GGUFValueType.FLOAT32),
+        "llama.rope.scaling.original_context_length": (64, GGUFValueType.UINT32),
+    }
+    model = write_tiny_llama(tmp_path / "yarn.gguf", extra=keys, extra_with_rope=True)
+    (tmp_path / "t.txt").write_text(TEXT)
+    result = run_cli("tune", model, "--text", "t.txt", "--context", "512")
+    assert result.returncode != 0
+    assert "came with a RoPE scaling of its own" in error_line(result)
+
+
+def test_an_interrupted_tune_names_no_choice(tiny_model: Path, tmp_path: Path) -> None:
+    """Ctrl-C before every candidate is measured: the record keeps the measurements and chooses nothing."""
+    from yarn_cli.cli.backends import local_backend
+    from yarn_cli.evals.perplexity import Text
+    from yarn_cli.evals.tune import TuneSettings
+    from yarn_cli.evals.tune_run import run_tune
+    from yarn_cli.llama.loader import LoadOptions
+
+    stages: list[str] = []
+
+    def on_stage(what: str, tokens: int) -> None:
+        stages.append(what)
+        if "perplexity at" in what and sum("perplexity at" in s for s in stages) == 2:
+            raise KeyboardInterrupt  # while the second candidate is measured at N
+
+    settings = TuneSettings(context=512, short_context=256, candidates=["yarn:2", "ntk:2", "linear:2"], trials=1)
+    with local_backend(str(tiny_model), "none", LoadOptions(n_threads=2)) as backend:
+        run = run_tune(backend, Text(tmp_path / "t.txt", TEXT), settings, json_path=tmp_path / "t.json",
+                       on_stage=on_stage)  # fmt: skip
+    assert run.interrupted and run.choice.variant is None and run.best_static.variant is None
+    record = json.loads((tmp_path / "t.json").read_text())
+    assert "choice" not in record and "best_static" not in record
+    measured = {c["variant"]: c["long_perplexity"] for c in record["candidates"]}
+    assert measured["yarn:2"] is not None and measured["ntk:2"] is None  # the first kept, the second not taken

@@ -110,6 +110,12 @@ def tune_command(
     source = read_text(text)
     options = LoadOptions(n_gpu_layers=gpu_layers, n_threads=threads, flash_attn=flash_attn)
     backend = local_backend(model, "none", options)
+    rope = backend.model.rope
+    if rope.original.scaling.is_scaled or rope.longrope_factors:
+        raise InputError(
+            f"{backend.name} came with a RoPE scaling of its own ({rope.original.scaling.describe()}): tune compares "
+            "the ways to scale an unscaled model; measure this one's with passkey or perplexity --compare"
+        )
     native = backend.native_context
     scale_factor(n, native)  # refuses a context within the native one
     short = parse_length(short_context) if short_context else short_context_for(native)

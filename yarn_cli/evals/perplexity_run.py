@@ -47,6 +47,12 @@ def run_perplexity(
     settings.check(backend.scores_first_token)
     if settings.reference is not None and settings.reference not in backend.columns:
         raise InputError(f"the reference {settings.reference} is not one of the variants compared")
+    if settings.reference is not None and len(backend.scale_groups(settings.reference, settings.contexts)) > 1:
+        # its scaling would have to follow each compared window's length: compare with a fixed one
+        raise InputError(
+            f"--reference {settings.reference} changes its scaling with the length across these contexts; compare "
+            "against a fixed scaling such as none"
+        )
     if settings.reference is not None and len(backend.columns) > 1:  # two KV caches at once
         backend.check_fits(2 * max(settings.contexts), "score shorter contexts (a reference keeps two KV caches)")
     else:

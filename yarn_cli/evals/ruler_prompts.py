@@ -111,6 +111,11 @@ class PromptBuilder:
                 built[size] = RulerPrompt(name, length, index, input_text, prefix, outputs, text, tokens, size)
             return built[size]
 
+        if essay is not None and len(essay.words) < task.smallest:
+            raise InputError(
+                f"--haystack {essay.source} is too short for {name}: it has {len(essay.words):,} words; give a longer "
+                "text"
+            )
         smallest = at(task.smallest)
         if smallest.sized > length:
             raise InputError(

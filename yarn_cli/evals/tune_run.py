@@ -87,7 +87,8 @@ def run_tune(
                 save()
     except KeyboardInterrupt:
         interrupted = True
-    verdicts = _verdicts(candidates, settings) if all(c.short_kl is not None for c in candidates) else None
+    # an interrupted tune names no choice: the candidates not yet measured might have won
+    verdicts = None if interrupted else _verdicts(candidates, settings)
     save()
     choice, best_static = verdicts or (Verdict(None, "interrupted"), Verdict(None, "interrupted"))
     return TuneRun(candidates, choice, best_static, front(candidates), len(previous), interrupted)
