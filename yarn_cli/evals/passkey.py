@@ -8,14 +8,14 @@ backend, ``passkey_report`` keeps its record.
 
 from __future__ import annotations
 
-import math
 import random
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from yarn_cli.errors import InputError
+from yarn_cli.evals.records import checked_row
 
 TASK = (
     "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
@@ -167,30 +167,7 @@ class TrialResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialResult:
         """A trial as a saved run holds it, each value checked: a damaged record fails here, not mid-run."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in data:
-                if f.default is MISSING:
-                    raise ValueError(f"a trial has no {f.name!r}")
-                continue
-            value = data[f.name]
-            kinds = _KINDS[str(f.type)]
-            if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
-                raise ValueError(f"a trial's {f.name!r} is {value!r}")
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"a trial's {f.name!r} is {value!r}")
-            values[f.name] = value
-        return cls(**values)
-
-
-# The types a saved trial's values may have, by the annotation of its field.
-_KINDS: dict[str, tuple[type, ...]] = {
-    "str": (str,),
-    "int": (int,),
-    "float": (int, float),
-    "bool": (bool,),
-    "int | None": (int, type(None)),
-}
+        return checked_row(cls, data, "trial")
 
 
 @dataclass

@@ -6,7 +6,6 @@ summary and each variant's passkey context, with a schema version.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -23,7 +22,7 @@ from yarn_cli.evals.passkey import (
     summarize,
     trial_key,
 )
-from yarn_cli.evals.records import software
+from yarn_cli.evals.records import read_saved_run, software
 from yarn_cli.evals.records import truncation_note as served_truncation_note
 from yarn_cli.evals.records import write_csv as write_rows
 
@@ -58,22 +57,13 @@ def build_record(backend: Backend, settings: PasskeySettings, results: Sequence[
 
 def load_previous(path: Path, backend: Backend, settings: PasskeySettings) -> dict[TrialKey, TrialResult]:
     """Trials of an earlier run of the same model (or servers) and settings, to be kept instead of run again."""
-    if not path.exists():
+    saved = read_saved_run(
+        path, backend, "a passkey run",
+        lambda record: (record["settings"].get("protocol"), [TrialResult.from_dict(t) for t in record["trials"]]),
+    )  # fmt: skip
+    if saved is None:
         return {}
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        saved_model = record["model"]
-        if not isinstance(saved_model, dict):
-            raise ValueError(f"its model is {saved_model!r}")
-        protocol = record["settings"].get("protocol")
-        trials = [TrialResult.from_dict(t) for t in record["trials"]]
-        different = backend.mismatch(saved_model)
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}; choose another --json file") from exc
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(f"{path} exists but is not a passkey run ({exc}); choose another --json file") from exc
-    if different:
-        raise InputError(f"{path} holds a run {different}")
+    protocol, trials = saved
     if protocol != settings.identity():
         raise InputError(
             f"{path} holds a run with other --seed, --depths or answer length ({protocol}); choose another "

@@ -9,11 +9,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from yarn_cli import __version__
+from yarn_cli.backend import Backend
+from yarn_cli.errors import InputError
 from yarn_cli.files.staging import write_atomically
 
 
@@ -67,3 +71,61 @@ def truncation_note(results: Sequence[ServedAnswer], noun: str, outcome: str) ->
         f"{outcome}; raise the server's context (Ollama: num_ctx or OLLAMA_CONTEXT_LENGTH; llama-server: -c) to test "
         "those lengths"
     )
+
+
+# The types a saved row's values may have, by the annotation of its field.
+_KINDS: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "int | None": (int, type(None)),
+    "list[str]": (list,),
+}
+
+Row = TypeVar("Row")
+
+
+def checked_row(cls: type[Row], data: dict[str, Any], noun: str) -> Row:
+    """A dataclass row (a trial, a sample) as a saved run holds it, each value checked against its field's type:
+    a damaged record fails here, not mid-run. ``noun``: what a row is, for the message."""
+    values: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        if f.name not in data:
+            if f.default is MISSING:
+                raise ValueError(f"a {noun} has no {f.name!r}")
+            continue
+        value = data[f.name]
+        kinds = _KINDS[str(f.type)]
+        if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
+            raise ValueError(f"a {noun}'s {f.name!r} is {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"a {noun}'s {f.name!r} is {value!r}")
+        if isinstance(value, list) and not all(isinstance(item, str) for item in value):
+            raise ValueError(f"a {noun}'s {f.name!r} are {value!r}")
+        values[f.name] = value
+    return cls(**values)
+
+
+Saved = TypeVar("Saved")
+
+
+def read_saved_run(path: Path, backend: Backend, what: str, parse: Callable[[dict[str, Any]], Saved]) -> Saved | None:
+    """What ``parse`` reads of the earlier run at ``path`` (None where there is none), once the file is known to
+    be a record of ``what`` (a passkey run, a tune) of this backend's model; else one InputError saying why."""
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        saved_model = record["model"]
+        if not isinstance(saved_model, dict):
+            raise ValueError(f"its model is {saved_model!r}")
+        parsed = parse(record)
+        different = backend.mismatch(saved_model)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}; choose another --json file") from exc
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise InputError(f"{path} exists but is not {what} ({exc}); choose another --json file") from exc
+    if different:
+        raise InputError(f"{path} holds a run {different}")
+    return parsed

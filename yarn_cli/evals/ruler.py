@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from yarn_cli.errors import InputError
+from yarn_cli.evals.records import checked_row
 from yarn_cli.evals.ruler_haystack import NOISE
 from yarn_cli.evals.ruler_tasks import NIAH_PREFIX, NIAH_TEMPLATE, TASKS
 
@@ -66,32 +67,8 @@ class SampleResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SampleResult:
         """A sample as a saved run holds it, each value checked: a damaged record fails here, not mid-run."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in data:
-                if f.default is MISSING:
-                    raise ValueError(f"a sample has no {f.name!r}")
-                continue
-            value = data[f.name]
-            kinds = _KINDS[str(f.type)]
-            if not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool)):
-                raise ValueError(f"a sample's {f.name!r} is {value!r}")
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"a sample's {f.name!r} is {value!r}")
-            if isinstance(value, list) and not all(isinstance(o, str) for o in value):
-                raise ValueError(f"a sample's outputs are {value!r}")
-            values[f.name] = value
-        return cls(**values)
+        return checked_row(cls, data, "sample")
 
-
-_KINDS: dict[str, tuple[type, ...]] = {
-    "str": (str,),
-    "int": (int,),
-    "float": (int, float),
-    "bool": (bool,),
-    "int | None": (int, type(None)),
-    "list[str]": (list,),
-}
 
 SampleKey = tuple[str, str, int, int]  # variant, task, length, index
 

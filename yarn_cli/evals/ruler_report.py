@@ -15,7 +15,7 @@ from typing import Any
 
 from yarn_cli.backend import Backend
 from yarn_cli.errors import InputError
-from yarn_cli.evals.records import software
+from yarn_cli.evals.records import read_saved_run, software
 from yarn_cli.evals.records import truncation_note as served_truncation_note
 from yarn_cli.evals.records import write_csv as write_rows
 from yarn_cli.evals.ruler import (
@@ -79,22 +79,13 @@ def build_record(backend: Backend, settings: RulerSettings, results: Sequence[Sa
 
 def load_previous(path: Path, backend: Backend, settings: RulerSettings) -> dict[SampleKey, SampleResult]:
     """Samples of an earlier run of the same model (or servers) and settings, to be kept instead of run again."""
-    if not path.exists():
+    saved = read_saved_run(
+        path, backend, "a RULER run",
+        lambda record: (record["settings"].get("protocol"), [SampleResult.from_dict(s) for s in record["samples"]]),
+    )  # fmt: skip
+    if saved is None:
         return {}
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        saved_model = record["model"]
-        if not isinstance(saved_model, dict):
-            raise ValueError(f"its model is {saved_model!r}")
-        protocol = record["settings"].get("protocol")
-        samples = [SampleResult.from_dict(s) for s in record["samples"]]
-        different = backend.mismatch(saved_model)
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}; choose another --json file") from exc
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(f"{path} exists but is not a RULER run ({exc}); choose another --json file") from exc
-    if different:
-        raise InputError(f"{path} holds a run {different}")
+    protocol, samples = saved
     if protocol != settings.identity():
         raise InputError(
             f"{path} holds a run with another --seed, --chat-template or --haystack ({protocol}); choose another "

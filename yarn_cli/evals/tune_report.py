@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from yarn_cli.backend import Backend
 from yarn_cli.errors import InputError
 from yarn_cli.evals.perplexity import Text
-from yarn_cli.evals.records import software
+from yarn_cli.evals.records import read_saved_run, software
 from yarn_cli.evals.tune import WEAK_KL, Candidate, TuneSettings, Verdict
 
 SCHEMA_VERSION = 1
@@ -66,24 +65,16 @@ def build_record(
 
 def load_previous(path: Path, backend: Backend, text: Text, settings: TuneSettings) -> dict[str, Candidate]:
     """The measurements of an earlier tune of the same model, text and settings, to be kept."""
-    if not path.exists():
-        return {}
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        saved_model = record["model"]
-        if not isinstance(saved_model, dict):
-            raise ValueError(f"its model is {saved_model!r}")
-        protocol = record["settings"]["protocol"]
-        saved_text = record["settings"]["text"]["sha256"]
-        max_kl = record["settings"]["max_kl"]
+
+    def parse(record: dict[str, Any]) -> tuple[Any, Any, Any, list[Candidate]]:
+        saved = record["settings"]
         candidates = [Candidate.from_dict(c) for c in record["candidates"]]
-        different = backend.mismatch(saved_model)
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}; choose another --json file") from exc
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise InputError(f"{path} exists but is not a tune ({exc}); choose another --json file") from exc
-    if different:
-        raise InputError(f"{path} holds a run {different}")
+        return saved["protocol"], saved["text"]["sha256"], saved["max_kl"], candidates
+
+    found = read_saved_run(path, backend, "a tune", parse)
+    if found is None:
+        return {}
+    protocol, saved_text, max_kl, candidates = found
     if protocol != settings.identity() or saved_text != text_identity(text)["sha256"]:
         raise InputError(
             f"{path} holds a tune with another --context, --short-context, --trials, --seed or --text; choose "
