@@ -3,6 +3,7 @@ refusal of the options that apply only to a model run here when a command is poi
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -41,6 +42,28 @@ ServerTimeoutOption = Annotated[
     ),
 ]
 
+# The served-model options of the commands that send prompts (passkey, ruler).
+PromptServersOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--server",
+        metavar="[LABEL=]URL",
+        help="Test a served model instead, over its OpenAI-compatible API: [LABEL=]URL such as "
+        "http://127.0.0.1:8080/v1. Give it more than once to compare servers. API key: $YARN_CLI_API_KEY "
+        "or $OPENAI_API_KEY.",
+        rich_help_panel="Served models",
+    ),
+]
+PromptTokenizerOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="The served GGUF, to size prompts in its tokens (default: the server's tokenize endpoint).",
+        rich_help_panel="Served models",
+    ),
+]
+ParallelOption = Annotated[
+    int, typer.Option(help="Requests in flight at once (servers batch them).", rich_help_panel="Served models")
+]
 
 COMPARE_SERVERS = "compare servers by giving --server LABEL=URL more than once"
 

@@ -16,6 +16,9 @@ from yarn_cli.cli.options import (
     FlashAttnOption,
     GpuLayersOption,
     ModelArgument,
+    ParallelOption,
+    PromptServersOption,
+    PromptTokenizerOption,
     ServerModelOption,
     ServerTimeoutOption,
     ThreadsOption,
@@ -83,28 +86,10 @@ def passkey_command(
     gpu_layers: GpuLayersOption = None,
     threads: ThreadsOption = None,
     flash_attn: FlashAttnOption = False,
-    servers: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--server",
-            metavar="[LABEL=]URL",
-            help="Test a served model instead, over its OpenAI-compatible API: [LABEL=]URL such as "
-            "http://127.0.0.1:8080/v1. Give it more than once to compare servers. API key: $YARN_CLI_API_KEY "
-            "or $OPENAI_API_KEY.",
-            rich_help_panel="Served models",
-        ),
-    ] = None,
+    servers: PromptServersOption = None,
     server_model: ServerModelOption = None,
-    tokenizer: Annotated[
-        Path | None,
-        typer.Option(
-            help="The served GGUF, to size prompts in its tokens (default: the server's tokenize endpoint).",
-            rich_help_panel="Served models",
-        ),
-    ] = None,
-    parallel: Annotated[
-        int, typer.Option(help="Requests in flight at once (servers batch them).", rich_help_panel="Served models")
-    ] = 1,
+    tokenizer: PromptTokenizerOption = None,
+    parallel: ParallelOption = 1,
     timeout: ServerTimeoutOption = DEFAULT_READ_TIMEOUT,
 ) -> None:
     """Hide a pass key in filler text and check, per length and variant, that the model finds it.
