@@ -35,7 +35,8 @@ def test_one_shot_prints_only_the_reply(run_cli) -> None:
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
     assert result.stdout.endswith("\n") and "llama.cpp" not in result.stdout
-    assert f"llama.cpp: n_ctx 8192 (trained 8192), rope none, freq_base 100000, {expected_backend()} (" in result.stderr
+    assert f"llama.cpp: n_ctx 1024 (trained 8192), rope none, freq_base 100000, {expected_backend()} (" in result.stderr
+    assert "context: sized to the prompt and its reply (at most 8192); -c N to set" in result.stderr
 
 
 @pytest.mark.slow

@@ -42,6 +42,8 @@ class TurnStats:
     rescaled_from: float | None = None  # --yarn dynamic: the ladder factor before this reply, when it changed
     rescaled: bool = False
     rescale_seconds: float = 0.0  # loading the model with the new scale (the re-evaluation is in prompt_ms)
+    resized_from: int = 0  # the context's size before this reply, when it changed (0: it did not)
+    resize_seconds: float = 0.0  # making the new context (the re-evaluation is in prompt_ms)
 
     @property
     def prompt_tps(self) -> float:

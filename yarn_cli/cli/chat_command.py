@@ -67,7 +67,12 @@ def chat_command(
     system: Annotated[str | None, typer.Option("--system", "-s", help="System prompt.")] = None,
     ctx_size: Annotated[
         int | None,
-        typer.Option("--ctx-size", "-c", help="Context size in tokens. Default: the model's, capped by memory."),
+        typer.Option(
+            "--ctx-size",
+            "-c",
+            help="Context size in tokens, fixed. Default: sized to the work: a one-shot's prompt and reply; a "
+            "conversation starts at 4096 and grows as it needs, up to the model's context and half the free memory.",
+        ),
     ] = None,
     rope_scaling: Annotated[
         str | None, typer.Option(help="Run-time RoPE scaling: none, linear or yarn (overrides the file).")
@@ -159,6 +164,8 @@ def chat_command(
     if server is not None:
         _served_chat(server, server_model, sampling, system, prompt if one_shot else None, json_output, not no_stream)
         return
+    from yarn_cli.llama.chat_context import chat_context
+    from yarn_cli.llama.devices import resolve_gpu_layers
     from yarn_cli.llama.dynamic_yarn import DynamicYarn
     from yarn_cli.llama.loader import LoadOptions, load_model
     from yarn_cli.llama.session import ChatSession
@@ -166,8 +173,20 @@ def chat_command(
     assert opened is not None
     override = ScalingOverride(rope_scaling, rope_scale, yarn_orig_ctx, rope_freq_base)
     chosen = choose_scaling(opened, override, yarn=cast(YarnMode, yarn), n_ctx=ctx_size)  # checked above
+    # Without -c the context is sized to the work and grows with a conversation (--yarn dynamic keeps
+    # one context for the largest window it may need).
+    sized = (
+        chat_context(
+            opened,
+            resolve_gpu_layers(gpu_layers),
+            "\n".join(filter(None, (system, prompt))) if one_shot else None,
+            sampling.max_tokens,
+        )
+        if ctx_size is None and yarn != "dynamic"
+        else None
+    )
     options = LoadOptions(
-        n_ctx=ctx_size,
+        n_ctx=sized.start if sized is not None else ctx_size,
         scaling=chosen.scaling,
         n_gpu_layers=gpu_layers,
         n_threads=threads,
@@ -185,13 +204,23 @@ def chat_command(
                 err.print(note, style="yellow", markup=False, soft_wrap=True)
         if not json_output:
             err.print(f"[dim]llama.cpp: {escape(effective.describe())}[/]", soft_wrap=True)
+            if sized is not None:
+                err.print(f"[dim]context: {escape(sized.reason)}[/]", soft_wrap=True)
             if dynamic is not None:
                 err.print(
                     f"[dim]--yarn dynamic: as the model came up to {dynamic.native} tokens, then YaRN from the ladder "
                     f"1.25, 1.5, 2, 3, 4... up to x{dynamic.max_factor:g} (-c {llm.n_ctx()})[/]",
                     soft_wrap=True,
                 )
-        session = ChatSession(llm, sampling, system=system, dynamic=dynamic, scale=effective.factor)
+        session = ChatSession(
+            llm,
+            sampling,
+            system=system,
+            dynamic=dynamic,
+            scale=effective.factor,
+            context_limit=sized.limit if sized is not None else None,
+            to_measure=one_shot,
+        )
         if session.plain and not json_output:
             err.print(
                 "[dim]the file has no chat template (a base model): the text is continued as plain completion[/]",
@@ -200,7 +229,9 @@ def chat_command(
 
         # after the reply: --yarn dynamic may have loaded the model again at another scale
         def settings() -> dict[str, Any]:
-            return (dynamic.effective if dynamic is not None and dynamic.effective else effective).to_dict()
+            loaded = (dynamic.effective if dynamic is not None and dynamic.effective else effective).to_dict()
+            assert session is not None
+            return {**loaded, "n_ctx": session.n_ctx, "n_ctx_limit": session.context_limit}
 
         _converse(session, prompt if one_shot else None, settings, json_output, not no_stream)
     finally:

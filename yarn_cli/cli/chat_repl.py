@@ -49,6 +49,12 @@ def show_reply_notes(session: Session, stats: TurnStats) -> None:
     scaled = _scale_note(stats)
     if scaled:
         err.print(f"[dim]({escape(scaled)})[/]", soft_wrap=True)
+    if stats.resized_from:
+        err.print(
+            f"[dim](context grown from {stats.resized_from} to {stats.n_ctx} tokens for this reply, in "
+            f"{stats.resize_seconds:.2f} s; {stats.prompt_evaluated} tokens evaluated again)[/]",
+            soft_wrap=True,
+        )
     note = _stop_note(session, stats)
     if note:
         err.print(f"[dim]({note})[/]")
@@ -192,6 +198,9 @@ def _command(session: Session, command: str, arg: str, history: list[TurnStats],
         turns = len(session.conversation.turns)
         tokens, _ = session.prompt_tokens(session.conversation.messages())
         room = f" of {session.n_ctx}" if session.n_ctx else ""
+        limit = getattr(session, "context_limit", 0)
+        if limit > session.n_ctx:
+            room += f" (it grows up to {limit} as needed)"
         err.print(f"{turns} messages, {len(tokens)} tokens{room} in the context")
         if history:
             last = history[-1]

@@ -69,6 +69,15 @@ def choose_context(
             # asked for: refused here in one line rather than by a failed allocation inside llama.cpp
             check_kv_memory(model, requested, "choose a smaller -c", n_gpu_layers)
         return requested, None
+    limit, capped = context_limit(model, n_gpu_layers)
+    return limit, f"context capped at {limit} tokens ({capped}); set -c to choose" if capped else None
+
+
+def context_limit(model: Model, n_gpu_layers: int = 0) -> tuple[int, str | None]:
+    """The model's context, capped so that its KV cache takes at most half the memory where it lives.
+
+    The note says why when it is capped.
+    """
     native = model.context_length or 4096
     per_token = model.shape.kv_cache_bytes(1)
     free, where = kv_memory(model, n_gpu_layers)
@@ -79,7 +88,6 @@ def choose_context(
         return native, None
     limit = max(limit, 256)
     return limit, (
-        f"context capped at {limit} tokens (the model's {native} needs "
-        f"{per_token * native / 2**30:.1f} GiB of KV cache, {free / 2**30:.1f} GiB of {where} are free); "
-        "set -c to choose"
+        f"the model's {native} tokens need {per_token * native / 2**30:.1f} GiB of KV cache, "
+        f"{free / 2**30:.1f} GiB of {where} are free"
     )

@@ -18,6 +18,8 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from yarn_cli.conversation import LOOP_MAX_PERIOD, LOOP_REPEATS, Conversation, TurnStats, TurnTaking, ends_in_loop
 from yarn_cli.errors import EvaluationError, InputError
+from yarn_cli.llama.chat_context import reply_room, rounded
+from yarn_cli.llama.context_resize import resize_context
 from yarn_cli.llama.dynamic_yarn import DynamicYarn, Rescale
 from yarn_cli.sampling import Sampling
 
@@ -41,7 +43,11 @@ class ChatSession(TurnTaking):
         system: str | None = None,
         dynamic: DynamicYarn | None = None,
         scale: float | None = None,
+        context_limit: int | None = None,
+        to_measure: bool = False,
     ) -> None:
+        """``context_limit``: the most the context may grow to (None: it keeps its size, as -c asks).
+        ``to_measure``: a one-shot, whose context is made to the size of its first prompt and reply."""
         sampling.check()
         self.llm = llm
         self.dynamic = dynamic  # --yarn dynamic: the scale follows the conversation's size
@@ -61,6 +67,8 @@ class ChatSession(TurnTaking):
             else None
         )
         self.n_ctx = llm.n_ctx()
+        self.context_limit = max(context_limit or 0, self.n_ctx)
+        self._to_measure = to_measure and context_limit is not None
 
     @property
     def plain(self) -> bool:
@@ -110,10 +118,38 @@ class ChatSession(TurnTaking):
         self.llm, change = self.dynamic.rescale(self.llm, factor)
         return before, change
 
+    def _resize(self) -> tuple[int, float]:
+        """A context of another size when this turn needs it: (the size before, seconds), or (0, 0) for none.
+
+        A one-shot's first context is made to measure; a conversation's grows when the prompt and the
+        reply's room no longer fit, up to ``context_limit``, at least twofold, so that a long conversation
+        is evaluated again only a few times.
+        """
+        if self.dynamic is not None:
+            return 0, 0.0
+        tokens, _ = self.prompt_tokens(self.conversation.messages())
+        need = len(tokens) + reply_room(self.sampling.max_tokens, self.n_ctx)
+        if self._to_measure:  # nothing evaluated yet: not a change worth a note
+            self._to_measure = False
+            size = min(self.context_limit, rounded(need))
+            if size > self.n_ctx or 2 * size < self.n_ctx:  # too small, or far too large an estimate
+                resize_context(self.llm, size)
+                self.n_ctx = self.llm.n_ctx()
+            return 0, 0.0
+        if need <= self.n_ctx or self.n_ctx >= self.context_limit:
+            return 0, 0.0
+        size = min(self.context_limit, max(2 * self.n_ctx, rounded(need)))
+        before = self.n_ctx
+        seconds = resize_context(self.llm, size)
+        self.n_ctx = self.llm.n_ctx()
+        return before, seconds
+
     def _generate(self, on_text: Callable[[str], None] | None) -> tuple[str, TurnStats]:
         before, change = self._rescale()
+        resized_from, resize_seconds = self._resize()
         tokens, formatted, dropped = self._fit()
         stats = TurnStats(prompt_tokens=len(tokens), n_ctx=self.n_ctx, dropped_turns=dropped)
+        stats.resized_from, stats.resize_seconds = resized_from, resize_seconds
         stats.scale = self.scale
         if self.dynamic is not None:
             stats.scale, stats.ladder_factor = self.dynamic.scale, self.dynamic.factor
