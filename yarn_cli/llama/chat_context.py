@@ -1,7 +1,7 @@
 """The size of a chat's context when -c is not given: sized to the work, never to all of the memory.
 
 A KV cache costs memory and the time to clear it when it is made: 0.41 s for 4,096 tokens of a 7B on
-2 cores, 12 s for its whole 131,072 (benchmarks/chat_context.py). llama-cli and LM Studio start at
+2 cores, about 12 s for its whole 131,072 (6.1 s measured for 65,536; single readings). llama-cli and LM Studio start at
 4,096 tokens; so does a conversation here, which then grows (``context_resize``) as it needs, up to
 the model's context and what the memory allows. A one-shot gets its prompt plus its reply's cap.
 """

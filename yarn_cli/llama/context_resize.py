@@ -4,10 +4,11 @@ llama.cpp fixes a context's size when it is created, but a model can have any nu
 a chat that outgrows its context gets a new one on the same model. Loading the model again, as a
 change of RoPE scale must (``dynamic_yarn``), costs what the first load did: 8.4 s for a 7B on
 2 cores, most of it repacking the weights for the CPU's kernels. A new context costs the clearing
-of its KV cache: 0.05 s for 512 tokens of that 7B, 0.41 s for 4,096 (benchmarks/chat_context.py).
+of its KV cache: 0.05 s for 512 tokens of that 7B, 0.41 s for 4,096 (llama-cpp-python 0.3.36,
+median-free single readings on a shared 2-core machine).
 
-llama-cpp-python has no call for this; its ``Llama`` keeps the context, its size and the token
-history that mirrors the KV cache in four attributes, which are replaced together here (checked
+llama-cpp-python has no call for this; its ``Llama`` keeps the context, its parameters, its size and the
+token history that mirrors the KV cache in attributes of its own, which are replaced together here (checked
 against llama-cpp-python 0.3.x, the range the project depends on).
 """
 

@@ -83,11 +83,14 @@ class ChatSession(TurnTaking):
         tokens = self.llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
         return tokens, formatted
 
-    def _fit(self) -> tuple[list[int], Any, int]:
-        """Drop the oldest turns (never the system prompt or the new message) until the prompt fits."""
+    def _fit(self, prompt: tuple[list[int], Any] | None = None) -> tuple[list[int], Any, int]:
+        """Drop the oldest turns (never the system prompt or the new message) until the prompt fits.
+
+        ``prompt``: the conversation as it stands, already tokenized."""
         dropped = 0
         while True:
-            tokens, formatted = self.prompt_tokens(self.conversation.messages())
+            tokens, formatted = prompt or self.prompt_tokens(self.conversation.messages())
+            prompt = None
             room = self.n_ctx - len(tokens)
             if room >= MIN_REPLY_ROOM or len(self.conversation.turns) <= 1:
                 break
@@ -118,8 +121,9 @@ class ChatSession(TurnTaking):
         self.llm, change = self.dynamic.rescale(self.llm, factor)
         return before, change
 
-    def _resize(self) -> tuple[int, float]:
-        """A context of another size when this turn needs it: (the size before, seconds), or (0, 0) for none.
+    def _resize(self, tokens: list[int]) -> tuple[int, float]:
+        """A context of another size when ``tokens`` (this turn's prompt) need it: (the size before, seconds),
+        or (0, 0) for none.
 
         A one-shot's first context is made to measure; a conversation's grows when the prompt and the
         reply's room no longer fit, up to ``context_limit``, at least twofold, so that a long conversation
@@ -127,7 +131,6 @@ class ChatSession(TurnTaking):
         """
         if self.dynamic is not None:
             return 0, 0.0
-        tokens, _ = self.prompt_tokens(self.conversation.messages())
         need = len(tokens) + reply_room(self.sampling.max_tokens, self.n_ctx)
         if self._to_measure:  # nothing evaluated yet: not a change worth a note
             self._to_measure = False
@@ -146,8 +149,9 @@ class ChatSession(TurnTaking):
 
     def _generate(self, on_text: Callable[[str], None] | None) -> tuple[str, TurnStats]:
         before, change = self._rescale()
-        resized_from, resize_seconds = self._resize()
-        tokens, formatted, dropped = self._fit()
+        prompt = self.prompt_tokens(self.conversation.messages())
+        resized_from, resize_seconds = self._resize(prompt[0])
+        tokens, formatted, dropped = self._fit(prompt)
         stats = TurnStats(prompt_tokens=len(tokens), n_ctx=self.n_ctx, dropped_turns=dropped)
         stats.resized_from, stats.resize_seconds = resized_from, resize_seconds
         stats.scale = self.scale
