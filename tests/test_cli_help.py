@@ -91,3 +91,18 @@ def test_examples_are_never_rewrapped() -> None:
     """An example is one line at any width, so it can be pasted whole."""
     line = "  yarn-cli convert model.gguf --factor 2 --modelfile # + model.yarn-2x.Modelfile for ollama create"
     assert line in help_text("convert", 80).splitlines()
+
+
+def test_the_command_list_says_what_each_command_says_of_itself() -> None:
+    """The root --help lists the commands without importing them: from summaries that must match their help."""
+    from yarn_cli.cli.app import COMMANDS
+
+    group: Any = typer.main.get_command(app)
+    ctx = group.context_class(group, info_name="yarn-cli", **group.context_settings)
+    assert group.list_commands(ctx) == [entry.name for entry in COMMANDS]
+    for entry in COMMANDS:
+        own = group.get_command(ctx, entry.name).help.split("\n\n")[0]
+        assert entry.summary == " ".join(own.split()), entry.name
+    text = help_text("", 200)
+    for entry in COMMANDS:
+        assert f"{entry.name}  " in text and entry.summary in " ".join(text.split())

@@ -41,14 +41,46 @@ def first_index(libraries: list[str], *needles: str) -> int:
     return next(i for i, lib in enumerate(libraries) if any(n in Path(lib).name for n in needles))
 
 
-@pytest.mark.parametrize("how", sweep(["module", "script"]))
-def test_llama_cpp_libraries_load_before_numpys(tiny_model: Path, tmp_path: Path, how: str) -> None:
-    """Both ways of starting the command line, with a command that loads a model."""
+@pytest.mark.parametrize(
+    ("how", "command"),
+    sweep([("module", "chat"), ("script", "chat"), ("module", "passkey")]),
+)
+def test_llama_cpp_libraries_load_before_numpys(tiny_model: Path, tmp_path: Path, how: str, command: str) -> None:
+    """Both ways of starting the command line, with commands that load a model (each imported when it runs)."""
     start = [sys.executable, "-m", "yarn_cli"] if how == "module" else [installed_command()]
-    libraries = initialised_libraries([*start, "chat", str(tiny_model), "-p", "hi", "-n", "1"], tmp_path)
+    args = ["-p", "hi", "-n", "1"] if command == "chat" else ["--lengths", "400", "--trials", "1"]
+    libraries = initialised_libraries([*start, command, str(tiny_model), *args], tmp_path)
     llama = first_index(libraries, "libggml-base", "libllama")
     numpy = next(i for i, lib in enumerate(libraries) if "numpy" in lib)
     assert llama < numpy, "\n".join(libraries)
+
+
+def imported_modules(args: list[str], cwd: Path) -> set[str]:
+    """The modules a ``python -m yarn_cli`` run imported (``-X importtime``)."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "yarn_cli", *args], capture_output=True, text=True, cwd=cwd,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize(
+    ("args", "absent"),
+    [
+        (["--version"], {"llama_cpp", "numpy", "gguf", "rich"}),
+        (["--help"], {"llama_cpp", "numpy", "gguf", "rich"}),
+        (["inspect", "{model}"], {"llama_cpp"}),
+        (["convert", "{model}", "out.gguf", "--factor", "2"], {"llama_cpp"}),
+    ],
+    ids=["version", "help", "inspect", "convert"],
+)
+def test_a_command_imports_only_what_it_uses(tiny_model: Path, tmp_path: Path, args: list[str],
+                                              absent: set[str]) -> None:  # fmt: skip
+    """The version and the command list import no library; inspect and convert never load llama.cpp."""
+    imported = imported_modules([a.format(model=tiny_model) for a in args], tmp_path)
+    assert "typer" in imported  # the trace is read
+    assert not absent & imported
 
 
 NUMPY_FIRST = """
@@ -139,9 +171,9 @@ def test_ctrl_c_while_starting_is_one_line(tmp_path: Path) -> None:
     )
     assert process.stderr is not None
     lines = []
-    while not any("llama_cpp" in line for line in lines):  # -X importtime: one line per finished import
+    while not any(line.rsplit("|", 1)[-1].strip() == "numpy" for line in lines):  # -X importtime: a line per import
         lines.append(process.stderr.readline())
-        assert lines[-1], "the command ended before llama_cpp was imported"
+        assert lines[-1], "the command ended before numpy was imported"
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130

@@ -1,35 +1,119 @@
-"""The ``yarn-cli`` application: command registration and the one place errors are rendered."""
+"""The ``yarn-cli`` application: the commands, loaded when used, and the one place errors are rendered.
+
+A command's module (and the libraries it needs: llama.cpp, numpy, gguf, rich) is imported only when
+that command runs or shows its help, so ``--version`` and the root ``--help`` cost little more than
+the Python interpreter and typer. The root ``--help`` lists the commands from ``COMMANDS`` below,
+whose summaries a test holds equal to each command's own help.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import faulthandler
+import importlib
 import logging
 import os
 import signal
 import sys
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from yarn_cli import __version__
-from yarn_cli.cli import (
-    chat_command,
-    convert_command,
-    inspect_command,
-    passkey_command,
-    perplexity_command,
-    ruler_command,
-    tune_command,
-)
-from yarn_cli.cli.helptext import Command
-from yarn_cli.cli.render import err, show_error
 from yarn_cli.errors import YarnCliError
+
+
+@dataclass(frozen=True)
+class CommandEntry:
+    """A command as the root knows it before its module is imported."""
+
+    name: str
+    summary: str  # the first paragraph of its help, as the root --help lists it
+    runs_models: bool  # loads llama.cpp, whose libraries must be loaded before numpy's (yarn_cli.llama)
+
+    @property
+    def module(self) -> str:
+        return f"yarn_cli.cli.{self.name}_command"
+
+
+COMMANDS = (
+    CommandEntry(
+        "inspect",
+        "Show a GGUF model's context, RoPE settings, scaling keys, tokenizer, chat template and KV-cache needs.",
+        runs_models=False,
+    ),
+    CommandEntry(
+        "convert",
+        "Write YaRN (or NTK-by-parts, linear, NTK-aware, or no scaling) into a GGUF file's metadata.",
+        runs_models=False,
+    ),
+    CommandEntry("chat", "Chat with a GGUF model on the CPU or GPU through llama.cpp.", runs_models=True),
+    CommandEntry(
+        "passkey",
+        "Hide a pass key in filler text and check, per length and variant, that the model finds it.",
+        runs_models=True,
+    ),
+    CommandEntry(
+        "perplexity",
+        "Score a long text at several context lengths, under several RoPE scalings.",
+        runs_models=True,
+    ),
+    CommandEntry(
+        "ruler",
+        "Run RULER's synthetic tasks per length and variant, and find the context that really holds.",
+        runs_models=True,
+    ),
+    CommandEntry(
+        "tune",
+        "Measure the ways to reach a longer context on this model, and say which to use.",
+        runs_models=True,
+    ),
+)
+
+
+class LazyCommands(TyperGroup):
+    """The root group: each command built from its module the first time it is asked for."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._loaded: dict[str, Any] = {}
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [entry.name for entry in COMMANDS]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        entry = next((e for e in COMMANDS if e.name == cmd_name), None)
+        if entry is None:
+            return None
+        if cmd_name not in self._loaded:
+            self._loaded[cmd_name] = _build(entry)
+        return self._loaded[cmd_name]
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """The command list from the summaries, without importing a command."""
+        with formatter.section("Commands"):
+            formatter.write_dl([(entry.name, entry.summary) for entry in COMMANDS])
+
+
+def _build(entry: CommandEntry) -> Any:
+    """The click command of ``entry``, from its module's ``NAME_command`` function and ``EPILOG``."""
+    if entry.runs_models:
+        import yarn_cli.llama  # noqa: F401  (llama.cpp's libraries before numpy's)
+    from yarn_cli.cli.helptext import Command
+
+    module = importlib.import_module(entry.module)
+    single = typer.Typer(pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
+    single.command(entry.name, cls=Command, epilog=module.EPILOG)(getattr(module, f"{entry.name}_command"))
+    return typer.main.get_command(single)
+
 
 app = typer.Typer(
     name="yarn-cli",
     help="Extend the context window of GGUF models with YaRN, and check that it works.",
+    cls=LazyCommands,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -53,15 +137,6 @@ def _root(
 ) -> None:
     """Extend the context window of GGUF models with YaRN, and check that it works."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(name)s: %(message)s")
-
-
-app.command("inspect", cls=Command, epilog=inspect_command.EPILOG)(inspect_command.inspect_command)
-app.command("convert", cls=Command, epilog=convert_command.EPILOG)(convert_command.convert_command)
-app.command("chat", cls=Command, epilog=chat_command.EPILOG)(chat_command.chat_command)
-app.command("passkey", cls=Command, epilog=passkey_command.EPILOG)(passkey_command.passkey_command)
-app.command("perplexity", cls=Command, epilog=perplexity_command.EPILOG)(perplexity_command.perplexity_command)
-app.command("ruler", cls=Command, epilog=ruler_command.EPILOG)(ruler_command.ruler_command)
-app.command("tune", cls=Command, epilog=tune_command.EPILOG)(tune_command.tune_command)
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -95,10 +170,14 @@ def main() -> None:
         if type(exc).__name__ == "NoArgsIsHelpError":
             print(exc.format_message())  # type: ignore[attr-defined]
             sys.exit(0)
+        from yarn_cli.cli.render import show_error
+
         message, code = error_line(exc)
         show_error(message)
         sys.exit(code)
     if code == 130:
+        from yarn_cli.cli.render import err
+
         with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
             err.print("Interrupted; nothing was left half-written.")
     sys.exit(code if isinstance(code, int) else 0)
