@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import faulthandler
+import gc
 import importlib
 import logging
 import os
@@ -81,6 +82,12 @@ class LazyCommands(TyperGroup):
         super().__init__(*args, **kwargs)
         self._loaded: dict[str, Any] = {}
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        from yarn_cli.cli.coercion import convert_plainly
+
+        convert_plainly(self.get_params(ctx))
+        return super().parse_args(ctx, args)  # type: ignore[no-any-return]
+
     def list_commands(self, ctx: Any) -> list[str]:
         return [entry.name for entry in COMMANDS]
 
@@ -90,12 +97,22 @@ class LazyCommands(TyperGroup):
             return None
         if cmd_name not in self._loaded:
             self._loaded[cmd_name] = _build(entry)
+            _start_up_done()
         return self._loaded[cmd_name]
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         """The command list from the summaries, without importing a command."""
         with formatter.section("Commands"):
             formatter.write_dl([(entry.name, entry.summary) for entry in COMMANDS])
+
+
+def _start_up_done() -> None:
+    """Where ``yarn_cli.__main__`` paused the garbage collector for start-up: what start-up made lives on, so it is
+    left out of every later collection (``gc.freeze``), and collection resumes. A program that imports this
+    module keeps its collector as it is."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _build(entry: CommandEntry) -> Any:

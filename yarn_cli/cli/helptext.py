@@ -22,6 +22,8 @@ from typing import Any, get_args
 import typer
 from typer.core import TyperCommand
 
+from yarn_cli.cli.coercion import convert_plainly
+
 # What an option takes when it names no metavar of its own: by its name, the same in every command
 # (the letters are those the help texts use: S the scale factor, L the original context)...
 VALUE_NAMES_BY_OPTION = {
@@ -144,7 +146,12 @@ def panels(command: Any, ctx: Any) -> dict[str, list[ParamHelp]]:
 
 
 class Command(TyperCommand):
-    """A typer command whose --help shows each parameter as ``describe`` says, and examples as written."""
+    """A typer command whose --help shows each parameter as ``describe`` says, and examples as written; its
+    plain option values are converted without pydantic (``coercion``)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        convert_plainly(self.get_params(ctx))
+        return super().parse_args(ctx, args)  # type: ignore[no-any-return]
 
     def format_help_text(self, ctx: Any, formatter: Any) -> None:
         if self.help:

@@ -158,8 +158,9 @@ def captured_log(echo: bool) -> Iterator[list[str]]:
 
 
 def _log_value(lines: list[str], prefix: str, name: str) -> str | None:
+    """The last ``prefix: name = value`` of the log's ``lines`` (whole lines, not llama.cpp's fragments)."""
     pattern = re.compile(rf"^{re.escape(prefix)}:\s+{re.escape(name)}\s+=\s+(.+?)\s*$")
-    for line in reversed("".join(lines).splitlines()):
+    for line in reversed(lines):
         match = pattern.match(line)
         if match:
             return match.group(1)
@@ -167,9 +168,10 @@ def _log_value(lines: list[str], prefix: str, name: str) -> str | None:
 
 
 def _backend(lines: list[str]) -> str:
-    text = "".join(lines)
     # llama.cpp names each model buffer after its device: "CUDA0 model buffer size = ...",
-    # "MTL0_Mapped model buffer size = ...", "Vulkan0 model buffer size = ..."
+    # "MTL0_Mapped model buffer size = ...", "Vulkan0 model buffer size = ..."; only those lines are
+    # searched (the whole log of a load is thousands of lines: 22 ms for SmolLM2)
+    text = "\n".join(line for line in "".join(lines).splitlines() if "model buffer" in line)
     for name, pattern in (
         ("CUDA", r"\bCUDA\d+(?:_\w+)? model buffer"),
         ("Metal", r"\b(?:MTL\d*|Metal)(?:_\w+)? model buffer"),
@@ -250,12 +252,16 @@ def load_error(path: Path, lines: list[str], exc: Exception) -> str:
     return f"llama.cpp could not load {path}: {detail}"
 
 
-def _effective(llm: llama_cpp.Llama, model: Model, options: LoadOptions, log: list[str], note: str | None) -> Effective:
+def _effective(llm: llama_cpp.Llama, model: Model, options: LoadOptions, fragments: list[str],
+               note: str | None) -> Effective:  # fmt: skip
     loaded = llm.model
+    log = "".join(fragments).splitlines()
     # Counted as llama.cpp counts them: the repeating layers and the output layer ("offloaded 31/31"
     # for SmolLM2's 30 blocks); a CPU-only build prints no such line.
     gpu_layers, n_layers = 0, llama_cpp.llama_model_n_layer(loaded) + 1
-    offloaded = re.search(r"offloaded (\d+)/(\d+) layers to GPU", "".join(log))
+    offloaded = re.search(
+        r"offloaded (\d+)/(\d+) layers to GPU", "\n".join(line for line in log if "offloaded" in line)
+    )
     if offloaded:
         gpu_layers, n_layers = int(offloaded.group(1)), int(offloaded.group(2))
     freq_base = _log_value(log, "llama_context", "freq_base")
@@ -286,7 +292,7 @@ def _effective(llm: llama_cpp.Llama, model: Model, options: LoadOptions, log: li
         freq_scale=scale,
         original_context=original,
         freq_base=float(freq_base) if freq_base else model.rope.current.freq_base,
-        backend=_backend(log),
+        backend=_backend(fragments),
         gpu_layers=gpu_layers,
         n_layers=n_layers,
         flash_attn=flash not in (None, "disabled", "0", "false"),
