@@ -34,12 +34,12 @@ def files_in(folder: Path) -> list[str]:
 
 
 def error_line(result: subprocess.CompletedProcess[str], *, status_lines: tuple[str, ...] = ()) -> str:
-    """The one line a failure prints: no traceback, nothing else on stderr but known status lines."""
+    """The one line a failure prints: no traceback, nothing else on stderr but known status lines (and the plan
+    line a run prints before its first prompt)."""
     assert "Traceback" not in result.stderr
+    known = (*status_lines, "Plan: ")
     lines = [
-        line
-        for line in result.stderr.splitlines()
-        if line.strip() and not any(line.startswith(status) for status in status_lines)
+        line for line in result.stderr.splitlines() if line.strip() and not any(line.startswith(s) for s in known)
     ]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("Error: ")

@@ -162,7 +162,7 @@ def test_an_interrupted_tune_names_no_choice(tiny_model: Path, tmp_path: Path) -
 
     stages: list[str] = []
 
-    def on_stage(what: str, tokens: int) -> None:
+    def on_stage(what: str, tokens: int, estimate: object) -> None:
         stages.append(what)
         if "perplexity at" in what and sum("perplexity at" in s for s in stages) == 2:
             raise KeyboardInterrupt  # while the second candidate is measured at N

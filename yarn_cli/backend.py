@@ -59,6 +59,33 @@ class Tokenizer(ABC):
 
 
 @dataclass(frozen=True)
+class Speed:
+    """How fast a backend evaluates its model on this machine: what a run's time is estimated from before it starts.
+
+    Measured at the start of a context (``*_token``); the growth with the tokens before, which a short
+    measurement cannot see, comes from the model's shape (``*_growth``, a share of the start's cost per
+    position): attention's work for a prompt token, reading the KV cache for a generated one.
+    """
+
+    prompt_token: float  # seconds per prompt token at the start of a context, in whole batches
+    generated_token: float  # seconds per generated token at the start of a context
+    prompt_growth: float  # a prompt token's extra cost per token before it, as a share of prompt_token
+    generated_growth: float  # the same for a generated token
+    scoring_factor: float = 1.0  # a scored token's cost over a prompt token's: logits at every position
+    measured: str = ""  # what was measured, in words
+
+    def prompt_seconds(self, start: int, stop: int, *, scored: bool = False) -> float:
+        """Evaluating the prompt tokens at positions [start, stop) (those before kept in the cache)."""
+        n = max(stop - start, 0)
+        factor = self.scoring_factor if scored else 1.0
+        return self.prompt_token * factor * n * (1 + self.prompt_growth * (start + stop) / 2)
+
+    def generated_seconds(self, n: int, after: int) -> float:
+        """Generating ``n`` tokens after ``after`` tokens of context."""
+        return self.generated_token * n * (1 + self.generated_growth * (after + n / 2))
+
+
+@dataclass(frozen=True)
 class Completion:
     """A greedy answer to a prompt, and what the backend says it took to give it."""
 
@@ -223,6 +250,15 @@ class Backend(ABC):
     def timings(self) -> dict[str, float]:
         """Where a scoring run's time went, where the backend measures it (seconds by name)."""
         return {}
+
+    def speed(self, budget_tokens: int) -> Speed | None:
+        """This machine's speed on the model, from a short measurement of at most about ``budget_tokens``
+        prompt tokens; None where it cannot be measured here (a server's machine)."""
+        return None
+
+    def tokens_that_fit(self) -> int | None:
+        """The longest context whose KV cache fits in the memory free where it would live; None where unknown."""
+        return None
 
     def notes(self) -> list[str]:
         """What the user should know about how the backend was set up (shown before a run)."""

@@ -23,10 +23,7 @@ from yarn_cli.gguf.inplace import check_not_pending
 from yarn_cli.gguf.tokenizer import TokenizerInfo, read_tokenizer
 from yarn_cli.gguf.values import DamagedValueError, as_count
 from yarn_cli.rope.architectures import window_layers, window_scaling
-from yarn_cli.rope.explain import explain, scaling_origin
-from yarn_cli.rope.huggingface import hf_scaling
 from yarn_cli.rope.keys import arch_key
-from yarn_cli.rope.runtimes import runtime_report
 from yarn_cli.rope.state import RopeState, rope_state
 
 KV_CACHE_MULTIPLES = (1, 2, 4, 8)
@@ -74,6 +71,32 @@ class Shape:
         cells = min(n_ctx, -(-(self.window + n_ubatch) // 256) * 256)
         share = self.window_layers / self.n_layers
         return round(full * (1 - share) + full * share * cells / n_ctx)
+
+
+@dataclass(frozen=True)
+class Compute:
+    """What a token costs the model, counted from its tensors: how a measured speed grows with the context.
+
+    A prompt token costs about 2 flops per weight it is multiplied with, plus attention's, which grow
+    with the tokens before it; a generated token reads every weight, plus the KV cache, which grows too.
+    """
+
+    matmul_params: int  # weights a token is multiplied with: every matrix but the token embedding (a lookup)
+    output_params: int  # of which the output projection's, which a prompt needs only for its last token
+    weight_bytes: int  # the tensor data a generated token reads
+    attention_flops: int  # attention's flops (QK and AV, every layer and head) per token for each token before it
+
+    @property
+    def prompt_growth(self) -> float:
+        """A prompt token's extra cost per token before it, as a share of its cost at the start."""
+        body = self.matmul_params - self.output_params
+        return self.attention_flops / (2 * body) if body > 0 else 0.0
+
+    @property
+    def scoring_factor(self) -> float:
+        """A token whose logits are all wanted (perplexity) over one whose are not: the output layer each time."""
+        body = self.matmul_params - self.output_params
+        return self.matmul_params / body if body > 0 else 1.0
 
 
 @dataclass(frozen=True)
@@ -131,6 +154,27 @@ class Model:
                 "converted_by_yarn_cli": rope.converted,
             },
         }
+
+    @property
+    def compute(self) -> Compute:
+        """The token costs its tensors imply (those of the first split, for a split model)."""
+        tensors = {t.name: t for t in self.header.tensors}
+        tied = "output.weight" not in tensors  # the token embedding is the output projection too
+        matmul = output = 0
+        for t in tensors.values():
+            if len(t.shape) < 2 or not t.name.endswith(".weight"):
+                continue
+            size = 1
+            for d in t.shape:
+                size *= d
+            if t.name == "output.weight" or (tied and t.name == "token_embd.weight"):
+                output = size
+            if t.name != "token_embd.weight" or tied:
+                matmul += size
+        shape = self.shape
+        per_head = (shape.head_dim_k or 0) + (shape.head_dim_v or 0)
+        attention = 2 * (shape.n_layers or 0) * (shape.n_heads or 0) * per_head
+        return Compute(matmul, output, sum(t.n_bytes for t in tensors.values()), attention)
 
     def kv_cache_table(self) -> list[tuple[int, int, int | None, int | None]]:
         """(multiple, context, bytes, bytes with windowed sliding-window layers) at 1x/2x/4x/8x the native context."""
@@ -234,6 +278,11 @@ def _describe(header: GGUFHeader) -> Model:
 
 def summary(model: Model) -> dict[str, Any]:
     """A JSON-ready summary (``inspect --json``)."""
+    # what inspect shows beyond the model itself: imported here, so that a chat's start-up does without them
+    from yarn_cli.rope.explain import explain, scaling_origin
+    from yarn_cli.rope.huggingface import hf_scaling
+    from yarn_cli.rope.runtimes import runtime_report
+
     header = model.header
     rope = model.rope
     scaling = rope.current.scaling

@@ -23,13 +23,34 @@ if TYPE_CHECKING:
     from yarn_cli.serving.served_backend import ServedBackend
 
 
-def sweep(backend: Backend, given: str | None, option: str) -> list[int]:
-    """The lengths ``option`` gave, else powers of two up to the model's context."""
+# Room a default length keeps in its context beyond the prompt: the answer (RULER's longest, 128 tokens), a margin.
+SWEEP_MARGIN = 256
+
+
+def sweep(backend: Backend, given: str | None, option: str, *, caches: int = 1) -> tuple[list[int], str | None]:
+    """The lengths ``option`` gave, else powers of two up to the model's context, and a note when memory cut them.
+
+    A default sweep stops at the longest length whose KV cache fits in the free memory (``caches`` of them
+    at once), and says so; lengths given are taken as they are and refused before any work if they cannot
+    fit.
+    """
     if given:
-        return parse_lengths(given, option)
+        return parse_lengths(given, option), None
     if backend.context_length is None:
         raise InputError(f"give {option} (or the served GGUF with --tokenizer, whose context sets the default)")
-    return default_lengths(backend.context_length)
+    lengths = default_lengths(backend.context_length)
+    fit = backend.tokens_that_fit()
+    if fit is None:
+        return lengths, None
+    fitting = [n for n in lengths if caches * (n + SWEEP_MARGIN) <= fit]
+    if len(fitting) == len(lengths):
+        return lengths, None
+    if not fitting:
+        return lengths[:1], None  # too little memory even for the first: its check says so, in one line
+    return fitting, (
+        f"The default {option} stop at {fitting[-1]:,} tokens, the longest whose KV cache fits in the free memory "
+        f"(the model's context is {backend.context_length:,}); give {option} to choose."
+    )
 
 
 def local_backend(model: str | None, compare: str, options: LoadOptions, *, reuse: bool = True) -> LlamaBackend:

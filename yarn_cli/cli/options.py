@@ -27,6 +27,14 @@ ThreadsOption = Annotated[
     ),
 ]
 FlashAttnOption = Annotated[bool, typer.Option("--flash-attn", "-fa", help="Use flash attention.")]
+PlanOnlyOption = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Plan the run and estimate its time here (a few seconds' measurement of the model), then stop: nothing "
+        "is run or written.",
+    ),
+]
 ServerModelOption = Annotated[
     str | None,
     typer.Option(

@@ -17,6 +17,7 @@ from yarn_cli.cli.options import (
     GpuLayersOption,
     ModelArgument,
     ParallelOption,
+    PlanOnlyOption,
     PromptServersOption,
     PromptTokenizerOption,
     ServerModelOption,
@@ -24,8 +25,9 @@ from yarn_cli.cli.options import (
     ThreadsOption,
     refuse_local_only,
 )
-from yarn_cli.cli.render import WorkProgress, check_run_outputs, out, save_figure, say, warn
+from yarn_cli.cli.render import WorkProgress, check_run_outputs, out, plan_line, save_figure, say, warn
 from yarn_cli.errors import YarnCliError
+from yarn_cli.evals.estimate import Estimate
 from yarn_cli.evals.passkey import (
     PasskeySettings,
     Summary,
@@ -83,6 +85,7 @@ def passkey_command(
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Write one row per trial here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Draw the heatmap and accuracy curves to this PNG.")] = None,
     no_reuse: Annotated[bool, typer.Option("--no-reuse", help="Evaluate every prompt from scratch.")] = False,
+    dry_run: PlanOnlyOption = False,
     gpu_layers: GpuLayersOption = None,
     threads: ThreadsOption = None,
     flash_attn: FlashAttnOption = False,
@@ -112,20 +115,24 @@ def passkey_command(
     else:
         options = LoadOptions(n_gpu_layers=gpu_layers, n_threads=threads, flash_attn=flash_attn)
         backend = local_backend(model, compare, options, reuse=not no_reuse)
-    wanted = sweep(backend, lengths, "--lengths")
+    wanted, cut = sweep(backend, lengths, "--lengths")
     settings = PasskeySettings(lengths=wanted, trials=trials, depths=parse_depths(depths), seed=seed)
     finished = 0
     with backend, WorkProgress("tokens") as progress:
         for setup in backend.notes():
             say(setup)
+        if cut:
+            say(cut)
         trials = 0
 
-        def on_start(tokens: int, to_run: int, resumed: int) -> None:
+        def on_start(tokens: int, to_run: int, resumed: int, estimate: Estimate | None) -> None:
             nonlocal finished, trials
             finished, trials = resumed, to_run
             if resumed:
                 say(f"Resuming {json_path}: {resumed} trials already done.")
-            progress.begin(tokens)
+            if to_run:
+                say(plan_line(f"{to_run} trials", tokens, estimate))
+            progress.begin(tokens, estimate)
 
         found: dict[str, list[bool]] = {}  # per variant, the trials so far
 
@@ -153,11 +160,14 @@ def passkey_command(
                 on_start=on_start,
                 on_tokens=on_tokens,
                 on_trial=on_trial,
+                plan_only=dry_run,
             )
         except YarnCliError:
             if json_path and finished:
                 say(f"The {finished} finished trials are in {json_path}; the same command resumes the run.")
             raise
+    if dry_run:
+        return
     if plot is not None:  # every file is written before the table, the last thing a run does
         _plot(plot, run.results, backend.columns, settings.lengths)
     _render(run.results, backend.columns, settings.lengths)

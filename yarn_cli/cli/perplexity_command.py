@@ -15,12 +15,14 @@ from yarn_cli.cli.options import (
     FlashAttnOption,
     GpuLayersOption,
     ModelArgument,
+    PlanOnlyOption,
     ServerModelOption,
     ServerTimeoutOption,
     ThreadsOption,
     refuse_local_only,
 )
-from yarn_cli.cli.render import WorkProgress, check_run_outputs, err, out, save_figure, warn
+from yarn_cli.cli.render import WorkProgress, check_run_outputs, err, out, plan_line, save_figure, say, warn
+from yarn_cli.evals.estimate import Estimate
 from yarn_cli.evals.perplexity import PerplexityResult, PerplexitySettings, read_text
 from yarn_cli.evals.perplexity_run import run_perplexity
 from yarn_cli.llama.loader import LoadOptions
@@ -75,6 +77,7 @@ def perplexity_command(
     no_nesting: Annotated[
         bool, typer.Option("--no-nesting", help="Score each context in its own pass (slower; same figures).")
     ] = False,
+    dry_run: PlanOnlyOption = False,
     gpu_layers: GpuLayersOption = None,
     threads: ThreadsOption = None,
     flash_attn: FlashAttnOption = False,
@@ -120,7 +123,8 @@ def perplexity_command(
             if reference not in [parse_variant(v).name for v in compare.split(",") if v.strip()]:
                 compare = f"{reference},{compare}"
         backend = local_backend(model, compare, options)
-    wanted = sweep(backend, contexts, "--contexts")
+    # a reference keeps a second KV cache beside each variant's
+    wanted, cut = sweep(backend, contexts, "--contexts", caches=2 if reference is not None else 1)
     settings = PerplexitySettings(
         contexts=wanted, chunks=chunks, stride=stride, nested=not no_nesting, reference=reference
     )
@@ -128,6 +132,16 @@ def perplexity_command(
     source = read_text(text)
     check_run_outputs(json_path, csv_path, plot, inputs=[model, tokenizer, text])
     with backend, WorkProgress("tokens") as progress:
+        if cut:
+            say(cut)
+
+        def on_start(tokens: int, estimate: Estimate | None) -> None:
+            what = (
+                f"{len(backend.columns)} variant(s) x {len(settings.contexts)} context(s), {settings.chunks} chunk(s)"
+            )
+            say(plan_line(what, tokens, estimate))
+            progress.begin(tokens, estimate)
+
         try:
             run = run_perplexity(
                 backend,
@@ -135,11 +149,14 @@ def perplexity_command(
                 settings,
                 json_path=json_path,
                 csv_path=csv_path,
-                on_start=progress.begin,
+                on_start=on_start,
                 on_tokens=progress.advance,
+                plan_only=dry_run,
             )
         except KeyboardInterrupt:
             raise typer.Exit(130) from None
+    if dry_run:
+        return
     missing = {label: "cut" for label in run.truncated} | {label: "inf/NaN" for label in run.unscored}
     if plot is not None and run.results:  # every file is written before the table, the last thing a run does
         scored = [c for c in backend.columns if c not in missing]

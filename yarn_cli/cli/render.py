@@ -10,26 +10,21 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from yarn_cli.default_model import DEFAULT_NAME
 from yarn_cli.errors import InputError
 from yarn_cli.files.checks import check_writable, same_file
 from yarn_cli.files.staging import write_atomically
 from yarn_cli.gguf.values import Value
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from yarn_cli.evals.estimate import Estimate
 
 # Data (tables, JSON, replies) goes to stdout; status, warnings and progress to stderr.
 out = Console(highlight=False, soft_wrap=False)
@@ -136,6 +131,8 @@ def byte_progress(description: str, *, enabled: bool) -> Iterator[Any]:
     if not enabled or not err.is_terminal:
         yield lambda done, total: None
         return
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -152,10 +149,36 @@ def byte_progress(description: str, *, enabled: bool) -> Iterator[Any]:
         yield update
 
 
+def duration(seconds: float) -> str:
+    """A time span as people say it: 40 s, 21 min, 3 h 10 min, 2 days 4 h."""
+    seconds = max(seconds, 0.0)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} days {hours} h" if hours else f"{days} days"
+
+
+def plan_line(what: str, tokens: int, estimate: Estimate | None) -> str:
+    """What a run will do, and how long it should take here: said before its first prompt."""
+    line = f"Plan: {what}, {tokens:,} prompt tokens to evaluate"
+    if estimate is None:
+        return f"{line}."
+    return f"{line}; about {duration(estimate.total_seconds)} here (measured: {estimate.speed.measured})."
+
+
 class WorkProgress:
     """Progress of a long evaluation: on a terminal a bar with ETA; in a log, one plain line per tenth.
 
-    Long evaluations run under nohup, CI or a pipe, where a redrawn bar would be invisible.
+    Long evaluations run under nohup, CI or a pipe, where a redrawn bar would be invisible. With an
+    estimate, the time left is the estimate's, scaled by how the run's real time compares with it so
+    far (a later prompt costs more per token than an earlier, shorter one); without, it is the token
+    rate's.
     """
 
     def __init__(self, unit: str) -> None:
@@ -163,49 +186,66 @@ class WorkProgress:
         self.total = 0
         self.done = 0
         self.start = time.monotonic()
+        self.estimate: Estimate | None = None
         self._next = 0.1
         self._bar: Progress | None = None
         self._task: Any = None
 
     def __enter__(self) -> WorkProgress:
         if err.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
             columns = (
                 TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[note]}"),
                 TimeElapsedColumn(),
-                TimeRemainingColumn(),
+                TextColumn("{task.fields[left]}"),
             )
             self._bar = Progress(*columns, console=err, transient=True)
             self._bar.start()
-            self._task = self._bar.add_task("", total=None, note=self.unit)
+            self._task = self._bar.add_task("", total=None, note=self.unit, left="")
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
 
-    def begin(self, total: int) -> None:
+    def begin(self, total: int, estimate: Estimate | None = None) -> None:
         """Start counting towards ``total`` (again, for a run in stages: each stage its own bar and ETA)."""
         self.total = total
         self.done = 0
+        self.estimate = estimate
         self._next = 0.1
         self.start = time.monotonic()
         if self._bar is not None:
-            self._bar.update(self._task, total=total, completed=0)
+            self._bar.update(self._task, total=total, completed=0, left=self._left_text(0.0))
+
+    def seconds_left(self, elapsed: float) -> float | None:
+        if self.estimate is not None:
+            return self.estimate.seconds_left(self.done, elapsed)
+        if not self.done or not self.total:
+            return None
+        return elapsed / self.done * (self.total - self.done)
+
+    def _left_text(self, elapsed: float) -> str:
+        left = self.seconds_left(elapsed)
+        return f"about {duration(left)} left" if left is not None else ""
 
     def advance(self, n: int, label: str, note: str | None = None) -> None:
         self.done += n
+        elapsed = time.monotonic() - self.start
         if self._bar is not None:
-            self._bar.update(self._task, advance=n, description=label, note=note or self.unit)
+            self._bar.update(
+                self._task, advance=n, description=label, note=note or self.unit, left=self._left_text(elapsed)
+            )
             return
         if not self.total:
             return
         fraction = self.done / self.total
         if fraction + 1e-9 >= self._next:
-            elapsed = time.monotonic() - self.start
-            left = elapsed / fraction * (1 - fraction)
+            left = self.seconds_left(elapsed) or 0.0
             err.print(
                 f"{fraction:4.0%}  {self.done:,}/{self.total:,} {self.unit}  {label}{f': {note}' if note else ''}  "
                 f"{elapsed:,.0f} s elapsed, about {left:,.0f} s left",

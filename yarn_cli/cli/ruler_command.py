@@ -17,6 +17,7 @@ from yarn_cli.cli.options import (
     GpuLayersOption,
     ModelArgument,
     ParallelOption,
+    PlanOnlyOption,
     PromptServersOption,
     PromptTokenizerOption,
     ServerModelOption,
@@ -24,8 +25,9 @@ from yarn_cli.cli.options import (
     ThreadsOption,
     refuse_local_only,
 )
-from yarn_cli.cli.render import WorkProgress, check_run_outputs, out, save_figure, say, warn
+from yarn_cli.cli.render import WorkProgress, check_run_outputs, out, plan_line, save_figure, say, warn
 from yarn_cli.errors import InputError, YarnCliError
+from yarn_cli.evals.estimate import Estimate
 from yarn_cli.evals.ruler import (
     THRESHOLD,
     RulerSettings,
@@ -105,6 +107,7 @@ def ruler_command(
         Path | None, typer.Option(help="Draw score against length, per task and the mean, to this PNG.")
     ] = None,
     no_reuse: Annotated[bool, typer.Option("--no-reuse", help="Evaluate every prompt from scratch.")] = False,
+    dry_run: PlanOnlyOption = False,
     gpu_layers: GpuLayersOption = None,
     threads: ThreadsOption = None,
     flash_attn: FlashAttnOption = False,
@@ -146,8 +149,9 @@ def ruler_command(
     else:
         options = LoadOptions(n_gpu_layers=gpu_layers, n_threads=threads, flash_attn=flash_attn)
         backend = local_backend(model, compare, options, reuse=not no_reuse)
+    wanted, cut = sweep(backend, lengths, "--lengths")
     settings = RulerSettings(
-        lengths=sweep(backend, lengths, "--lengths"),
+        lengths=wanted,
         tasks=chosen,
         samples=samples,
         seed=seed,
@@ -159,17 +163,19 @@ def ruler_command(
     with backend, WorkProgress("tokens") as progress:
         for setup in backend.notes():
             say(setup)
+        if cut:
+            say(cut)
         to_run = 0
 
-        def on_start(tokens: int, count: int, resumed: int) -> None:
+        def on_start(tokens: int, count: int, resumed: int, estimate: Estimate | None) -> None:
             nonlocal finished, to_run
             finished, to_run = resumed, count
             if resumed:
                 say(f"Resuming {json_path}: {resumed} samples already done.")
             columns = len(backend.columns)
             grid = f"{len(chosen)} tasks x {len(settings.lengths)} lengths x {samples} samples x {columns} variants"
-            say(f"{count:,} samples to run ({grid}, less those done): {tokens:,} prompt tokens.")
-            progress.begin(tokens)
+            say(plan_line(f"{count:,} samples to run ({grid}, less those done)", tokens, estimate))
+            progress.begin(tokens, estimate)
 
         scores: dict[str, list[float]] = {}  # per variant, the samples so far
 
@@ -198,11 +204,14 @@ def ruler_command(
                 on_start=on_start,
                 on_tokens=on_tokens,
                 on_sample=on_sample,
+                plan_only=dry_run,
             )
         except YarnCliError:
             if json_path and finished:
                 say(f"The {finished} finished samples are in {json_path}; the same command resumes the run.")
             raise
+    if dry_run:
+        return
     if plot is not None:  # every file is written before the table, the last thing a run does
         _plot(plot, run.results, backend.columns, settings)
     _render(run.results, backend.columns, settings)

@@ -10,9 +10,10 @@ from rich.table import Table
 
 from yarn_cli.cli.backends import local_backend
 from yarn_cli.cli.options import FlashAttnOption, GpuLayersOption, ModelArgument, ThreadsOption
-from yarn_cli.cli.render import WorkProgress, check_run_outputs, out, save_figure, say
+from yarn_cli.cli.render import WorkProgress, check_run_outputs, duration, out, save_figure, say
 from yarn_cli.conversion import convert_variant
 from yarn_cli.errors import InputError
+from yarn_cli.evals.estimate import Estimate
 from yarn_cli.evals.lengths import parse_length
 from yarn_cli.evals.perplexity import read_text
 from yarn_cli.evals.tune import (
@@ -126,17 +127,22 @@ def tune_command(
         convert_variant(model or "default", f"yarn:{scale_factor(n, native):g}", write, dry_run=True)
     with backend, WorkProgress("tokens") as progress:
 
-        def on_start(resumed: int) -> None:
+        def on_start(resumed: int, estimate: Estimate | None) -> None:
             say(f"Tuning {backend.name} from {native:,} to {n:,} tokens, {len(names)} candidates.")
             if resumed:
                 say(f"Resuming {json_path}: {resumed} candidates' measurements kept.")
             say(f"The rule: {rule(settings)}.")
+            if estimate is not None:
+                say(
+                    f"At most about {duration(estimate.total_seconds)} here, if every candidate's long perplexity is "
+                    f"measured (measured: {estimate.speed.measured})."
+                )
 
         stage = [""]
 
-        def on_stage(what: str, tokens: int) -> None:
+        def on_stage(what: str, tokens: int, estimate: Estimate | None) -> None:
             stage[0] = what
-            progress.begin(tokens)
+            progress.begin(tokens, estimate)
 
         run = run_tune(backend, source, settings, json_path=json_path, on_start=on_start, on_stage=on_stage,
                        on_tokens=lambda count, label: progress.advance(count, stage[0]))  # fmt: skip

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from yarn_cli.backend import Backend, Session
 from yarn_cli.evals.completions import kept_costs, run_jobs
+from yarn_cli.evals.estimate import Estimate, completion_seconds, measured_speed
 from yarn_cli.evals.passkey import (
     ANSWER_TOKENS,
     PasskeySettings,
@@ -68,16 +69,19 @@ def run_passkey(
     *,
     json_path: Path | None = None,
     csv_path: Path | None = None,
-    on_start: Callable[[int, int, int], None] | None = None,
+    on_start: Callable[[int, int, int, Estimate | None], None] | None = None,
     on_tokens: Callable[[int, Planned], None] | None = None,
     on_trial: Callable[[TrialResult, Sequence[TrialResult]], None] | None = None,
+    plan_only: bool = False,
 ) -> PasskeyRun:
     """Run every trial the record at ``json_path`` lacks, rewriting it after each; then the CSV.
 
-    ``on_start(prompt tokens to evaluate, trials to run, trials resumed)``; ``on_tokens(n, trial)`` as the
+    ``on_start(prompt tokens to evaluate, trials to run, trials resumed, the run's estimated time)``, after a
+    short measurement of the backend's speed where it has one; ``on_tokens(n, trial)`` as the
     prompt tokens are read, inside a trial where the backend can tell, else when it ends, so that the
     tokens add up to the first figure; ``on_trial(result, every result so far)``. Ctrl-C ends the run
     and a failure ends it too: either way every finished trial is kept, in the record and the result.
+    ``plan_only``: stop after ``on_start``, running and writing nothing.
     """
     done = load_previous(json_path, backend, settings) if json_path else {}
     results = list(done.values())
@@ -93,7 +97,10 @@ def run_passkey(
     try:
         plan = plan_run(backend, settings, done)
         if on_start:
-            on_start(sum(t.tokens for p in plan for t in p.trials), sum(len(p.trials) for p in plan), len(done))
+            tokens = sum(t.tokens for p in plan for t in p.trials)
+            on_start(tokens, sum(len(p.trials) for p in plan), len(done), estimate_run(backend, plan, tokens))
+        if plan_only:
+            return PasskeyRun(results, len(done), False)
         for part in plan:
             with backend.session(part.column, part.longest + CONTEXT_MARGIN, part.longest) as session:
                 answer_all(session, part.trials, backend.parallel, keep, on_tokens)
@@ -135,6 +142,19 @@ def plan_run(backend: Backend, settings: PasskeySettings, done: dict[TrialKey, T
                 trials.append(Planned(column, spec, prompt, cost, number))
             plan.append(PassPlan(column, max(s.length for s, _ in todo), trials))
     return plan
+
+
+def estimate_run(backend: Backend, plan: list[PassPlan], tokens: int) -> Estimate | None:
+    """The plan's time on the backend's measured speed: each trial's new prompt tokens, then its answer."""
+    speed = measured_speed(backend, tokens)
+    if speed is None:
+        return None
+    jobs = [
+        (t.tokens, completion_seconds(speed, len(t.prompt.tokens), t.tokens, ANSWER_TOKENS))
+        for part in plan
+        for t in part.trials
+    ]
+    return Estimate.of(jobs, speed)
 
 
 def answer_all(

@@ -17,6 +17,7 @@ import numpy as np
 
 from yarn_cli.backend import Backend, Comparison, PromptCut, Scores, ScoresUnavailable
 from yarn_cli.errors import EvaluationError, InputError
+from yarn_cli.evals.estimate import Estimate, measured_speed
 from yarn_cli.evals.perplexity import (
     Pass,
     PerplexityResult,
@@ -37,12 +38,15 @@ def run_perplexity(
     *,
     json_path: Path | None = None,
     csv_path: Path | None = None,
-    on_start: Callable[[int], None] | None = None,
+    on_start: Callable[[int, Estimate | None], None] | None = None,
     on_tokens: Callable[[int, str], None] | None = None,
+    plan_only: bool = False,
 ) -> PerplexityRun:
     """Score ``text`` at every context under every column and write the record; KeyboardInterrupt propagates.
 
-    ``on_start(tokens to evaluate)``, ``on_tokens(tokens just evaluated, the pass they belong to)``.
+    ``on_start(tokens to evaluate, the run's estimated time)``, after a short measurement of the backend's
+    speed where it has one; ``on_tokens(tokens just evaluated, the pass they belong to)``. ``plan_only``: stop
+    after ``on_start``, scoring and writing nothing (the run returned has no results).
     """
     settings.check(backend.scores_first_token)
     if settings.reference is not None and settings.reference not in backend.columns:
@@ -73,7 +77,10 @@ def run_perplexity(
     if settings.reference is not None and (donor is not None or not settings.score_reference):
         passes = [p for p in passes if p.column != settings.reference]
     if on_start:
-        on_start(sum(p.length for p in passes))
+        tokens = sum(p.length for p in passes)
+        on_start(tokens, estimate_passes(backend, passes, settings.reference, tokens))
+    if plan_only:
+        return PerplexityRun([], 0, 0.0, {}, len(stream), bos, {}, {})
     sums: dict[tuple[str, int], float] = {}
     counts: dict[tuple[str, int], int] = {}
     divergence = Divergence()
@@ -131,6 +138,19 @@ def run_perplexity(
     if csv_path:
         write_csv(csv_path, run, settings)
     return run
+
+
+def estimate_passes(backend: Backend, passes: list[Pass], reference: str | None, tokens: int) -> Estimate | None:
+    """The passes' time on the backend's measured speed: every window from scratch, every logit wanted, twice
+    where a column is compared with the reference (both models evaluate it)."""
+    speed = measured_speed(backend, tokens)
+    if speed is None:
+        return None
+    twice = {c for c in backend.columns if reference is not None and c != reference}
+    jobs = [
+        (p.length, speed.prompt_seconds(0, p.length, scored=True) * (2 if p.column in twice else 1)) for p in passes
+    ]
+    return Estimate.of(jobs, speed)
 
 
 def _sessions(passes: list[Pass]) -> list[list[Pass]]:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from yarn_cli.backend import Backend, Session
 from yarn_cli.evals.completions import kept_costs, run_jobs
+from yarn_cli.evals.estimate import Estimate, completion_seconds, measured_speed
 from yarn_cli.evals.records import write_json
 from yarn_cli.evals.ruler import RulerSettings, SampleKey, SampleResult, string_match_all
 from yarn_cli.evals.ruler_haystack import Essay
@@ -70,15 +71,18 @@ def run_ruler(
     json_path: Path | None = None,
     csv_path: Path | None = None,
     prompts_path: Path | None = None,
-    on_start: Callable[[int, int, int], None] | None = None,
+    on_start: Callable[[int, int, int, Estimate | None], None] | None = None,
     on_tokens: Callable[[int, Planned], None] | None = None,
     on_sample: Callable[[SampleResult, Sequence[SampleResult]], None] | None = None,
+    plan_only: bool = False,
 ) -> RulerRun:
     """Run every sample the record at ``json_path`` lacks, rewriting it after each; then the CSV.
 
-    ``on_start(prompt tokens to evaluate, samples to run, samples resumed)``; ``on_tokens(n, sample)`` as
+    ``on_start(prompt tokens to evaluate, samples to run, samples resumed, the run's estimated time)``, after a
+    short measurement of the backend's speed where it has one; ``on_tokens(n, sample)`` as
     prompt tokens are read; ``on_sample(result, every result so far)``. Ctrl-C ends the run and a failure
-    ends it too: either way every finished sample is kept, in the record and the result.
+    ends it too: either way every finished sample is kept, in the record and the result. ``plan_only``: stop
+    after ``on_start``, running nothing and writing nothing but the prompts asked for.
     """
     done = load_previous(json_path, backend, settings) if json_path else {}
     results = list(done.values())
@@ -98,7 +102,10 @@ def run_ruler(
             write_prompts(prompts_path, prompts)
         plan = plan_run(backend, prompts, done)
         if on_start:
-            on_start(sum(s.tokens for p in plan for s in p.samples), sum(len(p.samples) for p in plan), len(done))
+            tokens = sum(s.tokens for p in plan for s in p.samples)
+            on_start(tokens, sum(len(p.samples) for p in plan), len(done), estimate_run(backend, plan, tokens))
+        if plan_only:
+            return RulerRun(results, len(done), False)
         for part in plan:
             with backend.session(part.column, part.longest + CONTEXT_MARGIN, part.longest) as session:
                 run_jobs(session, part.samples, backend.parallel, answer, keep, on_tokens)
@@ -133,6 +140,19 @@ def plan_run(
                 samples.append(Planned(column, prompt, cost, number))
             plan.append(SessionPlan(column, max(p.length for p in todo), samples))
     return plan
+
+
+def estimate_run(backend: Backend, plan: list[SessionPlan], tokens: int) -> Estimate | None:
+    """The plan's time on the backend's measured speed, each answer at its task's cap (most stop sooner)."""
+    speed = measured_speed(backend, tokens)
+    if speed is None:
+        return None
+    jobs = [
+        (s.tokens, completion_seconds(speed, len(s.prompt.tokens), s.tokens, s.prompt.max_tokens))
+        for part in plan
+        for s in part.samples
+    ]
+    return Estimate.of(jobs, speed)
 
 
 def answer(session: Session, planned: Planned, read: Callable[[int], None] | None = None) -> SampleResult:

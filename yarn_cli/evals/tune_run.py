@@ -10,7 +10,8 @@ from pathlib import Path
 
 from yarn_cli.backend import Backend
 from yarn_cli.errors import InputError
-from yarn_cli.evals.passkey import PasskeySettings
+from yarn_cli.evals.estimate import Estimate, completion_seconds, measured_speed
+from yarn_cli.evals.passkey import ANSWER_TOKENS, PasskeySettings
 from yarn_cli.evals.passkey_run import run_passkey
 from yarn_cli.evals.perplexity import PerplexitySettings, Text
 from yarn_cli.evals.perplexity_run import run_perplexity
@@ -18,7 +19,7 @@ from yarn_cli.evals.records import write_json
 from yarn_cli.evals.tune import WEAK_KL, Candidate, Cost, TuneSettings, Verdict, choose, front
 from yarn_cli.evals.tune_report import build_record, load_previous
 
-Stage = Callable[[str, int], None]  # (what is measured now, its prompt tokens to evaluate)
+Stage = Callable[[str, int, "Estimate | None"], None]  # (what is measured now, its prompt tokens, its estimate)
 Tokens = Callable[[int, str], None]  # (tokens just evaluated, a label)
 
 
@@ -38,14 +39,15 @@ def run_tune(
     settings: TuneSettings,
     *,
     json_path: Path | None = None,
-    on_start: Callable[[int], None] | None = None,
+    on_start: Callable[[int, Estimate | None], None] | None = None,
     on_stage: Stage | None = None,
     on_tokens: Tokens | None = None,
 ) -> TuneRun:
     """Measure every candidate as far as the budget says, choose, and keep the record; Ctrl-C keeps what was
     measured (the same command resumes).
 
-    ``on_start(candidates resumed)`` once the inputs are checked, before the first measurement.
+    ``on_start(candidates resumed, the most the rest may take)`` once the inputs are checked, before the first
+    measurement.
     """
     n, short = settings.context, settings.short_context
     stream = backend.tokenizer.tokenize(text.content, add_bos=False)
@@ -59,7 +61,7 @@ def run_tune(
     candidates = [previous.get(v) or Candidate(v) for v in settings.candidates]
     verdicts: tuple[Verdict, Verdict] | None = None
     if on_start:
-        on_start(len(previous))
+        on_start(len(previous), estimate_tune(backend, settings, candidates))
 
     def save() -> None:
         if json_path:
@@ -94,6 +96,24 @@ def run_tune(
     return TuneRun(candidates, choice, best_static, front(candidates), len(previous), interrupted)
 
 
+def estimate_tune(backend: Backend, settings: TuneSettings, candidates: list[Candidate]) -> Estimate | None:
+    """The most the measurements still to make may take: every candidate's long perplexity included (those whose
+    short KL stops them skip it), and passkey for two. Each stage prices its own runs again when it starts."""
+    n, short = settings.context, settings.short_context
+    todo_short = [c for c in candidates if c.short_kl is None and c.variant != "none"]
+    todo_long = [c for c in candidates if c.long_perplexity is None]
+    passkeys = min(2, len([c for c in candidates if c.passkey is None]))
+    tokens = short * len(todo_short) + n * len(todo_long) + n * settings.trials * passkeys
+    speed = measured_speed(backend, tokens)
+    if speed is None:
+        return None
+    compared = 2 * speed.prompt_seconds(0, short, scored=True)  # the candidate and the reference
+    trial = completion_seconds(speed, n, n, ANSWER_TOKENS)
+    jobs = [(short, compared)] * len(todo_short) + [(n, speed.prompt_seconds(0, n, scored=True))] * len(todo_long)
+    jobs += [(n, trial)] * settings.trials * passkeys
+    return Estimate.of(jobs, speed)
+
+
 def _verdicts(candidates: list[Candidate], settings: TuneSettings) -> tuple[Verdict, Verdict]:
     n, short = settings.context, settings.short_context
     return (
@@ -102,9 +122,9 @@ def _verdicts(candidates: list[Candidate], settings: TuneSettings) -> tuple[Verd
     )
 
 
-def _starter(on_stage: Stage | None, label: str) -> Callable[[int], None] | None:
-    """A run's ``on_start(tokens)`` as the start of a stage."""
-    return (lambda tokens: on_stage(label, tokens)) if on_stage else None
+def _starter(on_stage: Stage | None, label: str) -> Callable[[int, Estimate | None], None] | None:
+    """A run's ``on_start(tokens, estimate)`` as the start of a stage."""
+    return (lambda tokens, estimate: on_stage(label, tokens, estimate)) if on_stage else None
 
 
 def _short(backend: Backend, text: Text, settings: TuneSettings, c: Candidate, on_stage: Stage | None,
@@ -148,9 +168,12 @@ def _passkey(backend: Backend, settings: TuneSettings, c: Candidate, on_stage: S
     with backend.with_columns([c.variant]) as one:
         report = (lambda count, trial: on_tokens(count, label)) if on_tokens else None
         begin = _starter(on_stage, label)
-        run = run_passkey(one, PasskeySettings(lengths=[n], trials=settings.trials, seed=settings.seed),
-                          on_start=(lambda tokens, trials, resumed: begin(tokens)) if begin else None,
-                          on_tokens=report)  # fmt: skip
+        run = run_passkey(
+            one,
+            PasskeySettings(lengths=[n], trials=settings.trials, seed=settings.seed),
+            on_start=(lambda tokens, trials, resumed, estimate: begin(tokens, estimate)) if begin else None,
+            on_tokens=report,
+        )
     if run.interrupted:
         raise KeyboardInterrupt
     found = [r.correct for r in run.results]

@@ -15,7 +15,8 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-from yarn_cli.backend import Backend, ComparedSession, Comparison, Completion, Scores, Session
+from yarn_cli.backend import Backend, ComparedSession, Comparison, Completion, Scores, Session, Speed
+from yarn_cli.llama.devices import resolve_gpu_layers
 from yarn_cli.llama.evaluation import (
     ComparedLikelihoods,
     EvaluationTime,
@@ -25,12 +26,14 @@ from yarn_cli.llama.evaluation import (
     negative_log_likelihoods,
 )
 from yarn_cli.llama.loader import LoadOptions, load_model
-from yarn_cli.llama.memory import check_kv_memory
+from yarn_cli.llama.memory import check_kv_memory, kv_memory
 from yarn_cli.llama.scoring import LogitScorer
+from yarn_cli.llama.speed import measure_speed
 from yarn_cli.model import Model
 from yarn_cli.rope.variants import Variant, parse_variants
 
 DEFAULT_CONTEXT = 8192  # what a sweep goes up to for a file that states no context
+SPEED_CONTEXT = 1024  # the context the speed is measured in
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ class LlamaBackend(Backend):
         self._timings = EvaluationTime()
         self._checked = 0  # the longest context already checked against free memory
         self._owns_vocabulary = True
+        self._speed: list[Speed] = []  # measured once, shared with the backends of other columns
 
     @property
     def columns(self) -> list[str]:
@@ -142,6 +146,20 @@ class LlamaBackend(Backend):
     def check_fits(self, n_tokens: int, advice: str) -> None:
         check_kv_memory(self.model, n_tokens, advice, self.options.n_gpu_layers)
         self._checked = max(self._checked, n_tokens)
+
+    def tokens_that_fit(self) -> int | None:
+        per_token = self.model.shape.kv_cache_bytes(1)
+        free, _ = kv_memory(self.model, resolve_gpu_layers(self.options.n_gpu_layers))
+        return free // per_token if per_token and free else None
+
+    def speed(self, budget_tokens: int) -> Speed:
+        """Measured in a short context of the first column's model, loaded for it alone (on a CPU, a second
+        load of a 7B costs what the first did: seconds, against a run of hours)."""
+        if not self._speed:
+            column = self.columns[0]
+            with self.session(column, SPEED_CONTEXT, SPEED_CONTEXT) as session:
+                self._speed.append(measure_speed(session.llm, self.model, budget_tokens))
+        return self._speed[0]
 
     def scale_key(self, column: str, length: int) -> Hashable:
         variant = self.variants[column]
@@ -189,6 +207,7 @@ class LlamaBackend(Backend):
         other = LlamaBackend(self.model, parse_variants(",".join(columns), self.model.rope), self.options,
                              reuse=self.reuses_prefix)  # fmt: skip
         other._vocabulary, other._timings, other._checked = self._vocabulary, self._timings, self._checked
+        other._speed = self._speed
         other._owns_vocabulary = False
         return other
 
