@@ -38,9 +38,7 @@ def error_line(result: subprocess.CompletedProcess[str], *, status_lines: tuple[
     line a run prints before its first prompt)."""
     assert "Traceback" not in result.stderr
     known = (*status_lines, "Plan: ")
-    lines = [
-        line for line in result.stderr.splitlines() if line.strip() and not any(line.startswith(s) for s in known)
-    ]
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not any(line.startswith(s) for s in known)]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("Error: ")
     return lines[0]

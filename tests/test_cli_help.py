@@ -106,3 +106,9 @@ def test_the_command_list_says_what_each_command_says_of_itself() -> None:
     text = help_text("", 200)
     for entry in COMMANDS:
         assert f"{entry.name}  " in text and entry.summary in " ".join(text.split())
+
+
+def test_a_mistyped_command_gets_the_one_meant(run_cli) -> None:
+    result = run_cli("chta", "x")
+    assert result.returncode == 2
+    assert "No such command 'chta'. Did you mean 'chat'?" in result.stderr

@@ -17,7 +17,7 @@ from sparse_model import HEAD_DIM, N_EMBD, N_FF, N_HEAD, N_HEAD_KV, N_LAYER, N_V
 from yarn_cli.backend import Speed
 from yarn_cli.cli.render import duration
 from yarn_cli.evals.estimate import Estimate, completion_seconds
-from yarn_cli.evals.passkey import largest_within
+from yarn_cli.evals.passkey import PasskeySettings, largest_within
 from yarn_cli.llama.loader import LoadOptions, load_model
 from yarn_cli.llama.memory import available_memory
 from yarn_cli.llama.speed import ATTENTION_EFFICIENCY, measure_speed
@@ -129,6 +129,33 @@ def test_the_model_shape_says_what_a_token_costs(smollm2: Path, tmp_path: Path) 
     assert smol.matmul_params > smol.output_params and smol.scoring_factor > 1.2
 
 
+def test_a_mixture_of_experts_counts_the_experts_a_token_uses(tmp_path: Path) -> None:
+    from archs import N_EXPERT, N_EXPERT_USED, write_tiny
+
+    moe = open_model(write_tiny(tmp_path / "moe.gguf", "qwen3moe"))
+    header = moe.header
+    experts = sum(math.prod(t.shape) for t in header.tensors if "_exps." in t.name)
+    others = sum(math.prod(t.shape) for t in header.tensors
+                 if len(t.shape) >= 2 and "_exps." not in t.name and t.name != "token_embd.weight")  # fmt: skip
+    assert moe.compute.matmul_params == others + round(experts * N_EXPERT_USED / N_EXPERT)
+
+
+def test_a_split_model_is_counted_over_its_splits(tmp_path: Path) -> None:
+    """llama.cpp reads the first split's metadata and every split's tensors; so does the count. With a split
+    missing, the layers of the others stand for all."""
+    from ggufs import write_tiny_llama
+
+    whole = open_model(write_tiny_llama(tmp_path / "whole.gguf")).compute
+    (tmp_path / "split").mkdir()
+    first = open_model(write_tiny_llama(tmp_path / "split" / "tiny.gguf", split_max_tensors=8))
+    assert first.split is not None and len(first.header.tensors) < 16
+    assert first.compute == whole
+    (tmp_path / "split" / "tiny-00003-of-00003.gguf").unlink()
+    partial = open_model(first.path).compute
+    assert partial.attention_flops == whole.attention_flops and partial.output_params == whole.output_params
+    assert partial.matmul_params == pytest.approx(whole.matmul_params, rel=0.5)
+
+
 def test_the_speed_is_measured_in_the_real_llama_cpp(tiny_model: Path) -> None:
     model = open_model(tiny_model)
     llm, _ = load_model(model, LoadOptions(n_ctx=256, n_threads=1))
@@ -194,6 +221,24 @@ def test_a_default_sweep_on_a_7b_is_cut_to_the_memory_and_estimated(run_cli, tmp
     assert plan is not None, result.stderr
     assert plan["what"] == f"{int(math.log2(longest // 1024)) + 1} trials"  # 1k, 2k, ... up to the cut
     assert re.fullmatch(r"\d+ (s|min|h( \d+ min)?|days( \d+ h)?)", plan["time"]), plan["time"]
+
+
+def test_ctrl_c_while_a_dry_run_measures_writes_nothing(tiny_model: Path, tmp_path: Path) -> None:
+    """Interrupted during the measurement: exit 130, no record made (the run's own Ctrl-C keeps finished trials)."""
+    from yarn_cli.evals.passkey_run import run_passkey
+    from yarn_cli.llama.llama_backend import LlamaBackend
+    from yarn_cli.rope.variants import parse_variants
+
+    model = open_model(tiny_model)
+    backend = LlamaBackend(model, parse_variants("as-is", model.rope), LoadOptions(n_threads=1))
+
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    with backend, pytest.raises(KeyboardInterrupt):
+        run_passkey(backend, PasskeySettings(lengths=[400], trials=1), json_path=tmp_path / "r.json",
+                    on_start=interrupted, plan_only=True)  # fmt: skip
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_a_record_keeps_nothing_of_a_dry_run(run_cli, tiny_model: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ ones llama.cpp will use, not just what the file spells out.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,9 @@ from gguf import Keys
 from yarn_cli.default_model import resolve_model
 from yarn_cli.errors import InputError, NotGGUFError
 from yarn_cli.gguf.file_type import FileType, file_type
-from yarn_cli.gguf.header import GGUFHeader, read_header
+from yarn_cli.gguf.header import GGUFHeader, TensorRecord, read_header
 from yarn_cli.gguf.inplace import check_not_pending
+from yarn_cli.gguf.splits import parse_split_name, split_paths
 from yarn_cli.gguf.tokenizer import TokenizerInfo, read_tokenizer
 from yarn_cli.gguf.values import DamagedValueError, as_count
 from yarn_cli.rope.architectures import window_layers, window_scaling
@@ -157,24 +159,59 @@ class Model:
 
     @property
     def compute(self) -> Compute:
-        """The token costs its tensors imply (those of the first split, for a split model)."""
-        tensors = {t.name: t for t in self.header.tensors}
-        tied = "output.weight" not in tensors  # the token embedding is the output projection too
-        matmul = output = 0
-        for t in tensors.values():
-            if len(t.shape) < 2 or not t.name.endswith(".weight"):
-                continue
-            size = 1
-            for d in t.shape:
-                size *= d
-            if t.name == "output.weight" or (tied and t.name == "token_embd.weight"):
-                output = size
-            if t.name != "token_embd.weight" or tied:
-                matmul += size
+        """The token costs its tensors imply.
+
+        A mixture of experts' expert tensors count for the experts a token uses (``expert_used_count`` of
+        ``expert_count``). A split model's tensors are read from every split beside the first; where one
+        cannot be read, the layers of those that could stand for all of them.
+        """
+        header = self.header
+        tensors, complete = self._tensors_of_every_split()
+        names = {t.name for t in tensors}
+        counts = [as_count(key, header.get(arch_key(key, self.architecture))) for key in
+                  (Keys.LLM.EXPERT_USED_COUNT, Keys.LLM.EXPERT_COUNT)]  # fmt: skip
+        experts = counts[0] / counts[1] if counts[0] and counts[1] else 1.0
+        tied = "output.weight" not in names and complete  # the token embedding is the output projection too
+        blocks: set[str] = set()
+        block_params = block_bytes = other_params = other_bytes = output = 0
+        for t in tensors:
+            in_block = t.name.startswith("blk.")
+            if in_block:
+                blocks.add(t.name.split(".")[1])
+            size = math.prod(t.shape) if len(t.shape) >= 2 and t.name.endswith(".weight") else 0
+            if "_exps." in t.name:
+                size = round(size * experts)
+            if t.name == "output.weight" or (t.name == "token_embd.weight" and "output.weight" not in names):
+                output = size  # where output.weight was not read, as large as the token embedding
+            if t.name == "token_embd.weight" and not tied:
+                size = 0  # a lookup
+            if in_block:
+                block_params, block_bytes = block_params + size, block_bytes + t.n_bytes
+            else:
+                other_params, other_bytes = other_params + size, other_bytes + t.n_bytes
+        layers = self.shape.n_layers
+        scale = layers / len(blocks) if not complete and layers and blocks else 1.0
+        unread_output = output if not complete and "output.weight" not in names else 0
+        matmul = round(block_params * scale) + other_params + unread_output
         shape = self.shape
         per_head = (shape.head_dim_k or 0) + (shape.head_dim_v or 0)
         attention = 2 * (shape.n_layers or 0) * (shape.n_heads or 0) * per_head
-        return Compute(matmul, output, sum(t.n_bytes for t in tensors.values()), attention)
+        return Compute(matmul, output, round(block_bytes * scale) + other_bytes, attention)
+
+    def _tensors_of_every_split(self) -> tuple[list[TensorRecord], bool]:
+        """The tensor records of every split (llama.cpp reads the first one's metadata, every one's tensors), and
+        whether all could be read."""
+        tensors = list(self.header.tensors)
+        parsed = parse_split_name(self.path)
+        if self.split is None or parsed is None:
+            return tensors, self.split is None
+        prefix, _, count = parsed
+        for path in split_paths(self.path.parent, prefix, count)[1:]:
+            try:
+                tensors += read_header(path).tensors
+            except (OSError, NotGGUFError):
+                return tensors, False
+        return tensors, True
 
     def kv_cache_table(self) -> list[tuple[int, int, int | None, int | None]]:
         """(multiple, context, bytes, bytes with windowed sliding-window layers) at 1x/2x/4x/8x the native context."""

@@ -9,6 +9,7 @@ whose summaries a test holds equal to each command's own help.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import errno
 import faulthandler
 import gc
@@ -90,6 +91,19 @@ class LazyCommands(TyperGroup):
 
     def list_commands(self, ctx: Any) -> list[str]:
         return [entry.name for entry in COMMANDS]
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        """typer's, with its "Did you mean" drawn from ``COMMANDS`` (typer's own reads the commands it holds,
+        which are none until one is asked for)."""
+        try:
+            return super().resolve_command(ctx, args)
+        except Exception as exc:
+            message = getattr(exc, "message", None)
+            if isinstance(message, str) and args and "Did you mean" not in message:
+                matches = difflib.get_close_matches(args[0], [entry.name for entry in COMMANDS])
+                if matches:
+                    exc.message = f"{message.rstrip('.')}. Did you mean {', '.join(repr(m) for m in matches)}?"  # type: ignore[attr-defined]
+            raise
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
         entry = next((e for e in COMMANDS if e.name == cmd_name), None)

@@ -13,8 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
-from typer._click.exceptions import BadParameter
-from typer._coercion import RuntimeParam
+try:  # typer's own parts: where a later typer moves them, its conversion is used, only slower
+    from typer._click.exceptions import BadParameter
+    from typer._coercion import RuntimeParam
+except ImportError:  # pragma: no cover
+    RuntimeParam = None  # type: ignore[assignment,misc]
 
 PLAIN = {str: "string", int: "integer", float: "float", Path: "path", bool: "boolean"}
 # click's spelling of a boolean given as text (an environment variable, a flag's value)
@@ -22,7 +25,7 @@ BOOLEANS = {"1": True, "true": True, "t": True, "yes": True, "y": True, "on": Tr
             "0": False, "false": False, "f": False, "no": False, "n": False, "off": False}  # fmt: skip
 
 
-class PlainValue(RuntimeParam):
+class PlainValue(RuntimeParam or object):  # type: ignore[misc]
     """A plain value (or a list of them) converted by its type's constructor."""
 
     def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
@@ -62,12 +65,18 @@ def plain(descriptor: Any) -> bool:
         or info.exists
         or info.resolve_path
         or info.allow_dash
+        or info.file_okay is not True
+        or info.dir_okay is not True
+        or info.writable
+        or info.readable is not True
     )
     return annotation in PLAIN and not constrained
 
 
 def convert_plainly(params: Sequence[Any]) -> None:
     """Give each plain parameter of a typer command the conversion here, before typer builds its own."""
+    if RuntimeParam is None:  # pragma: no cover
+        return
     for param in params:
         descriptor = getattr(param, "type_descriptor", None)
         if descriptor is not None and getattr(param, "_runtime_param", False) is None and plain(descriptor):

@@ -9,6 +9,7 @@ the estimate of the work done, so a machine slower or faster than measured corre
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -36,11 +37,16 @@ class Estimate:
     def total_seconds(self) -> float:
         return sum(self.seconds)
 
+    @functools.cached_property
+    def _ends(self) -> tuple[list[int], list[float]]:
+        """Where each job's tokens and seconds end, counted from the run's start (asked at every batch)."""
+        return list(itertools.accumulate(self.tokens)), [0.0, *itertools.accumulate(self.seconds)]
+
     def seconds_done(self, tokens_done: int) -> float:
         """The estimated seconds of the first ``tokens_done`` prompt tokens (a job's share by its tokens)."""
-        ends = list(itertools.accumulate(self.tokens))
+        ends, seconds = self._ends
         whole = bisect.bisect_right(ends, tokens_done)
-        done = sum(self.seconds[:whole])
+        done = seconds[whole]
         if whole < len(self.tokens) and self.tokens[whole]:
             before = ends[whole - 1] if whole else 0
             done += self.seconds[whole] * (tokens_done - before) / self.tokens[whole]

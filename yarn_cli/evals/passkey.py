@@ -148,7 +148,12 @@ class PromptBuilder:
 
 def largest_within(count: Callable[[int], int], target: int, guess: int, most: int) -> int:
     """The largest ``n`` in [0, ``most``] with ``count(n) <= target``, ``count`` growing with ``n``, searched from
-    ``guess``: outwards to a bracket, then by interpolation, bisecting once whenever a step does not halve it."""
+    ``guess``: outwards to a bracket, then by interpolation, bisecting once whenever a step does not halve it.
+
+    Where ``count`` is not monotone (a tokenizer merging across one more character), an ``n`` with
+    ``count(n) <= target < count(n + 1)``. 0 where even ``count(0)`` is over the target (``check_length``
+    rules that out for a prompt); an ``InputError`` where ``count(most)`` is not.
+    """
     step = max(16, guess // 50)
     x = min(max(guess, 0), most)
     n = count(x)

@@ -105,6 +105,8 @@ def run_passkey(
             with backend.session(part.column, part.longest + CONTEXT_MARGIN, part.longest) as session:
                 answer_all(session, part.trials, backend.parallel, keep, on_tokens)
     except KeyboardInterrupt:
+        if plan_only:  # nothing run, nothing to keep: interrupted as any command is
+            raise
         interrupted = True
     if json_path:
         write_json(json_path, build_record(backend, settings, results))
