@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from yarn_cli.backend import Backend, Speed
@@ -35,7 +35,7 @@ class Estimate:
 
     @property
     def total_seconds(self) -> float:
-        return sum(self.seconds)
+        return self._ends[1][-1]
 
     @functools.cached_property
     def _ends(self) -> tuple[list[int], list[float]]:
@@ -57,6 +57,17 @@ class Estimate:
         done = self.seconds_done(tokens_done)
         left = self.total_seconds - done
         return left * elapsed / done if done > 0 and elapsed > 0 else left
+
+
+def estimate_completions(backend: Backend, completions: Sequence[tuple[int, int, int]]) -> Estimate | None:
+    """Greedy completions' time on the backend's measured speed, each given as (its prompt tokens, those evaluated
+    after the prefix kept from the one before, its answer's cap), in the order they run; None where the backend
+    has no speed (a server) or nothing is to run."""
+    speed = measured_speed(backend, sum(evaluated for _, evaluated, _ in completions))
+    if speed is None:
+        return None
+    jobs = [(evaluated, completion_seconds(speed, n, evaluated, cap)) for n, evaluated, cap in completions]
+    return Estimate.of(jobs, speed)
 
 
 def completion_seconds(speed: Speed, prompt_tokens: int, evaluated: int, answer_tokens: int) -> float:

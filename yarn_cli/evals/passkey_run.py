@@ -16,7 +16,7 @@ from pathlib import Path
 
 from yarn_cli.backend import Backend, Session
 from yarn_cli.evals.completions import kept_costs, run_jobs
-from yarn_cli.evals.estimate import Estimate, completion_seconds, measured_speed
+from yarn_cli.evals.estimate import Estimate, estimate_completions
 from yarn_cli.evals.passkey import (
     ANSWER_TOKENS,
     PasskeySettings,
@@ -98,7 +98,7 @@ def run_passkey(
         plan = plan_run(backend, settings, done)
         if on_start:
             tokens = sum(t.tokens for p in plan for t in p.trials)
-            on_start(tokens, sum(len(p.trials) for p in plan), len(done), estimate_run(backend, plan, tokens))
+            on_start(tokens, sum(len(p.trials) for p in plan), len(done), estimate_run(backend, plan))
         if plan_only:
             return PasskeyRun(results, len(done), False)
         for part in plan:
@@ -146,17 +146,11 @@ def plan_run(backend: Backend, settings: PasskeySettings, done: dict[TrialKey, T
     return plan
 
 
-def estimate_run(backend: Backend, plan: list[PassPlan], tokens: int) -> Estimate | None:
+def estimate_run(backend: Backend, plan: list[PassPlan]) -> Estimate | None:
     """The plan's time on the backend's measured speed: each trial's new prompt tokens, then its answer."""
-    speed = measured_speed(backend, tokens)
-    if speed is None:
-        return None
-    jobs = [
-        (t.tokens, completion_seconds(speed, len(t.prompt.tokens), t.tokens, ANSWER_TOKENS))
-        for part in plan
-        for t in part.trials
-    ]
-    return Estimate.of(jobs, speed)
+    return estimate_completions(
+        backend, [(len(t.prompt.tokens), t.tokens, ANSWER_TOKENS) for part in plan for t in part.trials]
+    )
 
 
 def answer_all(

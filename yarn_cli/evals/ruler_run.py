@@ -16,7 +16,7 @@ from pathlib import Path
 
 from yarn_cli.backend import Backend, Session
 from yarn_cli.evals.completions import kept_costs, run_jobs
-from yarn_cli.evals.estimate import Estimate, completion_seconds, measured_speed
+from yarn_cli.evals.estimate import Estimate, estimate_completions
 from yarn_cli.evals.records import write_json
 from yarn_cli.evals.ruler import RulerSettings, SampleKey, SampleResult, string_match_all
 from yarn_cli.evals.ruler_haystack import Essay
@@ -103,7 +103,7 @@ def run_ruler(
         plan = plan_run(backend, prompts, done)
         if on_start:
             tokens = sum(s.tokens for p in plan for s in p.samples)
-            on_start(tokens, sum(len(p.samples) for p in plan), len(done), estimate_run(backend, plan, tokens))
+            on_start(tokens, sum(len(p.samples) for p in plan), len(done), estimate_run(backend, plan))
         if plan_only:
             return RulerRun(results, len(done), False)
         for part in plan:
@@ -144,17 +144,11 @@ def plan_run(
     return plan
 
 
-def estimate_run(backend: Backend, plan: list[SessionPlan], tokens: int) -> Estimate | None:
+def estimate_run(backend: Backend, plan: list[SessionPlan]) -> Estimate | None:
     """The plan's time on the backend's measured speed, each answer at its task's cap (most stop sooner)."""
-    speed = measured_speed(backend, tokens)
-    if speed is None:
-        return None
-    jobs = [
-        (s.tokens, completion_seconds(speed, len(s.prompt.tokens), s.tokens, s.prompt.max_tokens))
-        for part in plan
-        for s in part.samples
-    ]
-    return Estimate.of(jobs, speed)
+    return estimate_completions(
+        backend, [(len(s.prompt.tokens), s.tokens, s.prompt.max_tokens) for part in plan for s in part.samples]
+    )
 
 
 def answer(session: Session, planned: Planned, read: Callable[[int], None] | None = None) -> SampleResult:
